@@ -1,0 +1,40 @@
+"""tfrec_video: a two-stage video recommender on TensorFlow Recommenders.
+
+Importing this package makes TensorFlow Recommenders importable, whatever was
+imported before it. TFRS 0.7.7 is written against Keras 2 (`tf_keras`), and
+`tf.keras` resolves to Keras 2 only when `TF_USE_LEGACY_KERAS=1` is set before
+TensorFlow first resolves `tf.keras`. TensorFlow resolves it lazily, on the first
+attribute access of `tf.keras`, so setting the variable here works even when the
+user ran `import tensorflow` first. If something already resolved `tf.keras` to
+Keras 3, we say so plainly instead of letting TFRS fail deep inside its import.
+"""
+
+import os as _os
+
+_os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+__version__ = "0.1.0"
+
+
+def _check_keras_2():
+    import sys
+
+    if _os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+        raise ImportError(
+            "tfrec_video needs Keras 2 (tf_keras) because TensorFlow Recommenders does, "
+            f"but TF_USE_LEGACY_KERAS={_os.environ.get('TF_USE_LEGACY_KERAS')!r}. "
+            "Unset it or set TF_USE_LEGACY_KERAS=1 before starting Python."
+        )
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        keras_module = getattr(tf, "keras", None)
+        name = getattr(keras_module, "__name__", "")
+        if name and not name.startswith("tf_keras"):
+            raise ImportError(
+                f"tf.keras already resolved to {name!r} (Keras 3) before tfrec_video was "
+                "imported. Set TF_USE_LEGACY_KERAS=1 in the environment, or import "
+                "tfrec_video before anything touches tf.keras."
+            )
+
+
+_check_keras_2()
