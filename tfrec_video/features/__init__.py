@@ -1,0 +1,10 @@
+"""Preprocessing learned from data: vocabularies, WordPiece, normalisation statistics.
+
+These live inside the model (as lookup layers and constants), so an exported
+SavedModel takes raw features.
+"""
+
+from tfrec_video.features.vocabulary import Vocabularies, adapt
+from tfrec_video.features.wordpiece import learn_title_vocabulary, RESERVED_TOKENS
+
+__all__ = ["Vocabularies", "adapt", "learn_title_vocabulary", "RESERVED_TOKENS"]

@@ -1,0 +1,182 @@
+"""`Vocabularies`: everything the model learns from data before training starts.
+
+An explicit adapt step (as with Keras preprocessing layers) reads the training
+impressions and the catalog once and records:
+
+* id vocabularies (users, videos seen in training, categories, devices), most
+  frequent first, so that a cap keeps the useful ones;
+* per-video impression counts, from which the retrieval task's logQ correction
+  estimates each candidate's in-batch sampling probability;
+* the WordPiece vocabulary of the catalog titles;
+* normalisation statistics for `duration_s`;
+* which optional features the data has, so the towers build only what can be fed.
+
+Video ids come from training impressions only, never from the whole catalog: a
+video never seen in training must not own an untrained embedding row. It falls
+into the hashed OOV buckets instead, and its content features carry it. That is
+how cold start is served.
+
+Example:
+
+>>> import numpy as np
+>>> catalog = {"video_id": np.array(["a", "b"], object), "title": np.array(["cat", "dog"], object)}
+>>> impressions = {"user_id": np.array(["u1", "u2", "u1"], object),
+...                "video_id": np.array(["a", "a", "b"], object), "clicked": np.array([1, 0, 1])}
+>>> vocab = adapt(catalog, impressions, title_vocabulary_size=32)
+>>> vocab.video_ids, vocab.video_counts
+(['a', 'b'], [2, 1])
+"""
+
+import collections
+import dataclasses
+from typing import Dict, Iterable, List, Mapping, Optional, Union
+
+import numpy as np
+
+from tfrec_video.features.wordpiece import learn_title_vocabulary
+
+
+@dataclasses.dataclass
+class Vocabularies:
+    """Data-derived state of a model (see module docstring).
+
+    Args:
+      user_ids: user ids with their own embedding row, most frequent first.
+      video_ids: video ids seen in training impressions, most frequent first.
+      video_counts: impression count of each of `video_ids` (logQ correction).
+      title_tokens: WordPiece vocabulary; `[PAD]` is id 0.
+      categories: category vocabulary, or None when the catalog has none.
+      devices: device vocabulary, or None when impressions have none.
+      duration_log_mean: mean of log1p(duration_s), or None when absent.
+      duration_log_std: std of log1p(duration_s), or None when absent.
+      image_dim: length of `image_embedding`, or None when absent.
+      audio_dim: length of `audio_embedding`, or None when absent.
+      history_length: length of `history`, or None when absent.
+      has_hour: whether impressions carry `hour`.
+    """
+
+    user_ids: List[str]
+    video_ids: List[str]
+    video_counts: List[int]
+    title_tokens: List[str]
+    categories: Optional[List[str]] = None
+    devices: Optional[List[str]] = None
+    duration_log_mean: Optional[float] = None
+    duration_log_std: Optional[float] = None
+    image_dim: Optional[int] = None
+    audio_dim: Optional[int] = None
+    history_length: Optional[int] = None
+    has_hour: bool = False
+
+    def __post_init__(self):
+        if len(self.video_ids) != len(self.video_counts):
+            raise ValueError(
+                f"Vocabularies: {len(self.video_ids)} video_ids but {len(self.video_counts)} video_counts."
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Vocabularies":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"Vocabularies.from_dict: unknown keys {sorted(unknown)}.")
+        return cls(**dict(d))
+
+    def candidate_sampling_probabilities(self) -> np.ndarray:
+        """Probability that each of `video_ids` is a given in-batch candidate."""
+        counts = np.asarray(self.video_counts, np.float64)
+        total = counts.sum()
+        return (counts / total).astype(np.float32) if total > 0 else counts.astype(np.float32)
+
+
+def _as_str(values) -> np.ndarray:
+    out = np.asarray(values, dtype=object).reshape(-1)
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in out], dtype=object)
+
+
+def _ranked(counter: collections.Counter, max_size: Optional[int]) -> List[str]:
+    # Most frequent first, ties broken by id, so the vocabulary is deterministic.
+    items = sorted(((k, c) for k, c in counter.items() if k != ""), key=lambda kc: (-kc[1], kc[0]))
+    if max_size is not None:
+        items = items[:max_size]
+    return [k for k, _ in items]
+
+
+def _iter_batches(impressions) -> Iterable[Dict[str, np.ndarray]]:
+    if isinstance(impressions, Mapping):
+        yield {k: np.asarray(v) for k, v in impressions.items()}
+        return
+    for batch in impressions.batch(8192).as_numpy_iterator():
+        yield batch
+
+
+def adapt(
+    catalog: Mapping[str, np.ndarray],
+    impressions: Union[Mapping[str, np.ndarray], "object"],
+    *,
+    title_vocabulary_size: int = 8000,
+    max_users: Optional[int] = None,
+    max_videos: Optional[int] = None,
+) -> Vocabularies:
+    """Learns `Vocabularies` from the catalog and the training impressions.
+
+    Args:
+      catalog: the catalog as column arrays (`tfrec_video.data.read_table_numpy`).
+      impressions: the training impressions, as column arrays or an unbatched
+        `tf.data.Dataset` of feature dicts (streamed in batches, bounded memory).
+      title_vocabulary_size: WordPiece vocabulary size.
+      max_users: cap on user ids with their own row (the rest share hashed OOV buckets).
+      max_videos: cap on video ids with their own row.
+
+    Returns:
+      A `Vocabularies`.
+    """
+    users: collections.Counter = collections.Counter()
+    videos: collections.Counter = collections.Counter()
+    devices: collections.Counter = collections.Counter()
+    history_length = None
+    has_hour = False
+    has_device = False
+    for batch in _iter_batches(impressions):
+        for name, counter in (("user_id", users), ("video_id", videos)):
+            ids, counts = np.unique(_as_str(batch[name]), return_counts=True)
+            counter.update(dict(zip(ids.tolist(), counts.tolist())))
+        if "device" in batch:
+            has_device = True
+            ids, counts = np.unique(_as_str(batch["device"]), return_counts=True)
+            devices.update(dict(zip(ids.tolist(), counts.tolist())))
+        if "history" in batch:
+            history_length = int(np.asarray(batch["history"]).shape[-1])
+        has_hour = has_hour or "hour" in batch
+    if not videos:
+        raise ValueError("adapt: the training impressions are empty.")
+
+    video_ids = _ranked(videos, max_videos)
+    duration_mean = duration_std = None
+    if "duration_s" in catalog:
+        logd = np.log1p(np.maximum(np.asarray(catalog["duration_s"], np.float64), 0.0))
+        duration_mean, duration_std = float(logd.mean()), float(max(logd.std(), 1e-6))
+    categories = None
+    if "category" in catalog:
+        categories = _ranked(collections.Counter(_as_str(catalog["category"]).tolist()), None)
+
+    def dim(name):
+        return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
+
+    return Vocabularies(
+        user_ids=_ranked(users, max_users),
+        video_ids=video_ids,
+        video_counts=[int(videos[v]) for v in video_ids],
+        title_tokens=learn_title_vocabulary(_as_str(catalog["title"]), title_vocabulary_size),
+        categories=categories,
+        devices=_ranked(devices, None) if has_device else None,
+        duration_log_mean=duration_mean,
+        duration_log_std=duration_std,
+        image_dim=dim("image_embedding"),
+        audio_dim=dim("audio_embedding"),
+        history_length=history_length,
+        has_hour=has_hour,
+    )

@@ -1,0 +1,131 @@
+"""`ModelConfig`: every architecture and loss hyper-parameter of `VideoRecModel`.
+
+A plain dataclass, so a YAML/JSON file or CLI flags map onto it field by field,
+and `to_dict`/`from_dict` round-trip. Data-derived state (vocabularies, which
+optional features exist) lives in `tfrec_video.features.Vocabularies`, not here.
+
+Example:
+
+>>> config = ModelConfig(embedding_dim=32, ranking_weight=0.0)
+>>> ModelConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+import dataclasses
+from typing import Mapping, Optional, Tuple
+
+from tfrec_video.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the two-stage model.
+
+    Args:
+      embedding_dim: width of the query and video embeddings (retrieval space).
+      id_dim: width of the user-id and video-id embeddings.
+      user_oov_buckets: hashed rows shared by unseen users.
+      video_oov_buckets: hashed rows shared by unseen (cold-start) videos.
+      video_id_dropout: probability of hiding a known video id behind its OOV
+        bucket in training, which teaches the towers to place a video by content.
+      history_pooling: `"mean"` or `"attention"`.
+      title_vocabulary_size: WordPiece vocabulary size learned from titles.
+      title_sequence_length: tokens kept per title.
+      title_token_dim: token embedding width.
+      title_conv_widths: Conv1D window widths of the title CNN.
+      title_filters: filters per width.
+      title_dim: title encoding width.
+      media_dim: width the image and audio embeddings are projected to.
+      query_hidden_units: the query tower's MLP widths.
+      candidate_hidden_units: the candidate tower's MLP widths.
+      tower_dropout: dropout inside the tower MLPs.
+      cross_layers: number of DCN `Cross` layers in the ranking head.
+      ranking_hidden_units: the ranking MLP widths.
+      temperature: softmax temperature of the retrieval loss.
+      logq_correction: subtract log of each candidate's sampling probability.
+      remove_accidental_hits: mask in-batch negatives that are the positive video.
+      retrieval_weight: weight of the retrieval loss (0 trains ranking alone).
+      ranking_weight: weight of the ranking loss (0 trains retrieval alone).
+      learning_rate: Adam learning rate.
+      max_users: cap on user ids with their own embedding row.
+      max_videos: cap on video ids with their own embedding row.
+      seed: seed of initialisers and dropout.
+    """
+
+    embedding_dim: int = 64
+    id_dim: int = 32
+    user_oov_buckets: int = 64
+    video_oov_buckets: int = 64
+    video_id_dropout: float = 0.2
+    history_pooling: str = "mean"
+    title_vocabulary_size: int = 8000
+    title_sequence_length: int = 16
+    title_token_dim: int = 32
+    title_conv_widths: Tuple[int, ...] = (1, 2, 3)
+    title_filters: int = 32
+    title_dim: int = 32
+    media_dim: int = 32
+    query_hidden_units: Tuple[int, ...] = (128,)
+    candidate_hidden_units: Tuple[int, ...] = (128,)
+    tower_dropout: float = 0.0
+    cross_layers: int = 1
+    ranking_hidden_units: Tuple[int, ...] = (128, 64)
+    temperature: float = 0.1
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    retrieval_weight: float = 1.0
+    ranking_weight: float = 1.0
+    learning_rate: float = 2e-3
+    max_users: Optional[int] = None
+    max_videos: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("embedding_dim", "id_dim", "user_oov_buckets", "video_oov_buckets", "title_vocabulary_size",
+                     "title_sequence_length", "title_token_dim", "title_filters", "title_dim", "media_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}.")
+        for name in ("title_conv_widths", "query_hidden_units", "candidate_hidden_units", "ranking_hidden_units"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if any(not isinstance(v, int) or v <= 0 for v in value):
+                raise ConfigError(f"ModelConfig.{name} must be positive integers, got {list(value)!r}.")
+        if not self.title_conv_widths:
+            raise ConfigError("ModelConfig.title_conv_widths must name at least one width.")
+        if self.history_pooling not in ("mean", "attention"):
+            raise ConfigError(f"ModelConfig.history_pooling must be 'mean' or 'attention', got {self.history_pooling!r}.")
+        for name in ("video_id_dropout", "tower_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}.")
+        if self.cross_layers < 0:
+            raise ConfigError(f"ModelConfig.cross_layers must be >= 0, got {self.cross_layers!r}.")
+        if not self.temperature > 0:
+            raise ConfigError(f"ModelConfig.temperature must be > 0, got {self.temperature!r}.")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"ModelConfig.learning_rate must be > 0, got {self.learning_rate!r}.")
+        if self.retrieval_weight < 0 or self.ranking_weight < 0 or self.retrieval_weight + self.ranking_weight == 0:
+            raise ConfigError(
+                "ModelConfig.retrieval_weight and ranking_weight must be >= 0 and not both 0, got "
+                f"{self.retrieval_weight!r} and {self.ranking_weight!r}."
+            )
+        for name in ("max_users", "max_videos"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer or None, got {value!r}.")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            import difflib
+
+            hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, fields, 1)[0]!r}?)"
+                     if difflib.get_close_matches(u, fields, 1) else repr(u) for u in unknown]
+            raise ConfigError(f"ModelConfig: unknown fields {', '.join(hints)}.")
+        return cls(**dict(d))

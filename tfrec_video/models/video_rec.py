@@ -1,0 +1,172 @@
+"""`VideoRecModel`: retrieval and ranking, trained jointly with one `model.fit`.
+
+    impressions (+ catalog features joined by video_id)
+        │
+        ├─ QueryTower.encode ──► qf ──project──► q  (L2-normalised)
+        ├─ CandidateTower.encode ► cf ──project──► c  (L2-normalised)
+        │
+        ├─ retrieval: tfrs.tasks.Retrieval(q, c) in-batch softmax over the batch's videos,
+        │    temperature, logQ correction, accidental-hit removal;
+        │    sample_weight = clicked, so only clicked rows are positives
+        └─ ranking:   RankingHead([qf, cf, q ⊙ c]) ──► logit; tfrs.tasks.Ranking with
+             sigmoid cross-entropy on every impression (clicked or not)
+
+    loss = retrieval_weight · L_retrieval + ranking_weight · L_ranking
+
+The retrieval loss is a sum over clicked rows divided by their number, so its
+scale does not depend on the click-through rate. Unclicked rows still supply
+their videos as in-batch negatives; those videos were sampled by exposure, which
+is what the logQ correction (estimated from training impression counts in
+`Vocabularies`) removes. Whole-catalog top-K metrics are never computed per
+training step; `tfrec_video.evaluation` computes them at evaluation time.
+
+Example:
+
+>>> import numpy as np, tensorflow as tf
+>>> from tfrec_video.features import adapt
+>>> catalog = {"video_id": np.array(["a", "b"], object), "title": np.array(["cat video", "dog video"], object)}
+>>> impressions = {"user_id": np.array(["u1", "u2"], object), "video_id": np.array(["a", "b"], object),
+...                "title": np.array(["cat video", "dog video"], object), "clicked": np.array([1, 0])}
+>>> model = VideoRecModel(ModelConfig(embedding_dim=8), adapt(catalog, impressions, title_vocabulary_size=40))
+>>> model.compile(tf.keras.optimizers.Adam(1e-3))
+>>> history = model.fit(tf.data.Dataset.from_tensor_slices(impressions).batch(2), verbose=0)
+>>> sorted(model(impressions))
+['click_probability', 'query_embedding', 'retrieval_score', 'video_embedding']
+"""
+
+from typing import Dict, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrec_video.features.vocabulary import Vocabularies
+from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.ranking_head import RankingHead
+from tfrec_video.towers import CandidateTower, IdEmbedding, QueryTower
+
+
+class VideoRecModel(tfrs.Model):
+    """The two-stage video recommender (see module docstring).
+
+    Args:
+      config: a `ModelConfig`.
+      vocabularies: `Vocabularies` learned from the data by `tfrec_video.features.adapt`.
+    """
+
+    def __init__(self, config: ModelConfig, vocabularies: Vocabularies, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, Mapping):
+            config = ModelConfig.from_dict(config)
+        if isinstance(vocabularies, Mapping):
+            vocabularies = Vocabularies.from_dict(vocabularies)
+        self.config = config
+        self.vocabularies = vocabularies
+        tf.random.set_seed(config.seed)
+        v = vocabularies
+        self.video_embedding = IdEmbedding(v.video_ids, config.id_dim, config.video_oov_buckets,
+                                           dropout=config.video_id_dropout, seed=config.seed, name="video_id")
+        self.query_tower = QueryTower(
+            v.user_ids, self.video_embedding, history_length=v.history_length, history_pooling=config.history_pooling,
+            has_hour=v.has_hour, devices=v.devices, id_dim=config.id_dim, num_oov_buckets=config.user_oov_buckets,
+            hidden_units=config.query_hidden_units, output_dim=config.embedding_dim, dropout=config.tower_dropout,
+            name="query_tower")
+        duration_stats = None if v.duration_log_mean is None else (v.duration_log_mean, v.duration_log_std)
+        self.candidate_tower = CandidateTower(
+            self.video_embedding, v.title_tokens,
+            title_options=dict(sequence_length=config.title_sequence_length, token_dim=config.title_token_dim,
+                               conv_widths=config.title_conv_widths, filters=config.title_filters,
+                               output_dim=config.title_dim),
+            categories=v.categories, duration_stats=duration_stats, image_dim=v.image_dim, audio_dim=v.audio_dim,
+            media_dim=config.media_dim, hidden_units=config.candidate_hidden_units, output_dim=config.embedding_dim,
+            dropout=config.tower_dropout, name="candidate_tower")
+        self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, name="ranking_head")
+        self.retrieval_task = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+            temperature=config.temperature, remove_accidental_hits=config.remove_accidental_hits)
+        self.ranking_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc"),
+                     tf.keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")])
+        self.retrieval_loss_tracker = tf.keras.metrics.Mean(name="retrieval_loss")
+        self.ranking_loss_tracker = tf.keras.metrics.Mean(name="ranking_loss")
+        # Sampling probability by lookup index: [mask, OOV buckets..., vocabulary...].
+        # Unseen videos get the smallest observed probability: they are rare by definition.
+        probs = vocabularies.candidate_sampling_probabilities()
+        floor = float(probs.min()) if len(probs) else 1.0
+        table = np.concatenate([np.full(1 + config.video_oov_buckets, floor, np.float32), probs])
+        self._sampling_probability = tf.constant(table, tf.float32)
+
+    # -- stages ---------------------------------------------------------------------------------
+    @property
+    def query_feature_names(self):
+        return self.query_tower.input_names
+
+    @property
+    def video_feature_names(self):
+        return self.candidate_tower.input_names
+
+    def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """L2-normalised query embeddings `[batch, embedding_dim]`."""
+        return self.query_tower(features, training=training)
+
+    def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """L2-normalised video embeddings `[batch, embedding_dim]`."""
+        return self.candidate_tower(features, training=training)
+
+    def _forward(self, features, training=None):
+        qf = self.query_tower.encode(features, training=training)
+        cf = self.candidate_tower.encode(features, training=training)
+        q = self.query_tower.project(qf, training=training)
+        c = self.candidate_tower.project(cf, training=training)
+        logits = self.ranking_head(tf.concat([qf, cf, q * c], axis=-1), training=training)
+        return q, c, logits
+
+    def rank_logits(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """Click logits `[batch]` for the (user, video) pairs in `features`."""
+        return self._forward(features, training=training)[2]
+
+    def call(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        q, c, logits = self._forward(features, training=training)
+        return {
+            "query_embedding": q,
+            "video_embedding": c,
+            "retrieval_score": tf.reduce_sum(q * c, axis=-1),
+            "click_probability": tf.sigmoid(logits),
+        }
+
+    # -- training ---------------------------------------------------------------------------------
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        if isinstance(inputs, tuple):  # (features, labels) from Keras-style datasets
+            features = dict(inputs[0])
+            if len(inputs) > 1 and inputs[1] is not None:
+                features["clicked"] = inputs[1]
+        else:
+            features = inputs
+        clicked = tf.reshape(tf.cast(features["clicked"], tf.float32), [-1])
+        q, c, logits = self._forward(features, training=training)
+        loss = tf.constant(0.0)
+        if self.config.retrieval_weight > 0:
+            sampling = None
+            if self.config.logq_correction:
+                index = self.video_embedding.lookup(features["video_id"])
+                sampling = tf.gather(self._sampling_probability, index)
+            summed = self.retrieval_task(
+                q, c, sample_weight=clicked, candidate_sampling_probability=sampling,
+                candidate_ids=features["video_id"], compute_metrics=False, compute_batch_metrics=False)
+            retrieval_loss = summed / tf.maximum(tf.reduce_sum(clicked), 1.0)
+            self.retrieval_loss_tracker.update_state(retrieval_loss)
+            loss += self.config.retrieval_weight * retrieval_loss
+        if self.config.ranking_weight > 0:
+            ranking_loss = self.ranking_task(labels=clicked, predictions=logits)
+            self.ranking_loss_tracker.update_state(ranking_loss)
+            loss += self.config.ranking_weight * ranking_loss
+        return loss
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def get_config(self):
+        return {"config": self.config.to_dict(), "vocabularies": self.vocabularies.to_dict()}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(ModelConfig.from_dict(config["config"]), Vocabularies.from_dict(config["vocabularies"]))

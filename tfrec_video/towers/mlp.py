@@ -1,0 +1,46 @@
+"""`MLP`: the stack of ReLU layers every tower and the ranking head end with."""
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+
+class MLP(tf.keras.layers.Layer):
+    """Dense ReLU layers, then an optional linear output layer.
+
+    Args:
+      hidden_units: widths of the ReLU layers.
+      output_dim: width of a final linear layer, or None for none.
+      dropout: dropout rate after each hidden layer.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> MLP([16, 8], output_dim=4)(tf.ones([2, 3])).shape
+    TensorShape([2, 4])
+    """
+
+    def __init__(self, hidden_units: Sequence[int], output_dim: Optional[int] = None, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if any(int(u) <= 0 for u in hidden_units) or (output_dim is not None and int(output_dim) <= 0):
+            raise ValueError(f"MLP {self.name}: layer widths must be positive, got {list(hidden_units)} and {output_dim}.")
+        self.hidden_units = [int(u) for u in hidden_units]
+        self.output_dim = None if output_dim is None else int(output_dim)
+        self.dropout = float(dropout)
+        self.layers_ = []
+        for i, units in enumerate(self.hidden_units):
+            self.layers_.append(tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}"))
+            if self.dropout > 0:
+                self.layers_.append(tf.keras.layers.Dropout(self.dropout, seed=i))
+        if self.output_dim is not None:
+            self.layers_.append(tf.keras.layers.Dense(self.output_dim, name="output"))
+
+    def call(self, x, training=None):
+        for layer in self.layers_:
+            x = layer(x, training=training) if isinstance(layer, tf.keras.layers.Dropout) else layer(x)
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_units=self.hidden_units, output_dim=self.output_dim, dropout=self.dropout)
+        return config
