@@ -1,0 +1,207 @@
+"""Export a trained `VideoRecModel` as one SavedModel that TF Serving loads as is.
+
+Layout (what `tensorflow_model_server --model_base_path=saved_models/<name>` polls):
+
+    saved_models/<name>/<version>/saved_model.pb, variables/, assets/
+
+Versions are integers and auto-increment. A version is written to a hidden
+temporary directory beside it and renamed into place, so a polling server never
+sees half a model and a crash never leaves a visible partial version.
+
+Signatures (all inputs batchable, `[batch]` or `[batch, history_length]`):
+
+* `serving_default` (recommend): user features → the top `n` videos, re-ranked.
+  Retrieval scores the whole catalog with a brute-force index (`tfrs`
+  `BruteForce`: a matmul and `top_k`, core TF ops) and keeps `k` candidates; the
+  ranking head then scores those `k` with the catalog's content features, held
+  in the graph as variables, and the `n` most likely clicks are returned with
+  `video_ids`, `click_probability` and `retrieval_score`.
+* `retrieve`: user features → top-`k` `video_ids` and `retrieval_score`.
+* `rank`: user features + `video_id` → `click_probability` (catalog features are
+  looked up in the graph; an unknown id ranks by its id bucket alone).
+* `embed_query`: user features → `query_embedding`.
+* `embed_video`: video features → `video_embedding`.
+
+`k` and `n` are fixed at export. Every op is a core TF op or a TF Text op
+(WordPiece), so stock TF Serving serves it; a Python client must
+`import tensorflow_text` before `tf.saved_model.load`.
+
+Example:
+
+    version_dir = export_saved_model(model, catalog, "saved_models", name="video_rec", k=100, n=10)
+"""
+
+import os
+import re
+import shutil
+import tempfile
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+_VERSION = re.compile(r"^\d+$")
+
+
+def _feature_spec(name: str, model) -> tf.TensorSpec:
+    v = model.vocabularies
+    shapes = {
+        "user_id": ([None], tf.string), "history": ([None, v.history_length], tf.string),
+        "hour": ([None], tf.int64), "device": ([None], tf.string),
+        "video_id": ([None], tf.string), "title": ([None], tf.string), "category": ([None], tf.string),
+        "duration_s": ([None], tf.float32), "image_embedding": ([None, v.image_dim], tf.float32),
+        "audio_embedding": ([None, v.audio_dim], tf.float32),
+    }
+    shape, dtype = shapes[name]
+    return tf.TensorSpec(shape, dtype, name=name)
+
+
+class ServingModule(tf.Module):
+    """The servable graph: a model, its catalog and a brute-force index.
+
+    Args:
+      model: a trained `VideoRecModel`.
+      catalog: the catalog as column arrays; every video in it can be recommended.
+      k: candidates retrieved before ranking.
+      n: videos returned by `serving_default` (n <= k).
+    """
+
+    def __init__(self, model, catalog: Mapping[str, np.ndarray], k: int = 100, n: int = 10):
+        super().__init__(name="video_rec_serving")
+        num_videos = len(catalog["video_id"])
+        if num_videos == 0:
+            raise ValueError("export: the catalog is empty.")
+        if not 0 < n <= k:
+            raise ValueError(f"export: need 0 < n <= k, got n={n}, k={k}.")
+        k = min(int(k), num_videos)
+        self.k, self.n = k, min(int(n), k)
+        self.model = model
+        self.query_names = list(model.query_feature_names)
+        self.video_names = list(model.video_feature_names)
+        # Variables, not constants: a large catalog would overflow the 2 GB GraphDef limit.
+        self.catalog = {name: tf.Variable(np.asarray(catalog[name]) if name != "video_id" else
+                                          np.asarray(catalog[name]).astype(object), trainable=False,
+                                          name=f"catalog_{name}")
+                        for name in self.video_names}
+        ids = tf.constant(np.asarray(catalog["video_id"]).astype(object))
+        self.catalog_row = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(ids, tf.range(num_videos, dtype=tf.int64)), default_value=-1)
+        embeddings = []
+        for start in range(0, num_videos, 4096):
+            batch = {name: tf.constant(np.asarray(catalog[name])[start:start + 4096]) for name in self.video_names}
+            embeddings.append(model.embed_videos(batch, training=False))
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+        self.index.index(tf.concat(embeddings, axis=0), tf.range(num_videos, dtype=tf.int64))
+        query_spec = {name: _feature_spec(name, model) for name in self.query_names}
+        video_spec = {name: _feature_spec(name, model) for name in self.video_names}
+        rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
+        self.recommend = tf.function(self._recommend, input_signature=[query_spec])
+        self.retrieve = tf.function(self._retrieve, input_signature=[query_spec])
+        self.rank = tf.function(self._rank, input_signature=[rank_spec])
+        self.embed_query = tf.function(self._embed_query, input_signature=[query_spec])
+        self.embed_video = tf.function(self._embed_video, input_signature=[video_spec])
+        # BruteForce must be called once before saving so its variables and function are traced.
+        self.index(tf.zeros([1, model.config.embedding_dim]))
+
+    def _retrieve_rows(self, features):
+        query = self.model.embed_queries(features, training=False)
+        scores, rows = self.index(query)
+        return scores, rows
+
+    def _retrieve(self, features):
+        scores, rows = self._retrieve_rows(features)
+        return {"video_ids": tf.gather(self.catalog["video_id"], rows), "retrieval_score": scores}
+
+    def _candidate_features(self, features, rows):
+        """User features repeated per candidate, joined with the candidates' catalog features."""
+        per_query = tf.shape(rows)[1]
+        flat_rows = tf.reshape(rows, [-1])
+        merged = {name: tf.repeat(features[name], per_query, axis=0) for name in self.query_names}
+        for name in self.video_names:
+            merged[name] = tf.gather(self.catalog[name], flat_rows)
+        return merged
+
+    def _recommend(self, features):
+        scores, rows = self._retrieve_rows(features)
+        logits = self.model.rank_logits(self._candidate_features(features, rows), training=False)
+        probability = tf.reshape(tf.sigmoid(logits), tf.shape(rows))
+        top_probability, order = tf.math.top_k(probability, k=self.n)
+        top_rows = tf.gather(rows, order, batch_dims=1)
+        return {
+            "video_ids": tf.gather(self.catalog["video_id"], top_rows),
+            "click_probability": top_probability,
+            "retrieval_score": tf.gather(scores, order, batch_dims=1),
+        }
+
+    def _rank(self, features):
+        rows = self.catalog_row.lookup(features["video_id"])
+        known = rows >= 0
+        merged = {name: features[name] for name in self.query_names}
+        safe = tf.maximum(rows, 0)
+        for name in self.video_names:
+            merged[name] = tf.gather(self.catalog[name], safe)
+        # An unknown id keeps its own id (hashed to an OOV bucket); its content is unknown, so the
+        # catalog's first row stands in for the rest, which keeps the output finite and defined.
+        merged["video_id"] = tf.where(known, merged["video_id"], features["video_id"])
+        return {"click_probability": tf.sigmoid(self.model.rank_logits(merged, training=False))}
+
+    def _embed_query(self, features):
+        return {"query_embedding": self.model.embed_queries(features, training=False)}
+
+    def _embed_video(self, features):
+        return {"video_embedding": self.model.embed_videos(features, training=False)}
+
+    def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+        return {
+            "serving_default": self.recommend.get_concrete_function(),
+            "retrieve": self.retrieve.get_concrete_function(),
+            "rank": self.rank.get_concrete_function(),
+            "embed_query": self.embed_query.get_concrete_function(),
+            "embed_video": self.embed_video.get_concrete_function(),
+        }
+
+
+def next_version(model_dir: str) -> int:
+    """One more than the highest numeric version under `model_dir` (1 when there is none)."""
+    if not tf.io.gfile.isdir(model_dir):
+        return 1
+    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str = "saved_models",
+                       name: str = "video_rec", k: int = 100, n: int = 10, version: Optional[int] = None) -> str:
+    """Writes `base_dir/name/<version>/` atomically and returns that path.
+
+    Args:
+      model: a trained `VideoRecModel`.
+      catalog: the catalog as column arrays (see `ServingModule`).
+      base_dir: the directory that holds model names (default `saved_models`).
+      name: the model name, TF Serving's `--model_name`.
+      k: candidates retrieved before ranking.
+      n: videos returned by `serving_default`.
+      version: the version number; by default one more than the highest present.
+
+    Returns:
+      The path of the new version directory.
+    """
+    if not re.match(r"^[A-Za-z0-9_.-]+$", name):
+        raise ValueError(f"export: model name must be letters, digits, '_', '.' or '-', got {name!r}.")
+    model_dir = os.path.join(base_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"export: {final} already exists; versions are never overwritten.")
+    module = ServingModule(model, catalog, k=k, n=n)
+    # A dot-prefixed sibling: TF Serving ignores non-numeric names, and rename within one
+    # filesystem is atomic.
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
