@@ -1,0 +1,49 @@
+"""A tiny, seeded in-memory dataset for model tests (independent of the built-in generator)."""
+
+import numpy as np
+
+TOPIC_WORDS = [["cat", "kitten", "猫"], ["football", "goal", "足球"], ["cooking", "recipe", "烹饪"]]
+
+
+def toy_data(n_videos=60, n_users=40, n_rows=1200, image_dim=8, audio_dim=4, history_length=5, seed=0,
+             minimal=False):
+    """(catalog, impressions) column dicts; impressions carry the joined catalog features.
+
+    Users click videos of their favourite topic far more often, so a model can learn it.
+    `minimal` keeps only video_id + title and user_id, video_id, clicked.
+    """
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 3, n_videos)
+    catalog = {
+        "video_id": np.array([f"v{i}" for i in range(n_videos)], object),
+        "title": np.array([" ".join(rng.choice(TOPIC_WORDS[t], 3)) for t in topic], object),
+        "category": np.array([f"c{t}" for t in topic], object),
+        "duration_s": rng.uniform(10, 600, n_videos).astype(np.float32),
+        "image_embedding": (np.eye(3)[topic] @ rng.normal(size=(3, image_dim)) + 0.3 * rng.normal(size=(n_videos, image_dim))).astype(np.float32),
+        "audio_embedding": rng.normal(size=(n_videos, audio_dim)).astype(np.float32),
+    }
+    user_topic = rng.integers(0, 3, n_users)
+    users = rng.integers(0, n_users, n_rows)
+    videos = rng.integers(0, n_videos, n_rows)
+    p = np.where(topic[videos] == user_topic[users], 0.6, 0.05)
+    clicked = (rng.random(n_rows) < p).astype(np.int64)
+    history = np.full((n_rows, history_length), "", object)
+    for r in range(n_rows):
+        liked = np.flatnonzero(topic == user_topic[users[r]])
+        k = rng.integers(0, history_length + 1)
+        history[r, :k] = catalog["video_id"][rng.choice(liked, k)]
+    impressions = {
+        "user_id": np.array([f"u{u}" for u in users], object),
+        "history": history,
+        "hour": rng.integers(0, 24, n_rows).astype(np.int64),
+        "device": rng.choice(np.array(["phone", "tv", "desktop"], object), n_rows),
+        "video_id": catalog["video_id"][videos],
+        "clicked": clicked,
+    }
+    if minimal:
+        catalog = {k: catalog[k] for k in ("video_id", "title")}
+        impressions = {k: impressions[k] for k in ("user_id", "video_id", "clicked")}
+    for name, values in catalog.items():
+        if name != "video_id":
+            impressions[name] = values[videos]
+    return catalog, impressions
