@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 def _quiet_tensorflow():
     # TF's C++ start-up chatter (CUDA probes, oneDNN notices) buries the progress bars.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _add_quickstart(subparsers):
@@ -36,8 +36,9 @@ def _run_quickstart(args) -> int:
     dataset_config = BuiltinConfig.tiny() if args.tiny else BuiltinConfig()
     model_config = ModelConfig(embedding_dim=16, title_vocabulary_size=500) if args.tiny else ModelConfig()
     defaults = TrainingConfig(batch_size=256, epochs=1) if args.tiny else TrainingConfig()
-    training_config = TrainingConfig(batch_size=args.batch_size or defaults.batch_size,
-                                     epochs=args.epochs or defaults.epochs, seed=defaults.seed)
+    training_config = TrainingConfig(
+        batch_size=defaults.batch_size if args.batch_size is None else args.batch_size,
+        epochs=defaults.epochs if args.epochs is None else args.epochs, seed=defaults.seed)
     run_quickstart(args.data_dir, dataset_config, model_config, training_config, report_path=args.report,
                    export_dir=args.export_dir, model_name=args.name)
     return 0

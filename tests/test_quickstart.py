@@ -1,0 +1,76 @@
+"""`tfrec-video quickstart` end to end at a tiny size, through the real command line."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REQUIRED_KEYS = [
+    ("retrieval", "recall@100"), ("retrieval", "oracle_recall@100"), ("retrieval", "ndcg@10"),
+    ("ranking", "auc"), ("ranking", "oracle_auc"), ("ranking", "logloss"),
+    ("cold_start", "recall@100"), ("warm_start", "recall@100"), ("popularity", "recall@100"),
+]
+
+
+def _cli(args, cwd, env):
+    return subprocess.run([sys.executable, "-m", "tfrec_video.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("quickstart")
+    env = dict(os.environ, TFREC_VIDEO_CACHE=str(work / "cache"))
+    result = _cli(["quickstart", "--tiny"], work, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, env, result
+
+
+@pytest.mark.slow
+def test_quickstart_trains_reports_and_exports(quickstart_run):
+    work, _, result = quickstart_run
+    report = json.loads((work / "report.json").read_text(encoding="utf-8"))
+    for section, key in REQUIRED_KEYS:
+        assert section in report and key in report[section], (section, key)
+    assert 0.0 < report["ranking"]["oracle_auc"] <= 1.0
+    assert report["ranking"]["logloss"] > 0
+    assert report["counts"]["test_clicks"] > 0
+    assert (work / "saved_models" / "video_rec" / "1" / "saved_model.pb").is_file()
+    assert sorted(report["export"]["signatures"]) == ["embed_query", "embed_video", "rank", "retrieve",
+                                                      "serving_default"]
+    assert len(report["export"]["fresh_process_recommendation"]) == 10
+    # The metrics table is printed.
+    assert "retrieval.recall@100" in result.stdout and "ranking.auc" in result.stdout
+
+
+@pytest.mark.slow
+def test_second_quickstart_reuses_data_and_adds_a_version(quickstart_run):
+    work, env, _ = quickstart_run
+    datasets = sorted(p.name for p in (work / "cache").iterdir() if not p.name.startswith("."))
+    result = _cli(["quickstart", "--tiny", "--report", "second/report.json"], work, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (work / "cache").iterdir() if not p.name.startswith(".")) == datasets
+    versions = sorted(p.name for p in (work / "saved_models" / "video_rec").iterdir())
+    assert versions == ["1", "2"], versions  # no temporary directory left behind either
+    assert (work / "second" / "report.json").is_file()
+
+
+def test_console_script_is_installed():
+    script = pathlib.Path(sys.executable).parent / "tfrec-video"
+    if not script.exists() and shutil.which("tfrec-video") is None:
+        pytest.skip("package not installed with pip (running from a source tree)")
+    result = subprocess.run([str(script) if script.exists() else "tfrec-video", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0
+    assert "quickstart" in result.stdout and "generate-data" in result.stdout
+
+
+def test_cli_reports_bad_arguments_without_traceback(tmp_path):
+    result = _cli(["quickstart", "--tiny", "--epochs", "0"], tmp_path,
+                  dict(os.environ, TFREC_VIDEO_CACHE=str(tmp_path / "cache")))
+    assert result.returncode == 2
+    assert "epochs" in result.stderr and "Traceback" not in result.stderr
