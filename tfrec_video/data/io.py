@@ -1,0 +1,475 @@
+"""Reading and writing tables in any supported format, locally or remotely.
+
+A *table* (the catalog, the impressions) is one or more files of one format:
+
+| format     | extensions                                            | module                      |
+|------------|-------------------------------------------------------|-----------------------------|
+| `tfrecord` | `.tfrecord`, `.tfrec`, `.tfrecords` (+ `.gz` = GZIP)  | `tfrec_video.data.tfrecord` |
+| `parquet`  | `.parquet`, `.pq`                                     | `tfrec_video.data.parquet`  |
+| `csv`      | `.csv`                                                | `tfrec_video.data.csv`      |
+
+A `TableSchema` says what every column must hold, and every reader checks it:
+`read_table` first streams over all files (bounded memory) and raises a
+`DataValidationError` naming the file, row and feature of the first problem,
+then returns a `tf.data.Dataset` that yields one unbatched row at a time as
+`{feature_name: tensor}` with fully static shapes:
+
+* scalars have shape `()`, vectors `(length,)`, lists `(length,)` padded with
+  the feature's pad value (`""` for strings);
+* dtypes are `tf.int64`, `tf.float32` or `tf.string`.
+
+Example:
+
+>>> import tfrec_video
+>>> from tfrec_video.data import write_table, read_table
+>>> from tfrec_video.schema import impressions_schema
+>>> schema = impressions_schema(history_length=3)
+>>> path = write_table({"user_id": ["u1"], "video_id": ["v9"], "clicked": [1],
+...                     "history": [["v4", "v2"]]}, "/tmp/imp.tfrecord", schema)
+>>> row = next(iter(read_table(path, schema)))
+>>> row["history"].numpy()
+array([b'v4', b'v2', b''], dtype=object)
+
+Paths can be local or use any `tf.io.gfile` scheme: `gs://` natively, and
+`s3://`, `az://`, `hdfs://` through `tensorflow_io`, which
+`tfrec_video.data` imports.
+"""
+
+import importlib
+import io as pyio
+import os
+import random
+import uuid
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from tfrec_video.errors import DataValidationError
+from tfrec_video.schema import TableSchema
+
+FORMATS = ("tfrecord", "parquet", "csv")
+EXTENSIONS = {
+    ".tfrecord": "tfrecord", ".tfrec": "tfrecord", ".tfrecords": "tfrecord",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".csv": "csv",
+}
+_MODULES = {"tfrecord": "tfrec_video.data.tfrecord", "parquet": "tfrec_video.data.parquet",
+            "csv": "tfrec_video.data.csv"}
+# Written next to the destination, then renamed over it (see `write_table`).
+TEMP_MARKER = ".tmp-"
+_SUPPORTED = ", ".join(list(EXTENSIONS) + [".tfrecord.gz", ".tfrec.gz", ".tfrecords.gz"])
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------
+# Paths and files.
+# --------------------------------------------------------------------------
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def is_local(path: str) -> bool:
+    """Whether `path` is a plain local path (no `scheme://`)."""
+    return "://" not in str(path)
+
+
+class _GFileIO(pyio.RawIOBase):
+    """A `tf.io.gfile.GFile` as a standard raw binary stream.
+
+    pyarrow and `io.TextIOWrapper` want the full `io` protocol (`closed`,
+    `readinto`, ...), which `GFile` lacks.
+    """
+
+    def __init__(self, path: str, mode: str):
+        super().__init__()
+        self._file = _gfile().GFile(path, mode)
+        self._mode = mode
+
+    def readable(self):
+        return "r" in self._mode
+
+    def writable(self):
+        return "w" in self._mode or "a" in self._mode
+
+    def seekable(self):
+        return self.readable()
+
+    def readinto(self, buffer):
+        data = self._file.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def write(self, data):
+        self._file.write(bytes(data))
+        return len(data)
+
+    def seek(self, offset, whence=0):
+        self._file.seek(offset, whence)
+        return self._file.tell()
+
+    def tell(self):
+        return self._file.tell()
+
+    def close(self):
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def open_file(path: str, mode: str):
+    """Opens `path` as a binary stream (`"rb"` or `"wb"`), locally or with `tf.io.gfile`."""
+    if is_local(path):
+        return open(path, mode)
+    raw = _GFileIO(path, mode)
+    return pyio.BufferedReader(raw, 1 << 20) if "r" in mode else pyio.BufferedWriter(raw, 1 << 20)
+
+
+def file_size(path: str) -> int:
+    """Size of `path` in bytes."""
+    if is_local(path):
+        return os.path.getsize(path)
+    return _gfile().stat(path).length
+
+
+def _as_str(path: PathLike) -> str:
+    return os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+
+
+def detect_format(path: PathLike) -> str:
+    """The format of a file, from its extension.
+
+    Args:
+      path: a file name, local or remote. A trailing `.gz` is allowed on
+        TFRecord files (GZIP compression).
+
+    Returns:
+      `"tfrecord"`, `"parquet"` or `"csv"`.
+
+    Raises:
+      DataValidationError: for any other extension, naming the supported ones.
+
+    Example:
+
+    >>> detect_format("s3://bucket/impressions/part-0001.tfrecord.gz")
+    'tfrecord'
+    """
+    path = _as_str(path)
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    stem = name[:-3] if name.endswith(".gz") else name
+    ext = os.path.splitext(stem)[1]
+    fmt = EXTENSIONS.get(ext)
+    if fmt is None or (name.endswith(".gz") and fmt != "tfrecord"):
+        raise DataValidationError(
+            "unknown file format: cannot tell the format from the file name", file=path,
+            expected=f"one of the extensions {_SUPPORTED}, or pass format= one of {FORMATS}")
+    return fmt
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise DataValidationError(f"unknown format {fmt!r}", expected=f"one of {FORMATS}")
+    return fmt
+
+
+def _module(fmt: str):
+    return importlib.import_module(_MODULES[_check_format(fmt)])
+
+
+def _is_data_name(name: str, format: Optional[str]) -> bool:
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    # Hidden files, Spark/Hadoop markers (_SUCCESS, .crc) and our own unfinished writes.
+    if not base or base.startswith((".", "_")) or TEMP_MARKER in base:
+        return False
+    if format is not None:
+        return True
+    try:
+        detect_format(base)
+        return True
+    except DataValidationError:
+        return False
+
+
+def list_files(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> List[str]:
+    """Expands files, directories and glob patterns into a sorted list of files.
+
+    Args:
+      paths: a path or a list of paths. Each is a file, a directory (its data
+        files: names with a known extension, or every visible file when
+        `format` is given; not recursive) or a glob pattern (`*`, `?`, `[...]`).
+        Local or any `tf.io.gfile` scheme.
+      format: the format, if known; lets directories hold files without
+        extensions (`part-00000`).
+
+    Returns:
+      The files, sorted and without duplicates. Hidden files, names starting
+      with `_` (`_SUCCESS`) and unfinished writes are skipped in directories
+      and glob matches.
+
+    Raises:
+      DataValidationError: if a path matches nothing or no file is found.
+
+    Example:
+
+    >>> list_files(["data/impressions/", "extra/*.parquet"])  # doctest: +SKIP
+    ['data/impressions/part-0.parquet', 'data/impressions/part-1.parquet', 'extra/x.parquet']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if format is not None:
+        _check_format(format)
+    gfile = _gfile()
+    found = set()
+    for raw in paths:
+        path = _as_str(raw)
+        if any(c in path for c in "*?["):
+            matches = [m for m in gfile.glob(path) if not gfile.isdir(m) and _is_data_name(m, format)]
+            if not matches:
+                raise DataValidationError(f"the pattern {path!r} matches no data file", file=path)
+            found.update(matches)
+        elif gfile.isdir(path):
+            entries = [gfile.join(path, e) for e in gfile.listdir(path)]
+            files = [e for e in entries if not gfile.isdir(e) and _is_data_name(e, format)]
+            if not files:
+                raise DataValidationError(
+                    "the directory holds no data files", file=path,
+                    expected=f"files with one of the extensions {_SUPPORTED}")
+            found.update(files)
+        elif gfile.exists(path):
+            found.add(path)
+        else:
+            raise DataValidationError("no such file or directory", file=path)
+    if not found:
+        raise DataValidationError("no input files given", expected="a file, a directory or a glob pattern")
+    return sorted(found)
+
+
+def _formats_of(files: Sequence[str], format: Optional[str]) -> str:
+    if format is not None:
+        return _check_format(format)
+    first = detect_format(files[0])
+    for f in files[1:]:
+        other = detect_format(f)
+        if other != first:
+            raise DataValidationError(
+                f"files {files[0]!r} ({first}) and {f!r} ({other}) have different formats; "
+                "one table must be in one format", file=f, expected=first)
+    return first
+
+
+def _open_table(paths, schema: TableSchema, format: Optional[str]):
+    """Files, format module and the sub-schema of the columns they share."""
+    from tfrec_video.data import validation
+
+    if not isinstance(schema, TableSchema):
+        raise TypeError(f"schema must be a TableSchema, got {type(schema).__name__}")
+    files = list_files(paths, format)
+    module = _module(_formats_of(files, format))
+    columns = []
+    for f in files:
+        names = module.read_columns(f)
+        validation.check_column_names(f, names, schema)
+        columns.append(names)
+    validation.check_same_columns(files, columns)
+    return files, module, schema.select(columns[0])
+
+
+# --------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------
+
+
+def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSchema,
+                format: Optional[str] = None) -> str:
+    """Writes one file of a table, atomically.
+
+    The columns are validated first, with the same checks a reader makes. The
+    data goes to `path + ".tmp-<random>"` in the same directory, which is then
+    renamed over `path`, so a failed or interrupted write never leaves a half
+    file and never clobbers an existing good one. Missing parent directories
+    are created.
+
+    Args:
+      columns: feature name -> per-row values. Scalars: a 1-D array or list.
+        Vectors: a 2-D `[n, length]` float array (or a list of sequences).
+        Lists: a list of sequences of 0 to `length` values (ragged), or a 2-D
+        array padded with the feature's pad value. Strings are `str`, bytes
+        features `bytes`. Only the columns given are written; every required
+        feature must be among them and unknown names are an error.
+      path: the file to write, local or remote.
+      schema: the table schema.
+      format: `"tfrecord"`, `"parquet"` or `"csv"`; `None` detects it from the
+        extension (`.tfrecord.gz` writes GZIP).
+
+    Returns:
+      `path`, as a string.
+
+    Raises:
+      DataValidationError: naming the file, row and feature of the first
+        problem; nothing is written then.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfrec_video.schema import catalog_schema
+    >>> schema = catalog_schema(image_dim=4, audio_dim=2)
+    >>> write_table({"video_id": ["v1", "v2"], "title": ["Cats", "猫"],
+    ...              "image_embedding": np.zeros([2, 4], np.float32)},
+    ...             "/tmp/catalog.parquet", schema)
+    '/tmp/catalog.parquet'
+    """
+    from tfrec_video.data import validation
+
+    path = _as_str(path)
+    fmt = _check_format(format) if format is not None else detect_format(path)
+    module = _module(fmt)
+    num_rows, ragged, sub = validation.normalize_columns(columns, schema, file=path)
+    if hasattr(module, "check_writable"):  # Format-specific limits, checked before any file exists.
+        module.check_writable(path, ragged, sub)
+    compression = module.compression_of(path) if fmt == "tfrecord" else None
+
+    directory = os.path.dirname(path) if is_local(path) else path.rsplit("/", 1)[0]
+    if directory:
+        if is_local(path):
+            os.makedirs(directory, exist_ok=True)
+        elif not _gfile().exists(directory):
+            _gfile().makedirs(directory)
+    temp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
+    try:
+        module.write(temp, num_rows, ragged, sub, compression=compression)
+        if is_local(path):
+            os.replace(temp, path)
+        else:
+            _gfile().rename(temp, path, overwrite=True)
+    except BaseException:
+        try:
+            if is_local(temp):
+                if os.path.exists(temp):
+                    os.remove(temp)
+            elif _gfile().exists(temp):
+                _gfile().remove(temp)
+        except Exception:  # Keep the original error; a stray temp file is harmless to readers.
+            pass
+        raise
+    return path
+
+
+def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, format: Optional[str] = None,
+               validate: bool = True, shuffle_files: bool = False, seed: Optional[int] = None):
+    """Reads a table as an unbatched `tf.data.Dataset` of `{feature: tensor}`.
+
+    Args:
+      paths: a file, a directory, a glob pattern, or a list of those; local or
+        any `tf.io.gfile` scheme (`s3://`, `az://`, `hdfs://`, `gs://`).
+      schema: the table schema. The dataset has the features the files have;
+        optional features missing from the files are absent.
+      format: `"tfrecord"`, `"parquet"`, `"csv"`, or `None` to detect it from
+        the extensions (all files must then agree).
+      validate: first stream over every file once and check every row against
+        the schema, raising `DataValidationError` at the first problem. With
+        `False`, bad data fails later, inside the input pipeline.
+      shuffle_files: visit the files in a random order (rows inside a file
+        keep their order); otherwise files are read in sorted order.
+      seed: seed for `shuffle_files`.
+
+    Returns:
+      A `tf.data.Dataset` whose elements are dicts of tensors with static
+      shapes: `()` for scalars, `(length,)` for vectors and lists (padded).
+
+    Raises:
+      DataValidationError: for missing or unreadable files, an unknown format,
+        files whose columns differ, or (with `validate`) any bad row.
+
+    Example:
+
+    >>> from tfrec_video.schema import impressions_schema
+    >>> ds = read_table("data/impressions/", impressions_schema())  # doctest: +SKIP
+    >>> ds = ds.batch(4096).prefetch(2)  # doctest: +SKIP
+    """
+    files, module, sub = _open_table(paths, schema, format)
+    if validate:
+        for f in files:
+            for _ in module.iter_batches(f, sub, validate=True, dense=False):
+                pass
+    if shuffle_files:
+        random.Random(seed).shuffle(files)
+    if hasattr(module, "make_dataset"):
+        return module.make_dataset(files, sub)
+    return _generator_dataset(files, sub, module)
+
+
+def _generator_dataset(files: Sequence[str], schema: TableSchema, module):
+    """A dataset fed by a format module's `iter_batches`, a few thousand rows a hop."""
+    import tensorflow as tf
+
+    files = list(files)
+    signature = {f.name: tf.TensorSpec((None,) + f.shape, f.tf_dtype) for f in schema}
+
+    def batches():
+        for path in files:
+            for _, batch in module.iter_batches(path, schema, validate=False, dense=True):
+                yield batch
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    # Let the generator run ahead of the consumer by a couple of batches.
+    return dataset.prefetch(2).unbatch()
+
+
+def _to_str(values: np.ndarray, path: str, feature, offset: int) -> np.ndarray:
+    out = np.empty(values.shape, dtype=object)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for i, v in enumerate(flat_in):
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                row = offset + i // (values.shape[1] if values.ndim == 2 else 1)
+                raise DataValidationError("bytes that are not valid UTF-8 text", file=path, row=row,
+                                          feature=feature.name, expected=feature.describe()) from None
+        flat_out[i] = v
+    return out
+
+
+def read_table_numpy(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema,
+                     format: Optional[str] = None, validate: bool = True) -> Dict[str, np.ndarray]:
+    """Reads a whole table into memory as numpy arrays (used for the catalog).
+
+    Args:
+      paths: as for `read_table`.
+      schema: the table schema.
+      format: as for `read_table`.
+      validate: check every row against the schema.
+
+    Returns:
+      `{feature: array}` for the features the files have: `string` features as
+      object arrays of `str`, `bytes` features as object arrays of `bytes`,
+      int64 / float32 arrays for numbers; vectors `[n, length]` float32, lists
+      `[n, length]` padded with the feature's pad value.
+
+    Example:
+
+    >>> from tfrec_video.schema import catalog_schema
+    >>> catalog = read_table_numpy("data/catalog.parquet", catalog_schema())  # doctest: +SKIP
+    >>> catalog["title"][0]  # doctest: +SKIP
+    'How to brew coffee'
+    """
+    files, module, sub = _open_table(paths, schema, format)
+    parts: Dict[str, List[np.ndarray]] = {f.name: [] for f in sub}
+    for path in files:
+        for offset, batch in module.iter_batches(path, sub, validate=validate, dense=True):
+            for f in sub:
+                values = batch[f.name]
+                if f.dtype == "string":
+                    values = _to_str(values, path, f, offset)
+                parts[f.name].append(values)
+    out = {}
+    for f in sub:
+        chunks = parts[f.name]
+        out[f.name] = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        if out[f.name].dtype != f.numpy_dtype and f.numpy_dtype is not object:
+            out[f.name] = out[f.name].astype(f.numpy_dtype)
+    return out
