@@ -24,7 +24,7 @@ def _add_quickstart(subparsers):
     p.add_argument("--report", default="report.json", help="where to write report.json")
     p.add_argument("--export-dir", default="saved_models", help="saved_models directory")
     p.add_argument("--name", default="video_rec", help="exported model name")
-    p.set_defaults(handler=_run_quickstart)
+    p.set_defaults(func=_run_quickstart)
 
 
 def _run_quickstart(args) -> int:
@@ -59,13 +59,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
+    if not getattr(args, "func", None):
         parser.print_help()
         return 2
     from tfrec_video.errors import ConfigError, DataValidationError
 
     try:
-        return int(args.handler(args) or 0)
+        return int(args.func(args) or 0)
     except (DataValidationError, ConfigError) as error:
         print(f"tfrec-video {args.command}: error: {error}", file=sys.stderr)
         return 2
