@@ -192,3 +192,27 @@ def test_weights_restore_from_checkpoint(data, tmp_path):
     assert not np.allclose(fresh(batch)["click_probability"], expected)
     tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
     np.testing.assert_allclose(fresh(batch)["click_probability"], expected, rtol=1e-6)
+
+
+def test_tower_dropout_does_not_leak_the_positive_pair(data):
+    # With equal dropout masks in the two towers a model learns to match masks instead of users and
+    # videos: its training-mode loss collapses far below its eval-mode loss. Honest dropout only adds
+    # noise, so the training-mode loss stays at or above the eval-mode one.
+    catalog, impressions = data
+    model = _model(catalog, impressions, tower_dropout=0.5, ranking_weight=0.0, video_id_dropout=0.0)
+    model.fit(_ds(impressions, batch=256), epochs=8, verbose=0)
+    batch = {k: v[:256] for k, v in impressions.items()}
+    loss = tf.function(lambda f, training: model.compute_loss(f, training=training))
+    tf.keras.utils.set_random_seed(3)
+    train_loss = np.mean([float(loss(batch, True)) for _ in range(5)])
+    eval_loss = float(loss(batch, False))
+    assert train_loss > 0.8 * eval_loss, (train_loss, eval_loss)
+
+
+def test_user_and_video_id_dropout_draw_independently():
+    users = IdEmbedding([f"x{i}" for i in range(500)], 4, 4, dropout=0.5, seed=0, name="user_id")
+    videos = IdEmbedding([f"x{i}" for i in range(500)], 4, 4, dropout=0.5, seed=0, name="video_id")
+    ids = tf.constant([f"x{i}" for i in range(500)])
+    u = np.any(users(ids, training=True).numpy() != users(ids, training=False).numpy(), axis=1)
+    v = np.any(videos(ids, training=True).numpy() != videos(ids, training=False).numpy(), axis=1)
+    assert 0.3 < np.mean(u == v) < 0.7

@@ -28,6 +28,8 @@ class ModelConfig:
       video_oov_buckets: hashed rows shared by unseen (cold-start) videos.
       video_id_dropout: probability of hiding a known video id behind its OOV
         bucket in training, which teaches the towers to place a video by content.
+      user_id_dropout: the same for user ids: the query tower learns to place a
+        user by history and context, which is all it has for a new user.
       history_pooling: `"mean"` or `"attention"`.
       title_vocabulary_size: WordPiece vocabulary size learned from titles.
       title_sequence_length: tokens kept per title.
@@ -57,6 +59,7 @@ class ModelConfig:
     user_oov_buckets: int = 64
     video_oov_buckets: int = 64
     video_id_dropout: float = 0.2
+    user_id_dropout: float = 0.0
     history_pooling: str = "mean"
     title_vocabulary_size: int = 8000
     title_sequence_length: int = 16
@@ -95,7 +98,7 @@ class ModelConfig:
             raise ConfigError("ModelConfig.title_conv_widths must name at least one width.")
         if self.history_pooling not in ("mean", "attention"):
             raise ConfigError(f"ModelConfig.history_pooling must be 'mean' or 'attention', got {self.history_pooling!r}.")
-        for name in ("video_id_dropout", "tower_dropout"):
+        for name in ("video_id_dropout", "user_id_dropout", "tower_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}.")
         if self.cross_layers < 0:

@@ -69,6 +69,7 @@ class VideoRecModel(tfrs.Model):
         self.query_tower = QueryTower(
             v.user_ids, self.video_embedding, history_length=v.history_length, history_pooling=config.history_pooling,
             has_hour=v.has_hour, devices=v.devices, id_dim=config.id_dim, num_oov_buckets=config.user_oov_buckets,
+            user_id_dropout=config.user_id_dropout,
             hidden_units=config.query_hidden_units, output_dim=config.embedding_dim, dropout=config.tower_dropout,
             name="query_tower")
         duration_stats = None if v.duration_log_mean is None else (v.duration_log_mean, v.duration_log_std)

@@ -20,6 +20,7 @@ TensorShape([3, 4])
 [0, 4]
 """
 
+import zlib
 from typing import Sequence
 
 import tensorflow as tf
@@ -55,7 +56,8 @@ class IdEmbedding(tf.keras.layers.Layer):
         )
         self.vocabulary_size = 1 + self.num_oov_buckets + len(self.vocabulary)
         self._embedding = tf.keras.layers.Embedding(self.vocabulary_size, self.embedding_dim)
-        self._rng = tf.random.Generator.from_seed(self.seed)
+        # Mix the layer name into the seed: the user and video layers must not drop the same rows.
+        self._rng = tf.random.Generator.from_seed(self.seed + zlib.crc32(self.name.encode("utf-8")))
 
     def lookup(self, ids: tf.Tensor) -> tf.Tensor:
         """Row index of each id: 0 for "", 1..num_oov_buckets for unknown ids."""

@@ -31,7 +31,10 @@ class MLP(tf.keras.layers.Layer):
         for i, units in enumerate(self.hidden_units):
             self.layers_.append(tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}"))
             if self.dropout > 0:
-                self.layers_.append(tf.keras.layers.Dropout(self.dropout, seed=i))
+                # No fixed seed: two towers with equal seeds would drop the same units for a query and
+                # its own candidate, inflating exactly the positive pair's score (a label leak).
+                # tf.keras.utils.set_random_seed still makes the draws reproducible.
+                self.layers_.append(tf.keras.layers.Dropout(self.dropout))
         if self.output_dim is not None:
             self.layers_.append(tf.keras.layers.Dense(self.output_dim, name="output"))
 

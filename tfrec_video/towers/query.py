@@ -44,6 +44,7 @@ class QueryTower(tf.keras.layers.Layer):
       devices: device vocabulary, or None when there is no `device` input.
       id_dim: width of the user-id embedding.
       num_oov_buckets: hashed rows for unseen users.
+      user_id_dropout: probability of hiding a known user id behind its OOV bucket in training.
       hidden_units: MLP widths.
       output_dim: the embedding width.
       dropout: MLP dropout.
@@ -51,12 +52,12 @@ class QueryTower(tf.keras.layers.Layer):
 
     def __init__(self, user_ids: Sequence[str], video_embedding: IdEmbedding, history_length: Optional[int] = None,
                  history_pooling: str = "mean", has_hour: bool = False, devices: Optional[Sequence[str]] = None,
-                 id_dim: int = 32, num_oov_buckets: int = 64, hidden_units: Sequence[int] = (128,),
+                 id_dim: int = 32, num_oov_buckets: int = 64, user_id_dropout: float = 0.0, hidden_units: Sequence[int] = (128,),
                  output_dim: int = 64, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.history_length = history_length
         self.has_hour = bool(has_hour)
-        self.user_embedding = IdEmbedding(user_ids, id_dim, num_oov_buckets, name="user_id")
+        self.user_embedding = IdEmbedding(user_ids, id_dim, num_oov_buckets, dropout=user_id_dropout, name="user_id")
         self.video_embedding = video_embedding
         self.history_pooling = HistoryPooling(history_pooling, name="history_pooling") if history_length else None
         self.hour_embedding = tf.keras.layers.Embedding(25, 8, name="hour") if has_hour else None
@@ -65,7 +66,7 @@ class QueryTower(tf.keras.layers.Layer):
         self._config = dict(user_ids=list(map(str, user_ids)), video_embedding=video_embedding.get_config(),
                             history_length=history_length, history_pooling=history_pooling, has_hour=self.has_hour,
                             devices=None if devices is None else list(devices), id_dim=id_dim,
-                            num_oov_buckets=num_oov_buckets, hidden_units=list(hidden_units),
+                            num_oov_buckets=num_oov_buckets, user_id_dropout=user_id_dropout, hidden_units=list(hidden_units),
                             output_dim=output_dim, dropout=dropout)
 
     @property
