@@ -216,3 +216,16 @@ def test_user_and_video_id_dropout_draw_independently():
     u = np.any(users(ids, training=True).numpy() != users(ids, training=False).numpy(), axis=1)
     v = np.any(videos(ids, training=True).numpy() != videos(ids, training=False).numpy(), axis=1)
     assert 0.3 < np.mean(u == v) < 0.7
+
+
+def test_towers_round_trip_through_config(data):
+    catalog, impressions = data
+    model = _model(catalog, impressions)
+    batch = {k: v[:3] for k, v in impressions.items()}
+    for tower in (model.query_tower, model.candidate_tower):
+        tower(batch)
+        clone = type(tower).from_config(tower.get_config())
+        clone(batch)
+        clone.set_weights(tower.get_weights())
+        np.testing.assert_allclose(clone(batch), tower(batch), rtol=1e-5, atol=1e-6)
+        assert clone.input_names == tower.input_names

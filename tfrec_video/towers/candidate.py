@@ -28,12 +28,13 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
 from tfrec_video.towers.title_encoder import TitleEncoder
 
 
-class CandidateTower(tf.keras.layers.Layer):
+class CandidateTower(EmbeddingTower):
     """Embeds videos (see module docstring).
 
     Args:
@@ -99,21 +100,3 @@ class CandidateTower(tf.keras.layers.Layer):
         if self.audio_projection is not None:
             parts.append(self.audio_projection(tf.cast(features["audio_embedding"], tf.float32)))
         return tf.concat(parts, axis=-1)
-
-    def project(self, encoded: tf.Tensor, training=None) -> tf.Tensor:
-        """MLP and L2 normalisation of `encode`'s output."""
-        return tf.math.l2_normalize(self.mlp(encoded, training=training), axis=-1)
-
-    def call(self, features, training=None):
-        return self.project(self.encode(features, training=training), training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._config)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["video_embedding"] = IdEmbedding.from_config(config["video_embedding"])
-        return cls(**config)

@@ -27,11 +27,12 @@ from typing import Mapping, Optional, Sequence
 import tensorflow as tf
 
 from tfrec_video.towers.history_pooling import HistoryPooling
+from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
 
 
-class QueryTower(tf.keras.layers.Layer):
+class QueryTower(EmbeddingTower):
     """Embeds users (see module docstring).
 
     Args:
@@ -95,21 +96,3 @@ class QueryTower(tf.keras.layers.Layer):
         if self.device_embedding is not None:
             parts.append(self.device_embedding(features["device"]))
         return tf.concat(parts, axis=-1)
-
-    def project(self, encoded: tf.Tensor, training=None) -> tf.Tensor:
-        """MLP and L2 normalisation of `encode`'s output."""
-        return tf.math.l2_normalize(self.mlp(encoded, training=training), axis=-1)
-
-    def call(self, features, training=None):
-        return self.project(self.encode(features, training=training), training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._config)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["video_embedding"] = IdEmbedding.from_config(config["video_embedding"])
-        return cls(**config)
