@@ -35,3 +35,17 @@ def test_top_level_layout():
         assert (ROOT / name).exists(), name
     tracked = [p.name for p in (ROOT / "saved_models").iterdir()]
     assert "README.md" in tracked
+
+
+def test_readme_python_example_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.+?)\n```", text, flags=re.S)[0]
+    env = dict(os.environ, TFREC_VIDEO_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "saved_models" / "video_rec" / "1" / "saved_model.pb").is_file()
