@@ -21,8 +21,8 @@ Baselines computed on the same clicks:
 Example:
 
 >>> import numpy as np
->>> auc(np.array([0.1, 0.9, 0.4]), np.array([0, 1, 1]))
-1.0
+>>> ranks_from_scores(np.array([[0.1, 0.9, 0.4]]), np.array([2]))
+array([1])
 """
 
 import math
@@ -31,33 +31,9 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.metrics import auc, logloss
+
 DEFAULT_KS = (10, 50, 100)
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half), NaN if one class is absent."""
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(scores)]])
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = (s + e + 1) / 2.0
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def logloss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy."""
-    p = np.clip(np.asarray(probabilities, np.float64).reshape(-1), eps, 1 - eps)
-    y = np.asarray(labels, np.float64).reshape(-1)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -160,7 +136,7 @@ def evaluate(
 
     report = {
         "retrieval": retrieval_metrics(model_ranks, ks),
-        "ranking": {"auc": auc(probs, labels), "logloss": logloss(probs, labels)},
+        "ranking": {"auc": auc(labels, probs), "logloss": logloss(labels, probs)},
         "cold_start": {**retrieval_metrics(model_ranks[cold], ks), "clicks": int(cold.sum())},
         "warm_start": {**retrieval_metrics(model_ranks[~cold], ks), "clicks": int((~cold).sum())},
         "popularity": retrieval_metrics(pop_ranks, ks),
@@ -171,8 +147,8 @@ def evaluate(
         true_p = np.asarray(truth.test_click_prob(), np.float64)
         if len(true_p) != len(labels):
             raise ValueError(f"evaluate: the ground truth has {len(true_p)} test impressions, the test data {len(labels)}.")
-        report["ranking"]["oracle_auc"] = auc(true_p, labels)
-        report["ranking"]["oracle_logloss"] = logloss(true_p, labels)
+        report["ranking"]["oracle_auc"] = auc(labels, true_p)
+        report["ranking"]["oracle_logloss"] = logloss(labels, true_p)
         users, targets = cat(click_users, object), cat(click_targets)
         context = {k: (cat(v) if v else None) for k, v in click_context.items()}
         # Map the truth's catalog order onto ours.
