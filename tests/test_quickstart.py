@@ -13,6 +13,7 @@ REQUIRED_KEYS = [
     ("retrieval", "recall@100"), ("retrieval", "oracle_recall@100"), ("retrieval", "ndcg@10"),
     ("ranking", "auc"), ("ranking", "oracle_auc"), ("ranking", "logloss"),
     ("cold_start", "recall@100"), ("warm_start", "recall@100"), ("popularity", "recall@100"),
+    ("cold_start", "id_only_recall@100"),
 ]
 
 
@@ -45,6 +46,8 @@ def test_quickstart_trains_reports_and_exports(quickstart_run):
     assert len(report["export"]["fresh_process_recommendation"]) == 10
     # The metrics table is printed.
     assert "retrieval.recall@100" in result.stdout and "ranking.auc" in result.stdout
+    assert "cold_start.id_only_recall@100" in result.stdout
+    assert "baseline_s" in report["timings"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The `tfrec-video` command line.
 
     tfrec-video quickstart         train, evaluate and export on the built-in dataset
+    tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
     tfrec-video generate-data ...  write the built-in dataset to a directory
 """
 
@@ -44,11 +45,42 @@ def _run_quickstart(args) -> int:
     return 0
 
 
+def _add_evaluate(subparsers):
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate an exported SavedModel on test impressions; write report.json",
+        description="Evaluate an exported SavedModel version directory on test impressions and write report.json "
+                    "(the sections quickstart writes, with the ID-only baseline trained on --train). Give a "
+                    "built-in dataset with --data-dir (oracle metrics included), or your own files with --catalog, "
+                    "--train and --test (files, directories or quoted globs; TFRecord, Parquet or CSV).")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="an exported version directory, e.g. saved_models/video_rec/1")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="a built-in dataset directory (has dataset.json)")
+    p.add_argument("--catalog", nargs="+", default=None, metavar="GLOB", help="catalog files")
+    p.add_argument("--train", nargs="+", default=None, metavar="GLOB",
+                   help="training impressions (cold start, popularity and the ID-only baseline)")
+    p.add_argument("--test", nargs="+", default=None, metavar="GLOB", help="test impressions")
+    p.add_argument("--report", default="report.json", help="where to write report.json")
+    p.add_argument("--baseline-epochs", type=int, default=None, help="epochs of the ID-only baseline")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from tfrec_video.errors import ConfigError
+    from tfrec_video.evaluate_export import run_evaluate
+
+    if args.baseline_epochs is not None and args.baseline_epochs <= 0:
+        raise ConfigError(f"--baseline-epochs must be a positive integer, got {args.baseline_epochs}.")
+    run_evaluate(args.model, data_dir=args.data_dir, catalog=args.catalog, train=args.train, test=args.test,
+                 report_path=args.report, baseline_epochs=args.baseline_epochs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfrec-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_quickstart(subparsers)
+    _add_evaluate(subparsers)
     from tfrec_video.datasets import add_cli as add_dataset_cli
 
     add_dataset_cli(subparsers)

@@ -14,9 +14,17 @@ Each retrieval metric is also reported on two subsets of test clicks:
 Baselines computed on the same clicks:
 
 * `popularity`: rank every video by its training click count (same list for all);
+* trained retrieval baselines passed as `baselines={name: model}`, such as the
+  ID-only two-tower (`tfrec_video.models.id_only`), which `tfrec-video
+  quickstart` and `tfrec-video evaluate` pass as `id_only`: their
+  `id_only_recall@K` and `id_only_ndcg@K` sit beside the model's keys in the
+  `retrieval`, `cold_start` and `warm_start` sections;
 * the oracle, when the built-in dataset's ground truth is present: rank by the
   true click logit (Recall@K that no model can beat in expectation), and AUC of
   the true click probability.
+
+`format_table` prints a report's headline metrics and `write_report` writes it
+as `report.json`.
 
 Example:
 
@@ -25,8 +33,11 @@ Example:
 array([1])
 """
 
+import json
 import math
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+import os
+import re
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +45,8 @@ import tensorflow as tf
 from tfrec_video.metrics import auc, logloss
 
 DEFAULT_KS = (10, 50, 100)
+# Scorer names of evaluate(); a baseline may not take one.
+_RESERVED = ("model", "oracle", "popularity")
 
 
 def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -66,6 +79,41 @@ def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 40
     return np.concatenate([embed(batch).numpy() for batch in data], axis=0)
 
 
+def _embedding_scorer(video_matrix: np.ndarray, queries: Callable) -> Callable:
+    """Scores `[clicks, catalog]`: dot products of the clicks' query embeddings with `video_matrix`."""
+    return lambda batch, out, rows: queries(batch, out)[rows] @ video_matrix.T
+
+
+def _query_embedder(model) -> Callable:
+    """`(batch, out) -> [batch, dim]` query embeddings of a baseline, from the features it declares."""
+    names = list(model.query_feature_names)
+    embed = tf.function(lambda f: model.embed_queries(f, training=False))
+
+    def queries(batch, out):
+        missing = [n for n in names if n not in batch]
+        if missing:
+            raise ValueError(f"evaluate: the test impressions lack {missing}, which a baseline's queries need.")
+        return embed({n: batch[n] for n in names}).numpy()
+
+    return queries
+
+
+def _oracle_scorer(truth, index_of: Mapping[str, int], num_videos: int) -> Callable:
+    """Scores `[clicks, catalog]`: the true click logits of the clicks' users in their context."""
+    # Map the truth's catalog order onto ours; a catalog video the truth lacks can never be the oracle's pick.
+    column = np.array([index_of.get(v, -1) for v in _to_str(truth.video_ids)])
+    present = column >= 0
+
+    def score(batch, out, rows):
+        context = {name: (batch[name].numpy()[rows] if name in batch else None) for name in ("hour", "device")}
+        logits = truth.click_logits(_to_str(batch["user_id"].numpy()[rows]), None, **context)
+        scores = np.full((len(rows), num_videos), -np.inf)
+        scores[:, column[present]] = logits[:, present]
+        return scores
+
+    return score
+
+
 def evaluate(
     model,
     catalog: Mapping[str, np.ndarray],
@@ -75,11 +123,24 @@ def evaluate(
     truth=None,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 1024,
+    baselines: Optional[Mapping[str, object]] = None,
 ) -> Dict[str, Dict[str, float]]:
-    """Evaluates a trained `VideoRecModel` on test impressions.
+    """Evaluates a trained model on test impressions.
+
+    The model is duck-typed, so a Keras `VideoRecModel` and an exported
+    SavedModel (`tfrec_video.exported.ExportedModel`) go through the same code.
+    It needs `video_feature_names`, `embed_videos(features, training=False)`
+    (`[batch, dim]`), and `model(features, training=False)` returning a dict
+    with `query_embedding` (`[batch, dim]`) and `click_probability` (`[batch]`)
+    for a batch of impressions.
+
+    The model, every baseline, popularity and the oracle rank the whole catalog
+    for the same test clicks through one code path: each is a function from a
+    batch of clicks to scores over the catalog, and one loop turns those scores
+    into ranks.
 
     Args:
-      model: a trained `VideoRecModel`.
+      model: a trained model (see above).
       catalog: the catalog as column arrays (all videos that can be retrieved).
       test: unbatched test impressions with catalog features joined.
       train_video_ids: ids of videos in the training impressions (defines cold start).
@@ -88,14 +149,24 @@ def evaluate(
         Its test click probabilities must be aligned with `test`'s order.
       ks: cut-offs for Recall@K and NDCG@K.
       batch_size: evaluation batch size.
+      baselines: optional retrieval baselines by name, such as
+        `{"id_only": IdOnlyTwoTower}`. Each needs `query_feature_names`,
+        `video_feature_names`, `embed_queries` and `embed_videos`; baseline `b`
+        adds `b_recall@K` and `b_ndcg@K` to the `retrieval`, `cold_start` and
+        `warm_start` sections. Names are letters, digits and `_`, and not
+        `model`, `oracle` or `popularity`.
 
     Returns:
       A nested dict with `retrieval`, `ranking`, `cold_start`, `warm_start`,
       `popularity` and `counts` sections (oracle keys present when `truth` is given).
     """
+    baselines = dict(baselines or {})
+    for name in baselines:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or name in _RESERVED:
+            raise ValueError(f"evaluate: a baseline name must be letters, digits and '_', starting with a letter, "
+                             f"and not one of {_RESERVED}; got {name!r}.")
     catalog_ids = _to_str(catalog["video_id"])
     index_of = {v: i for i, v in enumerate(catalog_ids)}
-    video_matrix = embed_catalog(model, catalog)
     warm = set(_to_str(list(train_video_ids)).tolist())
     popularity = np.zeros(len(catalog_ids), np.float64)
     for vid, count in (train_click_counts or {}).items():
@@ -105,33 +176,35 @@ def evaluate(
     popularity = popularity - np.arange(len(catalog_ids)) * 1e-9
     max_k = max(ks)
 
+    # scorer(batch, model outputs, rows of the batch's retrievable clicks) -> scores [clicks, catalog].
+    scorers = {"model": _embedding_scorer(embed_catalog(model, catalog), lambda batch, out: out["query_embedding"].numpy())}
+    for name, baseline in baselines.items():
+        scorers[name] = _embedding_scorer(embed_catalog(baseline, catalog), _query_embedder(baseline))
+    scorers["popularity"] = lambda batch, out, rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
+    if truth is not None:
+        scorers["oracle"] = _oracle_scorer(truth, index_of, len(catalog_ids))
+
     forward = tf.function(lambda f: model(f, training=False))
-    probs, labels = [], []
-    model_ranks, pop_ranks, cold_flags = [], [], []
-    click_users, click_targets, click_context = [], [], {"hour": [], "device": []}
+    probs, labels, cold_flags = [], [], []
+    ranks = {name: [] for name in scorers}
     for batch in test.batch(batch_size):
         out = forward(batch)
         clicked = batch["clicked"].numpy().reshape(-1).astype(bool)
-        probs.append(out["click_probability"].numpy())
+        probs.append(np.asarray(out["click_probability"]).reshape(-1))
         labels.append(clicked.astype(np.int64))
         if not clicked.any():
             continue
         vids = _to_str(batch["video_id"].numpy()[clicked])
         target = np.array([index_of.get(v, -1) for v in vids])
         known = target >= 0  # a clicked video absent from the catalog cannot be retrieved
-        q = out["query_embedding"].numpy()[clicked][known]
-        target = target[known]
-        model_ranks.append(ranks_from_scores(q @ video_matrix.T, target))
-        pop_ranks.append((popularity > popularity[target][:, None]).sum(axis=1))
-        cold_flags.append(np.array([v not in warm for v in vids[known]]))
-        click_users.append(_to_str(batch["user_id"].numpy()[clicked][known]))
-        click_targets.append(target)
-        for name in click_context:
-            if name in batch:
-                click_context[name].append(batch[name].numpy()[clicked][known])
+        rows, target = np.flatnonzero(clicked)[known], target[known]
+        for name, score in scorers.items():
+            ranks[name].append(ranks_from_scores(score(batch, out, rows), target))
+        cold_flags.append(np.array([v not in warm for v in vids[known]], bool))
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     cat = (lambda xs, dtype=np.int64: np.concatenate(xs) if xs else np.zeros(0, dtype))
-    model_ranks, pop_ranks = cat(model_ranks), cat(pop_ranks)
+    ranks = {name: cat(r) for name, r in ranks.items()}
+    model_ranks = ranks["model"]
     cold = cat(cold_flags, bool).astype(bool)
 
     report = {
@@ -139,7 +212,7 @@ def evaluate(
         "ranking": {"auc": auc(labels, probs), "logloss": logloss(labels, probs)},
         "cold_start": {**retrieval_metrics(model_ranks[cold], ks), "clicks": int(cold.sum())},
         "warm_start": {**retrieval_metrics(model_ranks[~cold], ks), "clicks": int((~cold).sum())},
-        "popularity": retrieval_metrics(pop_ranks, ks),
+        "popularity": retrieval_metrics(ranks["popularity"], ks),
         "counts": {"test_impressions": int(len(labels)), "test_clicks": int(len(model_ranks)),
                    "catalog_videos": int(len(catalog_ids)), "max_k": int(max_k)},
     }
@@ -149,23 +222,10 @@ def evaluate(
             raise ValueError(f"evaluate: the ground truth has {len(true_p)} test impressions, the test data {len(labels)}.")
         report["ranking"]["oracle_auc"] = auc(labels, true_p)
         report["ranking"]["oracle_logloss"] = logloss(labels, true_p)
-        users, targets = cat(click_users, object), cat(click_targets)
-        context = {k: (cat(v) if v else None) for k, v in click_context.items()}
-        # Map the truth's catalog order onto ours.
-        truth_ids = _to_str(truth.video_ids)
-        column = np.array([index_of.get(v, -1) for v in truth_ids])
-        oracle_ranks, oracle_cold = [], []
-        for start in range(0, len(users), 512):
-            sl = slice(start, start + 512)
-            logits = truth.click_logits(users[sl], None,
-                                        hour=None if context["hour"] is None else context["hour"][sl],
-                                        device=None if context["device"] is None else context["device"][sl])
-            scores = np.full((logits.shape[0], len(catalog_ids)), -np.inf)
-            scores[:, column[column >= 0]] = logits[:, column >= 0]
-            oracle_ranks.append(ranks_from_scores(scores, targets[sl]))
-        oracle_ranks = cat(oracle_ranks)
-        for section, mask in (("retrieval", slice(None)), ("cold_start", cold), ("warm_start", ~cold)):
-            report[section].update({f"oracle_{k}": v for k, v in retrieval_metrics(oracle_ranks[mask], ks).items()})
+    compared = list(baselines) + (["oracle"] if truth is not None else [])
+    for section, mask in (("retrieval", slice(None)), ("cold_start", cold), ("warm_start", ~cold)):
+        for name in compared:
+            report[section].update(retrieval_metrics(ranks[name][mask], ks, prefix=f"{name}_"))
     return _finite(report)
 
 
@@ -173,3 +233,31 @@ def _finite(report):
     # JSON has no NaN; an undefined metric (no cold clicks, one class) becomes None.
     return {s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
             for s, d in report.items()}
+
+
+# The headline rows of the metrics table printed by `tfrec-video quickstart` and `evaluate`.
+TABLE_ROWS = (
+    ("retrieval", "recall@100"), ("retrieval", "oracle_recall@100"), ("retrieval", "id_only_recall@100"),
+    ("retrieval", "ndcg@10"), ("ranking", "auc"), ("ranking", "oracle_auc"), ("ranking", "logloss"),
+    ("cold_start", "recall@100"), ("cold_start", "id_only_recall@100"), ("warm_start", "recall@100"),
+    ("popularity", "recall@100"),
+)
+
+
+def format_table(report: Mapping[str, Mapping[str, float]], rows: Sequence = TABLE_ROWS) -> str:
+    """The report's headline metrics as a two-column text table (`n/a` where a value is missing or None)."""
+    lines = [f"{'metric':<32}{'value':>10}", "-" * 42]
+    for section, key in rows:
+        value = report.get(section, {}).get(key)
+        lines.append(f"{section + '.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
+    return "\n".join(lines)
+
+
+def write_report(report: Mapping, path: str) -> str:
+    """Writes `report` as JSON to `path` atomically (a temporary file renamed over it); returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
+    return path

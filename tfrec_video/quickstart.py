@@ -1,8 +1,11 @@
 """`tfrec-video quickstart`: the whole path on the built-in dataset, with no arguments.
 
 1. generate (or reuse from the cache) the built-in dataset with a planted truth;
-2. adapt vocabularies and train the joint retrieval + ranking model with `model.fit`;
-3. evaluate on the test split, including cold-start videos and the oracle;
+2. adapt vocabularies and train the joint retrieval + ranking model with `model.fit`,
+   and train the ID-only two-tower baseline (`tfrec_video.models.id_only`) on the
+   same training split;
+3. evaluate on the test split, including cold-start videos, the oracle and the
+   baselines (popularity, `id_only_*`);
 4. print a metrics table and write `report.json`;
 5. export `saved_models/video_rec/<version>/` and load it in a fresh process that
    imports only `tensorflow` and `tensorflow_text`.
@@ -18,9 +21,10 @@ from typing import Optional
 from tfrec_video.data.io import read_table
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin, load_manifest
-from tfrec_video.evaluation import evaluate
+from tfrec_video.evaluation import evaluate, format_table, write_report
 from tfrec_video.export import export_saved_model
 from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.id_only import fit_id_only_baseline
 from tfrec_video.schema import catalog_schema, impressions_schema
 from tfrec_video.training import TrainingConfig, click_counts, fit_model
 
@@ -54,19 +58,6 @@ def check_servable(version_dir: str, known_user: str) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"The export at {version_dir} did not load in a fresh process:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _table(report: dict) -> str:
-    rows = [
-        ("retrieval", "recall@100"), ("retrieval", "oracle_recall@100"), ("retrieval", "ndcg@10"),
-        ("ranking", "auc"), ("ranking", "oracle_auc"), ("ranking", "logloss"),
-        ("cold_start", "recall@100"), ("warm_start", "recall@100"), ("popularity", "recall@100"),
-    ]
-    lines = [f"{'metric':<32}{'value':>10}", "-" * 42]
-    for section, key in rows:
-        value = report.get(section, {}).get(key)
-        lines.append(f"{section + '.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
-    return "\n".join(lines)
 
 
 def run_quickstart(
@@ -114,11 +105,16 @@ def run_quickstart(
     timings["train_s"] = round(time.time() - t, 1)
 
     t = time.time()
+    # fit_model validated these files already.
+    baseline = fit_id_only_baseline(splits["train"], imp_schema, seed=training_config.seed, validate=False)
+    timings["baseline_s"] = round(time.time() - t, 1)
+
+    t = time.time()
     train_raw = read_table(splits["train"], imp_schema, validate=False)
     counts = click_counts(train_raw)
     test = impressions_dataset(splits["test"], catalog, imp_schema, batch_size=4096).unbatch()
     report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
-                      train_click_counts=counts, truth=GroundTruth.load(dataset_dir))
+                      train_click_counts=counts, truth=GroundTruth.load(dataset_dir), baselines={"id_only": baseline})
     timings["evaluate_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -136,12 +132,8 @@ def run_quickstart(
         "model_config": model_config.to_dict(),
         "timings": timings,
     })
-    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-    tmp = f"{report_path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, report_path)
-    say("\n" + _table(report))
+    write_report(report, report_path)
+    say("\n" + format_table(report))
     say(f"\nreport: {os.path.abspath(report_path)}\nexport: {os.path.abspath(version_dir)} "
         f"(loaded in a fresh process; top videos for a known user: {served['video_ids'][0][:5]})")
     say(f"time: {timings}")

@@ -1,7 +1,8 @@
-"""The two-stage model: configuration, ranking head and `VideoRecModel`."""
+"""The two-stage model: configuration, ranking head and `VideoRecModel`; and the ID-only baseline."""
 
 from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.id_only import IdOnlyTwoTower, fit_id_only_baseline
 from tfrec_video.models.ranking_head import RankingHead
 from tfrec_video.models.video_rec import VideoRecModel
 
-__all__ = ["ModelConfig", "RankingHead", "VideoRecModel"]
+__all__ = ["IdOnlyTwoTower", "ModelConfig", "RankingHead", "VideoRecModel", "fit_id_only_baseline"]

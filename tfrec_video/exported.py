@@ -1,0 +1,153 @@
+"""`ExportedModel`: an exported SavedModel behind the interface `tfrec_video.evaluation` uses.
+
+`tfrec_video.export.export_saved_model` writes a version directory whose
+signatures take plain feature tensors (see `tfrec_video.export`). This module
+loads one and answers the duck-typed calls `evaluation.evaluate` makes of a
+model, so a SavedModel is evaluated by exactly the code that evaluates a Keras
+`VideoRecModel`:
+
+| what evaluation calls                  | signature     | output              |
+|----------------------------------------|---------------|---------------------|
+| `video_feature_names`                  | `embed_video` | its input names     |
+| `embed_videos(features)`               | `embed_video` | `video_embedding`   |
+| `query_feature_names`                  | `embed_query` | its input names     |
+| `embed_queries(features)`              | `embed_query` | `query_embedding`   |
+| `model(features)["query_embedding"]`   | `embed_query` | `query_embedding`   |
+| `model(features)["click_probability"]` | `rank`        | `click_probability` |
+
+`rank` takes the user features and `video_id` and looks the video's content up
+in the catalog held inside the SavedModel (the catalog it was exported with), so
+click probabilities are those the served model gives. A test video missing from
+that catalog ranks by its id bucket alone, as it would when served.
+
+The SavedModel also tells what data it reads: the input specs of its signatures
+give the feature names, the `history` length and the image and audio embedding
+dimensions (`feature_length`), from which `tfrec-video evaluate` builds the
+schemas of the user's files.
+
+Only TensorFlow and TensorFlow Text (the WordPiece ops) are needed to load it;
+nothing of the Keras model is rebuilt.
+
+Example:
+
+>>> model = ExportedModel("saved_models/video_rec/1")            # doctest: +SKIP
+>>> model.video_feature_names                                     # doctest: +SKIP
+['audio_embedding', 'category', 'duration_s', 'image_embedding', 'title', 'video_id']
+>>> model.feature_length("history")                               # doctest: +SKIP
+20
+>>> sorted(model({"user_id": ..., "history": ..., "video_id": ...}))  # doctest: +SKIP
+['click_probability', 'query_embedding']
+"""
+
+import os
+import re
+from typing import Dict, List, Mapping, Optional
+
+import tensorflow as tf
+
+from tfrec_video.errors import ConfigError
+
+# The signatures evaluation needs; `retrieve` and `serving_default` are not used.
+REQUIRED_SIGNATURES = ("embed_query", "embed_video", "rank")
+
+
+def _versions_hint(path: str) -> str:
+    """Names the version directories when `path` is a model directory rather than one version."""
+    try:
+        versions = sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(path) if re.match(r"^\d+/?$", d)))
+    except (tf.errors.OpError, OSError):
+        return ""
+    if not versions:
+        return ""
+    return f"; it holds versions {', '.join(map(str, versions))}: pass one, e.g. {os.path.join(path, str(versions[-1]))}"
+
+
+class ExportedModel:
+    """A loaded SavedModel version directory, used like a trained model by `evaluation.evaluate`.
+
+    Args:
+      path: a version directory written by `export_saved_model`
+        (`saved_models/<name>/<version>`).
+
+    Raises:
+      ConfigError: naming `path`, when it does not exist, is not a SavedModel,
+        does not load, or lacks the signatures `embed_query`, `embed_video`
+        and `rank`.
+    """
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        if not tf.io.gfile.isdir(self.path):
+            raise ConfigError(f"{self.path}: no such directory (expected an exported SavedModel version directory, "
+                              "such as saved_models/video_rec/1).")
+        if not tf.saved_model.contains_saved_model(self.path):
+            raise ConfigError(f"{self.path}: not a SavedModel (no saved_model.pb){_versions_hint(self.path)}.")
+        import tensorflow_text  # noqa: F401  (registers the WordPiece ops the title encoder uses)
+
+        try:
+            self._loaded = tf.saved_model.load(self.path)
+        except Exception as error:  # a corrupt or foreign SavedModel: say which, in one line
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConfigError(f"{self.path}: the SavedModel does not load: {first}") from None
+        signatures = self._loaded.signatures
+        missing = [name for name in REQUIRED_SIGNATURES if name not in signatures]
+        if missing:
+            raise ConfigError(f"{self.path}: the SavedModel lacks the signatures {missing} (it has "
+                              f"{sorted(signatures.keys())}); export it with tfrec_video.export.export_saved_model.")
+        self._embed_query = signatures["embed_query"]
+        self._embed_video = signatures["embed_video"]
+        self._rank = signatures["rank"]
+        self.signature_names = sorted(signatures.keys())
+        self._specs: Dict[str, tf.TensorSpec] = {}
+        for fn in (self._embed_query, self._embed_video, self._rank):
+            self._specs.update(fn.structured_input_signature[1])
+
+    # -- what the SavedModel reads -----------------------------------------------------------------
+    @staticmethod
+    def _names(fn) -> List[str]:
+        return sorted(fn.structured_input_signature[1])
+
+    @property
+    def query_feature_names(self) -> List[str]:
+        """Input features of the query side (`embed_query`)."""
+        return self._names(self._embed_query)
+
+    @property
+    def video_feature_names(self) -> List[str]:
+        """Input features of the video side (`embed_video`)."""
+        return self._names(self._embed_video)
+
+    def feature_spec(self, name: str) -> Optional[tf.TensorSpec]:
+        """The input spec of feature `name` (with a `None` batch dimension), or None if no signature reads it."""
+        return self._specs.get(name)
+
+    def feature_length(self, name: str) -> Optional[int]:
+        """The per-row length of a vector or list feature (`image_embedding`, `history`), or None if not read."""
+        spec = self.feature_spec(name)
+        if spec is None or spec.shape.rank != 2:
+            return None
+        return spec.shape[1]
+
+    # -- the calls evaluation makes ----------------------------------------------------------------
+    def _inputs(self, fn, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        names = self._names(fn)
+        missing = [n for n in names if n not in features]
+        if missing:
+            raise ConfigError(f"{self.path}: the model reads the features {missing}, which the data lacks "
+                              f"(it has {sorted(features)}).")
+        return {n: features[n] for n in names}
+
+    def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """Query embeddings `[batch, dim]` from the `embed_query` signature (`training` is ignored)."""
+        return self._embed_query(**self._inputs(self._embed_query, features))["query_embedding"]
+
+    def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """Video embeddings `[batch, dim]` from the `embed_video` signature (`training` is ignored)."""
+        return self._embed_video(**self._inputs(self._embed_video, features))["video_embedding"]
+
+    def __call__(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        """`query_embedding` and `click_probability` of a batch of impressions (user features + `video_id`)."""
+        return {
+            "query_embedding": self.embed_queries(features),
+            "click_probability": self._rank(**self._inputs(self._rank, features))["click_probability"],
+        }
