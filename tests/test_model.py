@@ -23,7 +23,7 @@ def data():
 
 def _model(catalog, impressions, **overrides):
     vocab = adapt(catalog, impressions, title_vocabulary_size=80)
-    model = VideoRecModel(ModelConfig(**{**SMALL, **overrides}), vocab)
+    model = VideoRecModel(ModelConfig(**{**SMALL, **overrides}), vocab, catalog=catalog)
     model.compile(tf.keras.optimizers.Adam(5e-3))
     return model
 
@@ -103,7 +103,7 @@ def test_logq_sampling_probabilities(data):
     for vid, p in zip(vocab.video_ids, probs):
         assert p == pytest.approx(expected[vid], rel=1e-6)
     assert probs.sum() == pytest.approx(1.0, rel=1e-6)
-    model = VideoRecModel(ModelConfig(**SMALL), vocab)
+    model = VideoRecModel(ModelConfig(**SMALL), vocab, catalog=catalog)
     index = model.video_embedding.lookup(tf.constant([vocab.video_ids[0], "never-seen"]))
     gathered = tf.gather(model._sampling_probability, index).numpy()
     assert gathered[0] == pytest.approx(probs[0])
@@ -171,7 +171,7 @@ def test_config_round_trips(data):
         ModelConfig(embedding_dim=0)
     vocab = adapt(catalog, impressions, title_vocabulary_size=80)
     assert Vocabularies.from_dict(vocab.to_dict()) == vocab
-    model = VideoRecModel(config, vocab)
+    model = VideoRecModel(config, vocab, catalog=catalog)
     batch = {k: v[:5] for k, v in impressions.items()}
     out = model(batch)
     clone = VideoRecModel.from_config(model.get_config())

@@ -52,6 +52,7 @@ def _feature_spec(name: str, model) -> tf.TensorSpec:
         "video_id": ([None], tf.string), "title": ([None], tf.string), "category": ([None], tf.string),
         "duration_s": ([None], tf.float32), "image_embedding": ([None, v.image_dim], tf.float32),
         "audio_embedding": ([None, v.audio_dim], tf.float32),
+        "thumbnail": ([None], tf.string), "audio": ([None], tf.string),
     }
     shape, dtype = shapes[name]
     return tf.TensorSpec(shape, dtype, name=name)

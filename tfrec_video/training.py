@@ -6,7 +6,7 @@ and everything it does a notebook user can do by hand:
 
     catalog = load_catalog(catalog_dir, schemas["catalog"])
     vocab = adapt(catalog, read_table(train_dir, schemas["impressions"]))
-    model = VideoRecModel(ModelConfig(), vocab)
+    model = VideoRecModel(ModelConfig(), vocab, catalog=catalog)
     model.compile(tf.keras.optimizers.Adam(ModelConfig().learning_rate))
     model.fit(impressions_dataset(train_dir, catalog, schemas["impressions"], 1024, shuffle=True), epochs=3)
 """
@@ -53,14 +53,30 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
 
-def click_counts(impressions: tf.data.Dataset) -> Dict[str, int]:
-    """Clicks per video id over unbatched impressions (the popularity baseline)."""
-    counts: collections.Counter = collections.Counter()
+def video_counts(impressions: tf.data.Dataset) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """Impressions and clicks per video id over unbatched impressions, in one pass.
+
+    The first dict's keys are the videos seen in training (what `evaluate` calls
+    warm; the rest of the catalog is cold start); the second is the popularity
+    baseline's click counts.
+
+    Returns:
+      `(shown, clicks)`: `{video_id: impressions}` and `{video_id: clicks}` (clicked videos only).
+    """
+    shown: collections.Counter = collections.Counter()
+    clicks: collections.Counter = collections.Counter()
+    as_str = (lambda i: i.decode("utf-8") if isinstance(i, bytes) else str(i))
     for batch in impressions.batch(8192).as_numpy_iterator():
         clicked = batch["clicked"].astype(bool)
-        ids, n = np.unique(batch["video_id"][clicked], return_counts=True)
-        counts.update({(i.decode("utf-8") if isinstance(i, bytes) else str(i)): int(c) for i, c in zip(ids, n)})
-    return dict(counts)
+        for counter, ids in ((shown, batch["video_id"]), (clicks, batch["video_id"][clicked])):
+            unique, n = np.unique(ids, return_counts=True)
+            counter.update({as_str(i): int(c) for i, c in zip(unique, n)})
+    return dict(shown), dict(clicks)
+
+
+def click_counts(impressions: tf.data.Dataset) -> Dict[str, int]:
+    """Clicks per video id over unbatched impressions (the popularity baseline)."""
+    return video_counts(impressions)[1]
 
 
 def fit_model(
@@ -91,15 +107,19 @@ def fit_model(
     tf.keras.utils.set_random_seed(training_config.seed)
     raw = read_table(train_paths, impressions_schema, validate=True)
     vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,
-                         max_users=model_config.max_users, max_videos=model_config.max_videos)
-    model = VideoRecModel(model_config, vocabularies)
+                         max_users=model_config.max_users, max_videos=model_config.max_videos,
+                         media_components=model_config.media_components)
+    model = VideoRecModel(model_config, vocabularies, catalog=catalog)
     model.compile(optimizer=tf.keras.optimizers.Adam(model_config.learning_rate))
+    # Join exactly what the candidate tower reads (raw thumbnails only when a hub image model is set).
+    content = [name for name in model.video_feature_names if name != "video_id"]
     train = impressions_dataset(train_paths, catalog, impressions_schema, training_config.batch_size, shuffle=True,
                                 seed=training_config.seed, shuffle_buffer=training_config.shuffle_buffer,
-                                validate=False)
+                                validate=False, features=content)
     validation = None
     if validation_paths is not None:
-        validation = impressions_dataset(validation_paths, catalog, impressions_schema, training_config.batch_size)
+        validation = impressions_dataset(validation_paths, catalog, impressions_schema, training_config.batch_size,
+                                         features=content)
     history = model.fit(train, epochs=training_config.epochs, validation_data=validation,
                         callbacks=callbacks, verbose=verbose)
     return model, history

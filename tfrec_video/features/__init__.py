@@ -4,7 +4,8 @@ These live inside the model (as lookup layers and constants), so an exported
 SavedModel takes raw features.
 """
 
+from tfrec_video.features.pca import fit_pca
 from tfrec_video.features.vocabulary import Vocabularies, adapt
 from tfrec_video.features.wordpiece import learn_title_vocabulary, RESERVED_TOKENS
 
-__all__ = ["Vocabularies", "adapt", "learn_title_vocabulary", "RESERVED_TOKENS"]
+__all__ = ["Vocabularies", "adapt", "fit_pca", "learn_title_vocabulary", "RESERVED_TOKENS"]

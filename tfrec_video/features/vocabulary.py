@@ -8,7 +8,8 @@ impressions and the catalog once and records:
 * per-video impression counts, from which the retrieval task's logQ correction
   estimates each candidate's in-batch sampling probability;
 * the WordPiece vocabulary of the catalog titles;
-* normalisation statistics for `duration_s`;
+* normalisation statistics for `duration_s`, and the principal components of
+  the media embeddings (`tfrec_video.features.pca`);
 * which optional features the data has, so the towers build only what can be fed.
 
 Video ids come from training impressions only, never from the whole catalog: a
@@ -33,6 +34,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 
+from tfrec_video.features.pca import fit_pca
 from tfrec_video.features.wordpiece import learn_title_vocabulary
 
 
@@ -53,6 +55,10 @@ class Vocabularies:
       audio_dim: length of `audio_embedding`, or None when absent.
       history_length: length of `history`, or None when absent.
       has_hour: whether impressions carry `hour`.
+      image_pca: `fit_pca` statistics of the catalog's `image_embedding`, or None.
+      audio_pca: the same for `audio_embedding`.
+      catalog_size: number of videos in the catalog given to `adapt` (the
+        model's in-graph `CatalogTable` has one row per catalog video).
     """
 
     user_ids: List[str]
@@ -67,6 +73,9 @@ class Vocabularies:
     audio_dim: Optional[int] = None
     history_length: Optional[int] = None
     has_hour: bool = False
+    image_pca: Optional[dict] = None
+    audio_pca: Optional[dict] = None
+    catalog_size: Optional[int] = None
 
     def __post_init__(self):
         if len(self.video_ids) != len(self.video_counts):
@@ -120,6 +129,7 @@ def adapt(
     title_vocabulary_size: int = 8000,
     max_users: Optional[int] = None,
     max_videos: Optional[int] = None,
+    media_components: int = 16,
 ) -> Vocabularies:
     """Learns `Vocabularies` from the catalog and the training impressions.
 
@@ -130,6 +140,8 @@ def adapt(
       title_vocabulary_size: WordPiece vocabulary size.
       max_users: cap on user ids with their own row (the rest share hashed OOV buckets).
       max_videos: cap on video ids with their own row.
+      media_components: principal components kept of `image_embedding` and
+        `audio_embedding` (0 keeps the raw embeddings; see `features.pca`).
 
     Returns:
       A `Vocabularies`.
@@ -179,4 +191,7 @@ def adapt(
         audio_dim=dim("audio_embedding"),
         history_length=history_length,
         has_hour=has_hour,
+        image_pca=fit_pca(catalog["image_embedding"], media_components) if "image_embedding" in catalog else None,
+        audio_pca=fit_pca(catalog["audio_embedding"], media_components) if "audio_embedding" in catalog else None,
+        catalog_size=int(len(catalog["video_id"])),
     )

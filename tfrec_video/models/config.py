@@ -31,6 +31,11 @@ class ModelConfig:
       user_id_dropout: the same for user ids: the query tower learns to place a
         user by history and context, which is all it has for a new user.
       history_pooling: `"mean"` or `"attention"`.
+      history_content: embed each watched video in `history` with the candidate
+        tower (id, title, image, audio, ...) before pooling, so a user's history
+        says what they watched, not only which ids; the model then holds the
+        catalog's content features (`CatalogTable`). False pools the shared
+        video-id embeddings only (no catalog in the model).
       title_vocabulary_size: WordPiece vocabulary size learned from titles.
       title_sequence_length: tokens kept per title.
       title_token_dim: token embedding width.
@@ -38,6 +43,21 @@ class ModelConfig:
       title_filters: filters per width.
       title_dim: title encoding width.
       media_dim: width the image and audio embeddings are projected to.
+      media_components: principal components of the image and audio embeddings
+        kept by the adapt step before the projection (0: use them raw). See
+        `tfrec_video.features.pca`: raw embeddings let the tower memorise
+        training videos and hurt cold start.
+      image_model: a TF Hub handle (URL) or local SavedModel directory of an
+        image encoder. When set, the candidate tower reads the catalog's raw
+        `thumbnail` bytes and embeds them in the graph (`ImageEncoder`) instead
+        of reading `image_embedding`.
+      image_model_size: thumbnail size fed to `image_model`, when the model does
+        not declare one (read from its signature otherwise).
+      audio_model: the same for an audio encoder over raw `audio` (WAV) bytes
+        (`AudioEncoder`) instead of `audio_embedding`.
+      audio_sample_rate: sample rate `audio_model` expects (clips are not resampled in the graph).
+      audio_clip_seconds: seconds of audio fed to `audio_model` (padded or cut).
+      fine_tune_media: train the hub encoders' weights too (frozen by default).
       query_hidden_units: the query tower's MLP widths.
       candidate_hidden_units: the candidate tower's MLP widths.
       tower_dropout: dropout inside the tower MLPs.
@@ -45,6 +65,11 @@ class ModelConfig:
       ranking_hidden_units: the ranking MLP widths.
       temperature: softmax temperature of the retrieval loss.
       logq_correction: subtract log of each candidate's sampling probability.
+      logq_weight: the share of that correction applied, in [0, 1]: the logits
+        lose `logq_weight * log q(video)`. 1 is the standard correction (the
+        in-batch softmax then estimates the full softmax, popularity included); smaller values
+        leave some of the in-batch popularity penalty in place, which favours
+        the content match over the memorised popularity of known videos.
       remove_accidental_hits: mask in-batch negatives that are the positive video.
       retrieval_weight: weight of the retrieval loss (0 trains ranking alone).
       ranking_weight: weight of the ranking loss (0 trains retrieval alone).
@@ -61,6 +86,7 @@ class ModelConfig:
     video_id_dropout: float = 0.2
     user_id_dropout: float = 0.0
     history_pooling: str = "mean"
+    history_content: bool = True
     title_vocabulary_size: int = 8000
     title_sequence_length: int = 16
     title_token_dim: int = 32
@@ -68,6 +94,13 @@ class ModelConfig:
     title_filters: int = 32
     title_dim: int = 32
     media_dim: int = 32
+    media_components: int = 16
+    image_model: Optional[str] = None
+    image_model_size: Optional[int] = None
+    audio_model: Optional[str] = None
+    audio_sample_rate: int = 16000
+    audio_clip_seconds: float = 1.0
+    fine_tune_media: bool = False
     query_hidden_units: Tuple[int, ...] = (128,)
     candidate_hidden_units: Tuple[int, ...] = (128,)
     tower_dropout: float = 0.0
@@ -75,6 +108,7 @@ class ModelConfig:
     ranking_hidden_units: Tuple[int, ...] = (128, 64)
     temperature: float = 0.1
     logq_correction: bool = True
+    logq_weight: float = 1.0
     remove_accidental_hits: bool = True
     retrieval_weight: float = 1.0
     ranking_weight: float = 1.0
@@ -94,6 +128,18 @@ class ModelConfig:
             object.__setattr__(self, name, value)
             if any(not isinstance(v, int) or v <= 0 for v in value):
                 raise ConfigError(f"ModelConfig.{name} must be positive integers, got {list(value)!r}.")
+        if not isinstance(self.media_components, int) or self.media_components < 0:
+            raise ConfigError(f"ModelConfig.media_components must be an integer >= 0, got {self.media_components!r}.")
+        for name in ("image_model", "audio_model"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"ModelConfig.{name} must be a TF Hub handle or SavedModel directory, got {value!r}.")
+        if self.image_model_size is not None and (not isinstance(self.image_model_size, int) or self.image_model_size <= 0):
+            raise ConfigError(f"ModelConfig.image_model_size must be a positive integer, got {self.image_model_size!r}.")
+        if not (isinstance(self.audio_sample_rate, int) and self.audio_sample_rate > 0):
+            raise ConfigError(f"ModelConfig.audio_sample_rate must be a positive integer, got {self.audio_sample_rate!r}.")
+        if not self.audio_clip_seconds > 0:
+            raise ConfigError(f"ModelConfig.audio_clip_seconds must be > 0, got {self.audio_clip_seconds!r}.")
         if not self.title_conv_widths:
             raise ConfigError("ModelConfig.title_conv_widths must name at least one width.")
         if self.history_pooling not in ("mean", "attention"):
@@ -103,6 +149,8 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}.")
         if self.cross_layers < 0:
             raise ConfigError(f"ModelConfig.cross_layers must be >= 0, got {self.cross_layers!r}.")
+        if not 0.0 <= self.logq_weight <= 1.0:
+            raise ConfigError(f"ModelConfig.logq_weight must be in [0, 1], got {self.logq_weight!r}.")
         if not self.temperature > 0:
             raise ConfigError(f"ModelConfig.temperature must be > 0, got {self.temperature!r}.")
         if not self.learning_rate > 0:

@@ -43,7 +43,15 @@ import tensorflow_recommenders as tfrs
 from tfrec_video.features.vocabulary import Vocabularies
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.ranking_head import RankingHead
-from tfrec_video.towers import CandidateTower, IdEmbedding, QueryTower
+from tfrec_video.errors import ConfigError
+from tfrec_video.towers import CandidateTower, CatalogTable, IdEmbedding, QueryTower
+
+# `catalog=` value meaning "the catalog table's contents come from restored weights".
+CATALOG_FROM_WEIGHTS = "from_weights"
+
+_CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float32",
+                   "image_embedding": "float32", "audio_embedding": "float32", "thumbnail": "string",
+                   "audio": "string"}
 
 
 class VideoRecModel(tfrs.Model):
@@ -52,9 +60,17 @@ class VideoRecModel(tfrs.Model):
     Args:
       config: a `ModelConfig`.
       vocabularies: `Vocabularies` learned from the data by `tfrec_video.features.adapt`.
+      catalog: the catalog as column arrays (the one given to `adapt`). Needed when
+        `config.history_content` is on and the data has a `history`: the model
+        keeps the catalog's content features in a `CatalogTable` so that watched
+        videos are embedded from their content. `CATALOG_FROM_WEIGHTS` leaves the
+        table to be filled by restoring weights (what `from_config` does).
+
+    Raises:
+      ConfigError: the model needs the catalog and none was given.
     """
 
-    def __init__(self, config: ModelConfig, vocabularies: Vocabularies, **kwargs):
+    def __init__(self, config: ModelConfig, vocabularies: Vocabularies, catalog=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, Mapping):
             config = ModelConfig.from_dict(config)
@@ -72,6 +88,19 @@ class VideoRecModel(tfrs.Model):
             user_id_dropout=config.user_id_dropout,
             hidden_units=config.query_hidden_units, output_dim=config.embedding_dim, dropout=config.tower_dropout,
             name="query_tower")
+        image_encoder = audio_encoder = None
+        if config.image_model:
+            image_encoder = dict(handle=config.image_model, image_size=config.image_model_size,
+                                 trainable=config.fine_tune_media)
+        if config.audio_model:
+            audio_encoder = dict(handle=config.audio_model, sample_rate=config.audio_sample_rate,
+                                 clip_seconds=config.audio_clip_seconds, trainable=config.fine_tune_media)
+        if catalog is not None and not isinstance(catalog, str):
+            for column, wanted in (("thumbnail", config.image_model), ("audio", config.audio_model)):
+                if wanted and column not in catalog:
+                    raise ConfigError(f"VideoRecModel: ModelConfig.{'image' if column == 'thumbnail' else 'audio'}"
+                                      f"_model is set, so the catalog needs a {column!r} column of raw bytes; it "
+                                      f"has {sorted(catalog)}.")
         duration_stats = None if v.duration_log_mean is None else (v.duration_log_mean, v.duration_log_std)
         self.candidate_tower = CandidateTower(
             self.video_embedding, v.title_tokens,
@@ -79,8 +108,25 @@ class VideoRecModel(tfrs.Model):
                                conv_widths=config.title_conv_widths, filters=config.title_filters,
                                output_dim=config.title_dim),
             categories=v.categories, duration_stats=duration_stats, image_dim=v.image_dim, audio_dim=v.audio_dim,
-            media_dim=config.media_dim, hidden_units=config.candidate_hidden_units, output_dim=config.embedding_dim,
+            media_dim=config.media_dim, image_pca=v.image_pca, audio_pca=v.audio_pca,
+            image_encoder=image_encoder, audio_encoder=audio_encoder, hidden_units=config.candidate_hidden_units, output_dim=config.embedding_dim,
             dropout=config.tower_dropout, name="candidate_tower")
+        self.catalog_table = None
+        if config.history_content and v.history_length:
+            if catalog is None:
+                raise ConfigError(
+                    "VideoRecModel: ModelConfig.history_content=True embeds watched videos from their content, "
+                    "so the model needs the catalog: VideoRecModel(config, vocabularies, catalog=catalog). "
+                    "Pass history_content=False to pool history over id embeddings only.")
+            columns = {}
+            for name in self.candidate_tower.input_names:
+                if name != "video_id":
+                    dim = {"image_embedding": v.image_dim, "audio_embedding": v.audio_dim}.get(name)
+                    columns[name] = (_CONTENT_DTYPES[name], [dim] if dim else [])
+            size = v.catalog_size or (len(catalog["video_id"]) if not isinstance(catalog, str) else 0)
+            self.catalog_table = CatalogTable(size, columns, name="catalog_table")
+            if not isinstance(catalog, str):
+                self.catalog_table.set_catalog(catalog)
         self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, name="ranking_head")
         self.retrieval_task = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
@@ -109,14 +155,28 @@ class VideoRecModel(tfrs.Model):
 
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised query embeddings `[batch, embedding_dim]`."""
-        return self.query_tower(features, training=training)
+        return self.query_tower.project(self._encode_query(features, training=training), training=training)
 
     def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised video embeddings `[batch, embedding_dim]`."""
         return self.candidate_tower(features, training=training)
 
+    def _history_embeddings(self, history: tf.Tensor, training=None) -> tf.Tensor:
+        """Candidate-tower embeddings `[batch, length, dim]` of the watched videos."""
+        # Each distinct video is encoded once per batch: histories overlap heavily.
+        unique_ids, position = tf.unique(tf.reshape(history, [-1]))
+        embedded = self.candidate_tower(self.catalog_table(unique_ids), training=training)
+        shape = tf.concat([tf.shape(history), [self.config.embedding_dim]], axis=0)
+        return tf.reshape(tf.gather(embedded, position), shape)
+
+    def _encode_query(self, features, training=None):
+        history_embeddings = None
+        if self.catalog_table is not None:
+            history_embeddings = self._history_embeddings(features["history"], training=training)
+        return self.query_tower.encode(features, training=training, history_embeddings=history_embeddings)
+
     def _forward(self, features, training=None):
-        qf = self.query_tower.encode(features, training=training)
+        qf = self._encode_query(features, training=training)
         cf = self.candidate_tower.encode(features, training=training)
         q = self.query_tower.project(qf, training=training)
         c = self.candidate_tower.project(cf, training=training)
@@ -152,6 +212,8 @@ class VideoRecModel(tfrs.Model):
             if self.config.logq_correction:
                 index = self.video_embedding.lookup(features["video_id"])
                 sampling = tf.gather(self._sampling_probability, index)
+                if self.config.logq_weight != 1.0:
+                    sampling = tf.pow(sampling, self.config.logq_weight)
             summed = self.retrieval_task(
                 q, c, sample_weight=clicked, candidate_sampling_probability=sampling,
                 candidate_ids=features["video_id"], compute_metrics=False, compute_batch_metrics=False)
@@ -170,4 +232,5 @@ class VideoRecModel(tfrs.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return cls(ModelConfig.from_dict(config["config"]), Vocabularies.from_dict(config["vocabularies"]))
+        return cls(ModelConfig.from_dict(config["config"]), Vocabularies.from_dict(config["vocabularies"]),
+                   catalog=CATALOG_FROM_WEIGHTS)

@@ -1,11 +1,13 @@
 """Towers: raw features in, embeddings out. Each layer here round-trips through `get_config`."""
 
 from tfrec_video.towers.candidate import CandidateTower
+from tfrec_video.towers.catalog_table import CatalogTable
 from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.history_pooling import HistoryPooling
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
+from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.query import QueryTower
 from tfrec_video.towers.title_encoder import TitleEncoder
 
-__all__ = ["CandidateTower", "EmbeddingTower", "HistoryPooling", "IdEmbedding", "MLP", "QueryTower", "TitleEncoder"]
+__all__ = ["CandidateTower", "CatalogTable", "EmbeddingTower", "HistoryPooling", "IdEmbedding", "MLP", "PrincipalComponents", "QueryTower", "TitleEncoder"]

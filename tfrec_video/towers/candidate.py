@@ -2,8 +2,10 @@
 
     video_id        ──IdEmbedding (hashed OOV buckets, id dropout)──┐
     title           ──TitleEncoder (WordPiece + Conv1D + max-pool)──┤
-    image_embedding ──Dense projection──────────────────────────────┤
-    audio_embedding ──Dense projection──────────────────────────────┼─concat─► MLP ─► L2 normalise
+    image_embedding ──PrincipalComponents──Dense projection─────────┤
+      or thumbnail  ──ImageEncoder (hub.KerasLayer)──Dense──────────┤
+    audio_embedding ──PrincipalComponents──Dense projection─────────┼─concat─► MLP ─► L2 normalise
+      or audio      ──AudioEncoder (hub.KerasLayer)──Dense──────────┤
     category        ──IdEmbedding───────────────────────────────────┤
     duration_s      ──log1p, standardise────────────────────────────┘
 
@@ -11,7 +13,13 @@
 them. A video never seen in training hashes into an OOV bucket, and its title,
 image and audio still place it: an unseen video gets a meaningful, distinct
 embedding from its content (cold start). `encode` returns the features before
-the MLP for the ranking head.
+the MLP for the ranking head. Media embeddings go through a fixed PCA whitening
+learned in the adapt step when one is given (`tfrec_video.features.pca` says
+why: raw, their video-specific variation works as a second id and cold start
+suffers). With an `image_encoder` (`audio_encoder`) the tower reads the raw
+`thumbnail` (`audio`) bytes instead and embeds them in the graph through a TF
+Hub model (`tfrec_video.towers.media_encoder`), frozen unless configured
+trainable.
 
 Example:
 
@@ -30,7 +38,9 @@ import tensorflow as tf
 
 from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.id_embedding import IdEmbedding
+from tfrec_video.towers.media_encoder import AudioEncoder, ImageEncoder
 from tfrec_video.towers.mlp import MLP
+from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.title_encoder import TitleEncoder
 
 
@@ -47,6 +57,12 @@ class CandidateTower(EmbeddingTower):
       image_dim: length of `image_embedding`, or None.
       audio_dim: length of `audio_embedding`, or None.
       media_dim: width the image and audio embeddings are projected to.
+      image_pca: optional `fit_pca` statistics applied to `image_embedding` first.
+      audio_pca: the same for `audio_embedding`.
+      image_encoder: optional `ImageEncoder` config (`handle`, `trainable`, ...):
+        read raw `thumbnail` bytes through a TF Hub model instead of `image_embedding`.
+      audio_encoder: optional `AudioEncoder` config: read raw `audio` (WAV) bytes
+        instead of `audio_embedding`.
       hidden_units: MLP widths.
       output_dim: the embedding width.
       dropout: MLP dropout.
@@ -55,21 +71,39 @@ class CandidateTower(EmbeddingTower):
     def __init__(self, video_embedding: IdEmbedding, title_tokens: Sequence[str], title_options: Optional[dict] = None,
                  categories: Optional[Sequence[str]] = None, duration_stats: Optional[Sequence[float]] = None,
                  image_dim: Optional[int] = None, audio_dim: Optional[int] = None, media_dim: int = 32,
+                 image_pca: Optional[dict] = None, audio_pca: Optional[dict] = None,
+                 image_encoder: Optional[dict] = None, audio_encoder: Optional[dict] = None,
                  hidden_units: Sequence[int] = (128,), output_dim: int = 64, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        # Copies: Keras wraps what a layer stores for tracking, which must not reach the caller's dicts.
+        image_pca, audio_pca = _plain(image_pca), _plain(audio_pca)
         self.video_embedding = video_embedding
         self.title_encoder = TitleEncoder(title_tokens, **(title_options or {}), name="title_encoder")
         self.category_embedding = IdEmbedding(categories, 8, 2, name="category") if categories else None
         self.duration_stats = None if duration_stats is None else (float(duration_stats[0]), float(duration_stats[1]))
+        # Raw media through a hub model replaces the precomputed vector of the same modality.
+        self.image_encoder = ImageEncoder(**_encoder_kwargs(image_encoder), name="image_encoder") if image_encoder else None
+        self.audio_encoder = AudioEncoder(**_encoder_kwargs(audio_encoder), name="audio_encoder") if audio_encoder else None
+        if self.image_encoder is not None:
+            image_dim, image_pca = None, None
+        if self.audio_encoder is not None:
+            audio_dim, audio_pca = None, None
         self.image_dim, self.audio_dim = image_dim, audio_dim
-        self.image_projection = tf.keras.layers.Dense(media_dim, name="image_projection") if image_dim else None
-        self.audio_projection = tf.keras.layers.Dense(media_dim, name="audio_projection") if audio_dim else None
+        has_image = image_dim or self.image_encoder is not None
+        has_audio = audio_dim or self.audio_encoder is not None
+        self.image_projection = tf.keras.layers.Dense(media_dim, name="image_projection") if has_image else None
+        self.audio_projection = tf.keras.layers.Dense(media_dim, name="audio_projection") if has_audio else None
+        self.image_pca = PrincipalComponents(**image_pca, name="image_pca") if image_dim and image_pca else None
+        self.audio_pca = PrincipalComponents(**audio_pca, name="audio_pca") if audio_dim and audio_pca else None
         self.mlp = MLP(hidden_units, output_dim, dropout, name="mlp")
         self._config = dict(video_embedding=video_embedding.get_config(), title_tokens=list(title_tokens),
                             title_options=dict(title_options or {}),
                             categories=None if categories is None else list(categories),
                             duration_stats=None if duration_stats is None else list(self.duration_stats),
                             image_dim=image_dim, audio_dim=audio_dim, media_dim=media_dim,
+                            image_pca=image_pca, audio_pca=audio_pca,
+                            image_encoder=None if image_encoder is None else _encoder_kwargs(image_encoder),
+                            audio_encoder=None if audio_encoder is None else _encoder_kwargs(audio_encoder),
                             hidden_units=list(hidden_units), output_dim=output_dim, dropout=dropout)
 
     @property
@@ -80,9 +114,9 @@ class CandidateTower(EmbeddingTower):
         if self.duration_stats is not None:
             names.append("duration_s")
         if self.image_projection is not None:
-            names.append("image_embedding")
+            names.append("thumbnail" if self.image_encoder is not None else "image_embedding")
         if self.audio_projection is not None:
-            names.append("audio_embedding")
+            names.append("audio" if self.audio_encoder is not None else "audio_embedding")
         return names
 
     def encode(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
@@ -95,8 +129,28 @@ class CandidateTower(EmbeddingTower):
             mean, std = self.duration_stats
             duration = tf.math.log1p(tf.maximum(tf.cast(features["duration_s"], tf.float32), 0.0))
             parts.append(((duration - mean) / std)[:, None])
-        if self.image_projection is not None:
-            parts.append(self.image_projection(tf.cast(features["image_embedding"], tf.float32)))
-        if self.audio_projection is not None:
-            parts.append(self.audio_projection(tf.cast(features["audio_embedding"], tf.float32)))
+        for name, raw, encoder, pca, projection in (
+                ("image_embedding", "thumbnail", self.image_encoder, self.image_pca, self.image_projection),
+                ("audio_embedding", "audio", self.audio_encoder, self.audio_pca, self.audio_projection)):
+            if projection is None:
+                continue
+            if encoder is not None:
+                x = encoder(features[raw], training=training)
+            else:
+                x = tf.cast(features[name], tf.float32)
+                x = pca(x) if pca is not None else x
+            parts.append(projection(x))
         return tf.concat(parts, axis=-1)
+
+
+def _encoder_kwargs(config: dict) -> dict:
+    # A Keras get_config() of an encoder also carries name/dtype; the tower names its own layers.
+    return {k: v for k, v in dict(config).items() if k not in ("name", "dtype", "batch_input_shape")}
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

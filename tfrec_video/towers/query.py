@@ -81,13 +81,25 @@ class QueryTower(EmbeddingTower):
             names.append("device")
         return names
 
-    def encode(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
-        """The concatenated user features, before the MLP."""
+    def encode(self, features: Mapping[str, tf.Tensor], training=None,
+               history_embeddings: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """The concatenated user features, before the MLP.
+
+        Args:
+          features: raw user features.
+          training: Keras training flag.
+          history_embeddings: optional `[batch, history_length, dim]` embeddings of
+            the `history` entries. `VideoRecModel` passes the candidate tower's
+            embeddings of the watched videos (their content); without it the
+            entries are embedded with the shared video-id embedding.
+        """
         user = self.user_embedding(features["user_id"], training=training)
         parts = [user]
         if self.history_pooling is not None:
             history = features["history"]
-            parts.append(self.history_pooling(self.video_embedding(history, training=training), history, context=user))
+            if history_embeddings is None:
+                history_embeddings = self.video_embedding(history, training=training)
+            parts.append(self.history_pooling(history_embeddings, history, context=user))
         if self.has_hour:
             # Out-of-range hours go to row 24 rather than failing at serving time.
             hour = tf.cast(features["hour"], tf.int64)

@@ -1,0 +1,115 @@
+"""`CatalogTable`: every catalog video's content features, looked up by id in the graph.
+
+A watch history is a list of video ids. To pool it over what those videos *are*
+(their titles, images, audio) rather than over id embeddings alone, the model
+needs each catalog video's content features at query time. `CatalogTable`
+holds them as non-trainable variables, and finds an id's row by binary search
+over the sorted 64-bit fingerprints of the catalog ids, confirmed by comparing
+the stored id (so a fingerprint collision can never return the wrong video):
+
+    ids ──fingerprint──searchsorted──► rows ──gather──► {title, category, duration_s, image_embedding, ...}
+
+Everything is a variable, not configuration and not a lookup-table resource:
+checkpoints, `get_weights`/`set_weights` and `tf.saved_model.save` all carry
+it, an exported model resolves history ids to content without the catalog
+being fed to it, and `get_config` stays small (the number of rows and the
+column specs). The ops are core TensorFlow, so TF Serving runs them. An id that is not in the table
+(a video added after the table was filled, or the padding `""`) resolves to row
+0: an empty title and zero vectors.
+
+Example:
+
+>>> import numpy as np, tensorflow as tf
+>>> table = CatalogTable(2, {"title": ("string", []), "image_embedding": ("float32", [3])})
+>>> table.set_catalog({"video_id": np.array(["a", "b"], object), "title": np.array(["cat", "dog"], object),
+...                    "image_embedding": np.eye(2, 3, dtype=np.float32)})
+>>> out = table(tf.constant(["b", "unknown"]))
+>>> out["title"].numpy().tolist(), out["image_embedding"].numpy()[:, 1].tolist()
+([b'dog', b''], [1.0, 0.0])
+"""
+
+from typing import Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+
+class CatalogTable(tf.keras.layers.Layer):
+    """Video id to content features, held in the graph (see module docstring).
+
+    Args:
+      size: number of catalog videos the table holds.
+      columns: `{name: (dtype name, per-row shape)}` of the content features,
+        e.g. `{"title": ("string", []), "image_embedding": ("float32", [1024])}`.
+    """
+
+    def __init__(self, size: int, columns: Mapping[str, Tuple[str, Sequence[int]]], **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        if int(size) < 1:
+            raise ValueError(f"CatalogTable {self.name}: size must be positive, got {size}.")
+        self.size = int(size)
+        self.columns = {str(k): (str(dtype), [int(d) for d in shape]) for k, (dtype, shape) in columns.items()}
+        self.values: Dict[str, tf.Variable] = {}
+        for name, (dtype, shape) in self.columns.items():
+            # Row 0 is the "unknown video" row the lookup's default points at.
+            empty = np.full([self.size + 1] + shape, "" if dtype == "string" else 0, dtype=object if dtype == "string" else dtype)
+            self.values[name] = tf.Variable(empty, trainable=False, name=f"catalog_{name}")
+        self.ids = tf.Variable(np.full([self.size + 1], "", object), trainable=False, name="catalog_video_id")
+        self.fingerprints = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="id_fingerprints")
+        self.fingerprint_rows = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="fingerprint_rows")
+
+    @staticmethod
+    def _fingerprint(ids):
+        return tf.strings.to_hash_bucket_fast(ids, 2**63 - 1)
+
+    def set_catalog(self, catalog: Mapping[str, np.ndarray]) -> None:
+        """Fills the table from catalog column arrays (`video_id` plus every column).
+
+        Raises:
+          ValueError: a column is missing, or has the wrong number of rows or shape.
+        """
+        if "video_id" not in catalog:
+            raise ValueError(f"CatalogTable {self.name}: the catalog has no 'video_id' column.")
+        ids = np.asarray(catalog["video_id"]).astype(object).reshape(-1)
+        if len(ids) != self.size:
+            raise ValueError(f"CatalogTable {self.name}: expected a catalog of {self.size} videos (the one the "
+                             f"model was built for), got {len(ids)}.")
+        for name, (dtype, shape) in self.columns.items():
+            if name not in catalog:
+                raise ValueError(f"CatalogTable {self.name}: the catalog has no {name!r} column.")
+            column = np.asarray(catalog[name])
+            if list(column.shape) != [self.size] + shape:
+                raise ValueError(f"CatalogTable {self.name}: column {name!r} has shape {list(column.shape)}, "
+                                 f"expected {[self.size] + shape}.")
+            empty = self.values[name][:1]
+            self.values[name].assign(tf.concat([empty, tf.constant(column.astype(object) if dtype == "string"
+                                                                   else column.astype(dtype))], axis=0))
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError(f"CatalogTable {self.name}: video_id values must be unique.")
+        self.ids.assign(np.concatenate([[""], ids]).astype(object))
+        fingerprints = self._fingerprint(tf.constant(ids)).numpy()
+        order = np.argsort(fingerprints, kind="stable")
+        self.fingerprints.assign(fingerprints[order])
+        self.fingerprint_rows.assign(order.astype(np.int64) + 1)
+
+    def lookup(self, ids: tf.Tensor) -> tf.Tensor:
+        """Row of each id (same shape as `ids`); 0 for ids not in the table."""
+        flat = tf.reshape(ids, [-1])
+        fingerprint = self._fingerprint(flat)
+        position = tf.minimum(tf.searchsorted(self.fingerprints, fingerprint), self.size - 1)
+        rows = tf.gather(self.fingerprint_rows, position)
+        found = tf.equal(tf.gather(self.fingerprints, position), fingerprint) & tf.equal(tf.gather(self.ids, rows), flat)
+        return tf.reshape(tf.where(found, rows, tf.zeros_like(rows)), tf.shape(ids))
+
+    def call(self, ids: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Content features of `ids` (any shape), plus `video_id` itself."""
+        rows = self.lookup(ids)
+        out = {name: tf.gather(value, rows) for name, value in self.values.items()}
+        out["video_id"] = ids
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("trainable", None)
+        config.update(size=self.size, columns={k: [d, list(s)] for k, (d, s) in self.columns.items()})
+        return config
