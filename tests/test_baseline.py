@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
-
-import tfrec_video  # noqa: F401
 from tfrec_video.data.io import write_table
 from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.evaluation import evaluate

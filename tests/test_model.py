@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
-
-import tfrec_video  # noqa: F401
 from tfrec_video.errors import ConfigError
 from tfrec_video.features import Vocabularies, adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
@@ -152,13 +151,42 @@ def test_retrieval_uses_only_clicked_rows(data):
     assert loss > 0
 
 
-def test_model_trains_without_optional_modalities():
-    catalog, impressions = toy_data(minimal=True)
-    model = _model(catalog, impressions)
-    assert set(model.video_feature_names) == {"video_id", "title"}
-    assert set(model.query_feature_names) == {"user_id"}
-    history = model.fit(_ds(impressions), epochs=2, verbose=0)
+DROPS = {
+    "no_audio": (["audio_embedding"], []),
+    "no_images": (["image_embedding"], []),
+    "no_history": ([], ["history"]),
+    "no_context": ([], ["hour", "device"]),
+    "video_id_and_title_only": (["category", "duration_s", "image_embedding", "audio_embedding"],
+                                ["history", "hour", "device"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DROPS))
+def test_model_trains_from_files_without_optional_features(case, tmp_path):
+    """Each optional feature may be absent from the files: the towers adapt from what is there."""
+    from tfrec_video.data import read_table, write_table
+    from tfrec_video.data.pipeline import impressions_dataset, load_catalog
+    from tfrec_video.schema import catalog_schema, impressions_schema
+    from tfrec_video.training import TrainingConfig, fit_model
+
+    drop_catalog, drop_impressions = DROPS[case]
+    catalog, impressions = toy_data(n_rows=400)
+    catalog = {k: v for k, v in catalog.items() if k not in drop_catalog}
+    rows = {k: v for k, v in impressions.items()
+            if k in ("user_id", "history", "hour", "device", "video_id", "clicked") and k not in drop_impressions}
+    # Files hold only the columns the user has; they are read with the full, documented schemas.
+    cat_schema, imp_schema = catalog_schema(8, 4), impressions_schema(5)
+    write_table(catalog, tmp_path / "catalog" / "part-0.csv", cat_schema.select(list(catalog)))
+    write_table(rows, tmp_path / "train" / "part-0.parquet", imp_schema.select(list(rows)))
+    loaded = load_catalog(str(tmp_path / "catalog"), cat_schema)
+    model, history = fit_model(loaded, str(tmp_path / "train"), imp_schema, ModelConfig(**SMALL),
+                               TrainingConfig(batch_size=128, epochs=2), verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+    assert set(model.video_feature_names) == {"video_id"} | {k for k in catalog if k != "video_id"}
+    assert set(model.query_feature_names) == {k for k in rows if k not in ("video_id", "clicked")}
+    batch = next(iter(impressions_dataset(str(tmp_path / "train"), loaded, imp_schema, batch_size=16)))
+    out = model(batch)
+    assert np.isfinite(out["click_probability"].numpy()).all()
 
 
 def test_config_round_trips(data):

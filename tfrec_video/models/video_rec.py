@@ -2,7 +2,9 @@
 
     impressions (+ catalog features joined by video_id)
         │
-        ├─ QueryTower.encode ──► qf ──project──► q  (L2-normalised)
+        ├─ history ids ─CatalogTable─► content ─CandidateTower─► watched-video embeddings ─┐
+        ├─ QueryTower.encode (user id, pooled watched videos, context) ◄──────────────────┘
+        │     ──► qf ──project──► q  (L2-normalised)
         ├─ CandidateTower.encode ► cf ──project──► c  (L2-normalised)
         │
         ├─ retrieval: tfrs.tasks.Retrieval(q, c) in-batch softmax over the batch's videos,
@@ -155,14 +157,20 @@ class VideoRecModel(tfrs.Model):
 
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised query embeddings `[batch, embedding_dim]`."""
-        return self.query_tower.project(self._encode_query(features, training=training), training=training)
+        # Through __call__ (not encode/project) so Keras marks the tower built and saves it whole.
+        return self.query_tower(features, training=training,
+                                history_embeddings=self._history_embeddings(features, training=training))
 
     def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised video embeddings `[batch, embedding_dim]`."""
         return self.candidate_tower(features, training=training)
 
-    def _history_embeddings(self, history: tf.Tensor, training=None) -> tf.Tensor:
-        """Candidate-tower embeddings `[batch, length, dim]` of the watched videos."""
+    def _history_embeddings(self, features, training=None):
+        """Candidate-tower embeddings `[batch, length, dim]` of the watched videos, or None
+        when history is pooled over id embeddings (no catalog table)."""
+        if self.catalog_table is None:
+            return None
+        history = features["history"]
         # Each distinct video is encoded once per batch: histories overlap heavily.
         unique_ids, position = tf.unique(tf.reshape(history, [-1]))
         embedded = self.candidate_tower(self.catalog_table(unique_ids), training=training)
@@ -170,10 +178,8 @@ class VideoRecModel(tfrs.Model):
         return tf.reshape(tf.gather(embedded, position), shape)
 
     def _encode_query(self, features, training=None):
-        history_embeddings = None
-        if self.catalog_table is not None:
-            history_embeddings = self._history_embeddings(features["history"], training=training)
-        return self.query_tower.encode(features, training=training, history_embeddings=history_embeddings)
+        return self.query_tower.encode(features, training=training,
+                                       history_embeddings=self._history_embeddings(features, training=training))
 
     def _forward(self, features, training=None):
         qf = self._encode_query(features, training=training)

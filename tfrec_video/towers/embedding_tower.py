@@ -22,8 +22,8 @@ class EmbeddingTower(tf.keras.layers.Layer):
         """MLP and L2 normalisation of `encode`'s output."""
         return tf.math.l2_normalize(self.mlp(encoded, training=training), axis=-1)
 
-    def call(self, features, training=None):
-        return self.project(self.encode(features, training=training), training=training)
+    def call(self, features, training=None, **encode_kwargs):
+        return self.project(self.encode(features, training=training, **encode_kwargs), training=training)
 
     def get_config(self):
         config = super().get_config()
