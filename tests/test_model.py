@@ -257,3 +257,19 @@ def test_towers_round_trip_through_config(data):
         clone.set_weights(tower.get_weights())
         np.testing.assert_allclose(clone(batch), tower(batch), rtol=1e-5, atol=1e-6)
         assert clone.input_names == tower.input_names
+
+
+def test_keras_fit_evaluate_and_predict(data):
+    """The Keras loop as users call it: fit, then evaluate (loss and metrics) and predict (the outputs)."""
+    catalog, impressions = data
+    model = _model(catalog, impressions)
+    model.fit(_ds(impressions), epochs=1, verbose=0)
+    results = model.evaluate(_ds(impressions), return_dict=True, verbose=0)
+    for name in ("auc", "logloss", "retrieval_loss", "ranking_loss", "loss"):
+        assert np.isfinite(results[name]), name
+    assert 0.5 < results["auc"] <= 1.0
+    predictions = model.predict(_ds(impressions), verbose=0)
+    n = len(impressions["user_id"])
+    assert predictions["click_probability"].shape == (n,)
+    assert predictions["query_embedding"].shape == (n, SMALL["embedding_dim"])
+    assert ((predictions["click_probability"] > 0) & (predictions["click_probability"] < 1)).all()
