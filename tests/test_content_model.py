@@ -14,10 +14,8 @@ from tfrec_video.features import adapt, fit_pca
 from tfrec_video.features.pca import project
 from tfrec_video.models import ModelConfig, VideoRecModel
 from tfrec_video.towers import CatalogTable, PrincipalComponents
-from toy import toy_data
+from toy import SMALL, small_model, toy_data
 
-SMALL = dict(embedding_dim=16, id_dim=8, title_vocabulary_size=80, title_filters=8, title_dim=8, media_dim=8,
-             query_hidden_units=(32,), candidate_hidden_units=(32,), ranking_hidden_units=(16,))
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +23,7 @@ def data():
     return toy_data()
 
 
-def _model(catalog, impressions, **overrides):
-    vocab = adapt(catalog, impressions, title_vocabulary_size=80,
-                  media_components=overrides.get("media_components", 16))
-    model = VideoRecModel(ModelConfig(**{**SMALL, **overrides}), vocab, catalog=catalog)
-    model.compile(tf.keras.optimizers.Adam(5e-3))
-    return model
+_model = small_model
 
 
 # -- CatalogTable ---------------------------------------------------------------------------------

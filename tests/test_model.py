@@ -9,10 +9,8 @@ from tfrec_video.features import Vocabularies, adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
 from tfrec_video.towers import IdEmbedding, TitleEncoder
 
-from toy import toy_data
+from toy import SMALL, toy_data
 
-SMALL = dict(embedding_dim=16, id_dim=8, title_vocabulary_size=80, title_filters=8, title_dim=8, media_dim=8,
-             query_hidden_units=(32,), candidate_hidden_units=(32,), ranking_hidden_units=(16,))
 
 
 @pytest.fixture(scope="module")

@@ -47,3 +47,25 @@ def toy_data(n_videos=60, n_users=40, n_rows=1200, image_dim=8, audio_dim=4, his
         if name != "video_id":
             impressions[name] = values[videos]
     return catalog, impressions
+
+
+# A model small enough to train in seconds on toy_data().
+SMALL = dict(embedding_dim=16, id_dim=8, title_vocabulary_size=80, title_filters=8, title_dim=8, media_dim=8,
+             query_hidden_units=(32,), candidate_hidden_units=(32,), ranking_hidden_units=(16,))
+
+
+def small_model(catalog, impressions, epochs=0, **overrides):
+    """A compiled `VideoRecModel` with the SMALL config (plus `overrides`), fitted `epochs` times."""
+    import tfrec_video  # noqa: F401  (before TensorFlow)
+    import tensorflow as tf
+    from tfrec_video.features import adapt
+    from tfrec_video.models import ModelConfig, VideoRecModel
+
+    tf.keras.utils.set_random_seed(0)
+    vocab = adapt(catalog, impressions, title_vocabulary_size=80,
+                  media_components=overrides.get("media_components", 16))
+    model = VideoRecModel(ModelConfig(**{**SMALL, **overrides}), vocab, catalog=catalog)
+    model.compile(tf.keras.optimizers.Adam(5e-3))
+    if epochs:
+        model.fit(tf.data.Dataset.from_tensor_slices(impressions).batch(256), epochs=epochs, verbose=0)
+    return model
