@@ -1,0 +1,87 @@
+"""The exported SavedModel: same answers as the in-process pipeline, safe on odd input, atomic on failure."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (the WordPiece ops, as any client loading the export needs)
+
+from tfrec_video import export as export_lib
+from tfrec_video.evaluation import embed_catalog
+from toy import small_model, toy_data
+
+K, N = 12, 5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    catalog, impressions = toy_data()
+    model = small_model(catalog, impressions, epochs=1)
+    base = tmp_path_factory.mktemp("export") / "saved_models"
+    version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
+    return model, catalog, impressions, tf.saved_model.load(version_dir)
+
+
+def _queries(model, impressions, rows):
+    return {name: tf.constant(impressions[name][rows]) for name in model.query_feature_names}
+
+
+def test_serving_default_matches_the_in_process_two_stage_pipeline(exported):
+    model, catalog, impressions, loaded = exported
+    rows = np.arange(0, 40, 5)
+    queries = _queries(model, impressions, rows)
+    served = loaded.signatures["serving_default"](**queries)
+
+    # Stage 1 in process: exact scores against every catalog video, top K.
+    scores = model.embed_queries(queries, training=False).numpy() @ embed_catalog(model, catalog).T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    # Stage 2: rank the K candidates with the catalog's content, re-sort by click probability.
+    for i, candidates in enumerate(top):
+        features = {name: tf.repeat(queries[name][i:i + 1], K, axis=0) for name in model.query_feature_names}
+        for name in model.video_feature_names:
+            features[name] = tf.constant(np.asarray(catalog[name])[candidates])
+        probability = tf.sigmoid(model.rank_logits(features, training=False)).numpy()
+        order = np.argsort(-probability, kind="stable")[:N]
+        expected_ids = [v.encode() for v in np.asarray(catalog["video_id"])[candidates[order]]]
+        assert served["video_ids"].numpy()[i].tolist() == expected_ids
+        np.testing.assert_allclose(served["click_probability"].numpy()[i], probability[order], atol=1e-5)
+        np.testing.assert_allclose(served["retrieval_score"].numpy()[i], scores[i, candidates[order]], atol=1e-5)
+
+
+def test_unknown_and_empty_inputs_give_sane_output(exported):
+    model, catalog, impressions, loaded = exported
+    odd = {"user_id": tf.constant(["", "never-seen-user", impressions["user_id"][0]]),
+           "history": tf.constant([["", "", "", "", ""], ["no-such-video", "", "", "", ""],
+                                   [catalog["video_id"][0], "", "", "", ""]]),
+           "hour": tf.constant([-1, 99, 12], tf.int64),
+           "device": tf.constant(["", "fridge", "tv"])}
+    odd = {name: odd[name] for name in model.query_feature_names}
+    out = loaded.signatures["serving_default"](**odd)
+    assert out["video_ids"].shape == (3, N)
+    assert np.isfinite(out["click_probability"].numpy()).all() and np.isfinite(out["retrieval_score"].numpy()).all()
+    catalog_ids = {v.encode() for v in catalog["video_id"]}
+    assert set(out["video_ids"].numpy().ravel().tolist()) <= catalog_ids
+    ranked = loaded.signatures["rank"](**odd, video_id=tf.constant(["", "no-such-video", catalog["video_id"][1]]))
+    assert np.isfinite(ranked["click_probability"].numpy()).all()
+    assert loaded.signatures["embed_query"](**odd)["query_embedding"].shape == (3, model.config.embedding_dim)
+
+
+def test_a_failed_export_leaves_no_visible_version(exported, tmp_path, monkeypatch):
+    model, catalog, _, _ = exported
+    base = tmp_path / "saved_models"
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full (simulated)")
+
+    # Fails after the SavedModel is written, before the rename: the worst moment.
+    monkeypatch.setattr(export_lib, "write_warmup_requests", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
+    assert os.listdir(base / "video_rec") == []  # no version, no temporary directory
+    monkeypatch.undo()
+    version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
+    assert os.path.basename(version_dir) == "1"
+    assert sorted(os.listdir(base / "video_rec")) == ["1"]
