@@ -2,6 +2,7 @@
 
     tfrec-video quickstart         train, evaluate and export on the built-in dataset
     tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
+    tfrec-video export ...         turn a saved model (save_model) into a servable SavedModel version
     tfrec-video generate-data ...  write the built-in dataset to a directory
 """
 
@@ -75,12 +76,49 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _add_export(subparsers):
+    p = subparsers.add_parser(
+        "export", help="write saved_models/<name>/<version>/ from a saved model and a catalog",
+        description="Export a model written by tfrec_video.models.save_model as a TF Serving SavedModel "
+                    "version (atomic, auto-incremented), retrieving from the given catalog.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model directory written by save_model")
+    p.add_argument("--catalog", required=True, nargs="+", metavar="GLOB",
+                   help="the catalog to recommend from (TFRecord, Parquet or CSV files, directories or globs)")
+    p.add_argument("--export-dir", default="saved_models", help="the saved_models directory")
+    p.add_argument("--name", default="video_rec", help="model name (the directory TF Serving serves)")
+    p.add_argument("-k", type=int, default=100, help="candidates retrieved before ranking")
+    p.add_argument("-n", type=int, default=10, help="videos returned by serving_default")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from tfrec_video.errors import ConfigError
+
+    if not 0 < args.n <= args.k:
+        raise ConfigError(f"need 0 < -n <= -k, got -n {args.n} and -k {args.k}.")
+    from tfrec_video.data.pipeline import load_catalog
+    from tfrec_video.export import export_saved_model
+    from tfrec_video.models.saving import load_model
+    from tfrec_video.schema import catalog_schema
+
+    model = load_model(args.model)
+    v = model.vocabularies
+    catalog = load_catalog(args.catalog, catalog_schema(v.image_dim or 1024, v.audio_dim or 128))
+    missing = [name for name in model.video_feature_names if name not in catalog]
+    if missing:
+        raise ConfigError(f"the model reads the video features {missing}, which the catalog {args.catalog} lacks.")
+    version_dir = export_saved_model(model, catalog, args.export_dir, name=args.name, k=args.k, n=args.n)
+    print(f"exported {version_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfrec-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_quickstart(subparsers)
     _add_evaluate(subparsers)
+    _add_export(subparsers)
     from tfrec_video.datasets import add_cli as add_dataset_cli
 
     add_dataset_cli(subparsers)

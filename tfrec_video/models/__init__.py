@@ -1,8 +1,9 @@
-"""The two-stage model: configuration, ranking head and `VideoRecModel`; and the ID-only baseline."""
+"""The two-stage model: configuration, ranking head, `VideoRecModel` and its saving; the ID-only baseline."""
 
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.id_only import IdOnlyTwoTower, fit_id_only_baseline
 from tfrec_video.models.ranking_head import RankingHead
 from tfrec_video.models.video_rec import VideoRecModel
+from tfrec_video.models.saving import load_model, save_model
 
-__all__ = ["IdOnlyTwoTower", "ModelConfig", "RankingHead", "VideoRecModel", "fit_id_only_baseline"]
+__all__ = ["IdOnlyTwoTower", "ModelConfig", "RankingHead", "VideoRecModel", "fit_id_only_baseline", "load_model", "save_model"]

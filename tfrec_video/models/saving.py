@@ -1,0 +1,111 @@
+"""Saving and loading a trained `VideoRecModel`: its config as JSON, its weights as a TF checkpoint.
+
+    model_dir/
+      model.json        {"format": ..., "class": "VideoRecModel", "config": model.get_config()}
+      weights.index     a `tf.train.Checkpoint(model=model)` (every variable, the
+      weights.data-*    in-graph catalog table included)
+
+This is the training-side artifact (what `tfrec-video export` turns into a
+servable SavedModel); the SavedModel under `saved_models/` is the serving-side
+one. JSON, not pickle: loading a model directory never executes code from it.
+`load_model` rebuilds the model from its config, runs it once on a dummy batch
+so that every variable exists, and restores the checkpoint, failing loudly if
+any variable is missing.
+
+The write is atomic: everything goes to a temporary sibling directory that is
+renamed into place, so an interrupted save never leaves a half model, and an
+existing model at the same path is replaced only once the new one is complete.
+
+Example:
+
+>>> save_model(model, "models/video_rec")            # doctest: +SKIP
+>>> restored = load_model("models/video_rec")        # doctest: +SKIP
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec_video.errors import ConfigError
+from tfrec_video.models.video_rec import VideoRecModel
+
+FORMAT = "tfrec_video.model/1"
+CONFIG_FILE = "model.json"
+WEIGHTS = "weights"
+
+
+def save_model(model: VideoRecModel, directory: str) -> str:
+    """Writes `model` to `directory` (see module docstring) and returns its path."""
+    directory = os.path.abspath(os.fspath(directory))
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(directory)}-", dir=parent)
+    try:
+        with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump({"format": FORMAT, "class": type(model).__name__, "config": model.get_config()}, f,
+                      ensure_ascii=False)
+        tf.train.Checkpoint(model=model).write(os.path.join(tmp, WEIGHTS))
+        old = None
+        if os.path.exists(directory):
+            old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(directory)}-", dir=parent)
+            os.rmdir(old)
+            os.rename(directory, old)
+        os.rename(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _dummy_batch(model: VideoRecModel) -> Dict[str, tf.Tensor]:
+    """One impression with every feature the model reads, to create its variables."""
+    v = model.vocabularies
+    widths = {"history": v.history_length, "image_embedding": v.image_dim, "audio_embedding": v.audio_dim}
+    floats = {"duration_s", "image_embedding", "audio_embedding"}
+    batch = {}
+    for name in set(model.query_feature_names) | set(model.video_feature_names):
+        shape = [1] + ([widths[name]] if widths.get(name) else [])
+        if name == "hour":
+            batch[name] = tf.zeros(shape, tf.int64)
+        elif name in floats:
+            batch[name] = tf.zeros(shape, tf.float32)
+        else:
+            batch[name] = tf.constant(np.full(shape, "", object))
+    return batch
+
+
+def load_model(directory: str) -> VideoRecModel:
+    """Rebuilds a model written by `save_model`.
+
+    Raises:
+      ConfigError: naming `directory`, when it is not a saved model or does not restore.
+    """
+    directory = os.fspath(directory)
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{directory}: not a saved tfrec_video model (no {CONFIG_FILE}); write one with "
+                          "tfrec_video.models.save_model.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: unreadable model config: {error}") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("class") != "VideoRecModel":
+        raise ConfigError(f"{path}: expected format {FORMAT!r} of a VideoRecModel, got "
+                          f"{saved.get('format') if isinstance(saved, dict) else type(saved).__name__!r}.")
+    model = VideoRecModel.from_config(saved["config"])
+    model(_dummy_batch(model), training=False)
+    try:
+        status = tf.train.Checkpoint(model=model).read(os.path.join(directory, WEIGHTS))
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{directory}: the weights do not restore into the saved config: {first}") from None
+    return model
