@@ -96,12 +96,18 @@ class ServingModule(tf.Module):
         ids = tf.constant(np.asarray(catalog["video_id"]).astype(object))
         self.catalog_row = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(ids, tf.range(num_videos, dtype=tf.int64)), default_value=-1)
-        embeddings = []
+        encodings, embeddings = [], []
         for start in range(0, num_videos, 4096):
             batch = {name: tf.constant(np.asarray(catalog[name])[start:start + 4096]) for name in self.video_names}
-            embeddings.append(model.embed_videos(batch, training=False))
+            encoding, embedding = model.encode_videos(batch, training=False)
+            encodings.append(encoding)
+            embeddings.append(embedding)
+        # The ranking head's video features of every catalog video, computed once here: ranking the
+        # retrieved candidates is then a gather, not a tokenizer + CNN pass per request.
+        self.catalog_encoding = tf.Variable(tf.concat(encodings, axis=0), trainable=False, name="catalog_encoding")
+        self.catalog_embedding = tf.Variable(tf.concat(embeddings, axis=0), trainable=False, name="catalog_embedding")
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
-        self.index.index(tf.concat(embeddings, axis=0), tf.range(num_videos, dtype=tf.int64))
+        self.index.index(self.catalog_embedding, tf.range(num_videos, dtype=tf.int64))
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
@@ -113,27 +119,20 @@ class ServingModule(tf.Module):
         # BruteForce must be called once before saving so its variables and function are traced.
         self.index(tf.zeros([1, model.config.embedding_dim]))
 
-    def _retrieve_rows(self, features):
-        query = self.model.embed_queries(features, training=False)
-        scores, rows = self.index(query)
-        return scores, rows
-
     def _retrieve(self, features):
-        scores, rows = self._retrieve_rows(features)
+        scores, rows = self.index(self.model.embed_queries(features, training=False))
         return {"video_ids": tf.gather(self.catalog["video_id"], rows), "retrieval_score": scores}
 
-    def _candidate_features(self, features, rows):
-        """User features repeated per candidate, joined with the candidates' catalog features."""
+    def _recommend(self, features):
+        # The user is encoded once, the candidates' encodings are gathered from the catalog's.
+        query_encoding, query = self.model.encode_queries(features, training=False)
+        scores, rows = self.index(query)
         per_query = tf.shape(rows)[1]
         flat_rows = tf.reshape(rows, [-1])
-        merged = {name: tf.repeat(features[name], per_query, axis=0) for name in self.query_names}
-        for name in self.video_names:
-            merged[name] = tf.gather(self.catalog[name], flat_rows)
-        return merged
-
-    def _recommend(self, features):
-        scores, rows = self._retrieve_rows(features)
-        logits = self.model.rank_logits(self._candidate_features(features, rows), training=False)
+        logits = self.model.rank_logits_from_encodings(
+            tf.repeat(query_encoding, per_query, axis=0), tf.repeat(query, per_query, axis=0),
+            tf.gather(self.catalog_encoding, flat_rows), tf.gather(self.catalog_embedding, flat_rows),
+            training=False)
         probability = tf.reshape(tf.sigmoid(logits), tf.shape(rows))
         top_probability, order = tf.math.top_k(probability, k=self.n)
         top_rows = tf.gather(rows, order, batch_dims=1)

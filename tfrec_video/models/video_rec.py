@@ -181,13 +181,27 @@ class VideoRecModel(tfrs.Model):
         return self.query_tower.encode(features, training=training,
                                        history_embeddings=self._history_embeddings(features, training=training))
 
+    def encode_queries(self, features: Mapping[str, tf.Tensor], training=None):
+        """`(encoding, embedding)` of users: the ranking head's user features and the retrieval embedding."""
+        encoding = self._encode_query(features, training=training)
+        return encoding, self.query_tower.project(encoding, training=training)
+
+    def encode_videos(self, features: Mapping[str, tf.Tensor], training=None):
+        """`(encoding, embedding)` of videos. Serving precomputes these for the whole catalog, so
+        ranking retrieved candidates needs no tokenizer or CNN per request."""
+        encoding = self.candidate_tower.encode(features, training=training)
+        return encoding, self.candidate_tower.project(encoding, training=training)
+
+    def rank_logits_from_encodings(self, query_encoding, query_embedding, video_encoding, video_embedding,
+                                   training=None) -> tf.Tensor:
+        """Click logits `[batch]` from `encode_queries` and `encode_videos` outputs, row by row."""
+        return self.ranking_head(tf.concat([query_encoding, video_encoding, query_embedding * video_embedding],
+                                           axis=-1), training=training)
+
     def _forward(self, features, training=None):
-        qf = self._encode_query(features, training=training)
-        cf = self.candidate_tower.encode(features, training=training)
-        q = self.query_tower.project(qf, training=training)
-        c = self.candidate_tower.project(cf, training=training)
-        logits = self.ranking_head(tf.concat([qf, cf, q * c], axis=-1), training=training)
-        return q, c, logits
+        qf, q = self.encode_queries(features, training=training)
+        cf, c = self.encode_videos(features, training=training)
+        return q, c, self.rank_logits_from_encodings(qf, q, cf, c, training=training)
 
     def rank_logits(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """Click logits `[batch]` for the (user, video) pairs in `features`."""
