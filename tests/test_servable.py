@@ -132,3 +132,44 @@ def test_saved_model_cli_shows_the_signatures_and_dtypes(version_dir):
     assert _dtype(blocks["embed_query"], "outputs", "query_embedding") == "DT_FLOAT"
     assert _dtype(blocks["embed_video"], "outputs", "video_embedding") == "DT_FLOAT"
     assert _dtype(blocks["embed_video"], "inputs", "video_id") == "DT_STRING"
+
+
+# Loads the export with TensorFlow + TF Text only and calls every signature with a known user,
+# an unknown one and an empty one; prints each output's shape and whether it is finite.
+_CALL_EVERY_SIGNATURE = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+assert "tfrec_video" not in sys.modules
+loaded = tf.saved_model.load(sys.argv[1])
+known_user, known_video = sys.argv[2], sys.argv[3]
+result = {}
+for name, function in loaded.signatures.items():
+    inputs = {}
+    for key, spec in function.structured_input_signature[1].items():
+        shape = [3] + [d or 1 for d in spec.shape[1:]]
+        if key in ("user_id", "video_id"):  # [batch] ids: a known one, an unknown one, an empty one
+            value = tf.constant([known_user if key == "user_id" else known_video, "never-seen", ""])
+        elif spec.dtype == tf.string:
+            value = tf.fill(shape, "")
+        else:
+            value = tf.zeros(shape, spec.dtype)
+        inputs[key] = value
+    outputs = function(**inputs)
+    result[name] = {key: {"shape": value.shape.as_list(),
+                          "finite": bool(tf.reduce_all(tf.math.is_finite(value)).numpy()) if value.dtype.is_floating else True}
+                    for key, value in outputs.items()}
+print(json.dumps(result))
+"""
+
+
+def test_a_tf_only_process_calls_every_signature(version_dir):
+    catalog, impressions = toy_data()
+    result = subprocess.run([sys.executable, "-c", _CALL_EVERY_SIGNATURE, version_dir, impressions["user_id"][0],
+                             catalog["video_id"][0]], capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(outputs) == sorted(SIGNATURES)
+    for signature, values in outputs.items():
+        for key, value in values.items():
+            assert value["shape"][0] == 3 and value["finite"], (signature, key, value)
