@@ -49,6 +49,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec_video.towers import CatalogTable
+
 _VERSION = re.compile(r"^\d+$")
 
 
@@ -88,14 +90,10 @@ class ServingModule(tf.Module):
         self.model = model
         self.query_names = list(model.query_feature_names)
         self.video_names = list(model.video_feature_names)
-        # Variables, not constants: a large catalog would overflow the 2 GB GraphDef limit.
-        self.catalog = {name: tf.Variable(np.asarray(catalog[name]) if name != "video_id" else
-                                          np.asarray(catalog[name]).astype(object), trainable=False,
-                                          name=f"catalog_{name}")
-                        for name in self.video_names}
-        ids = tf.constant(np.asarray(catalog["video_id"]).astype(object))
-        self.catalog_row = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(ids, tf.range(num_videos, dtype=tf.int64)), default_value=-1)
+        # Variables, not constants (a large catalog would overflow the 2 GB GraphDef limit); row 0
+        # of the table is its "unknown video" row, so catalog row i is table row i + 1.
+        self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")
+        self.catalog.set_catalog(catalog)
         encodings, embeddings = [], []
         for start in range(0, num_videos, 4096):
             batch = {name: tf.constant(np.asarray(catalog[name])[start:start + 4096]) for name in self.video_names}
@@ -103,11 +101,11 @@ class ServingModule(tf.Module):
             encodings.append(encoding)
             embeddings.append(embedding)
         # The ranking head's video features of every catalog video, computed once here: ranking the
-        # retrieved candidates is then a gather, not a tokenizer + CNN pass per request.
+        # retrieved candidates is then a gather, not a tokenizer + CNN pass per request. (Their
+        # embeddings live in the index; the candidates' are re-projected, a small MLP on k rows.)
         self.catalog_encoding = tf.Variable(tf.concat(encodings, axis=0), trainable=False, name="catalog_encoding")
-        self.catalog_embedding = tf.Variable(tf.concat(embeddings, axis=0), trainable=False, name="catalog_embedding")
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
-        self.index.index(self.catalog_embedding, tf.range(num_videos, dtype=tf.int64))
+        self.index.index(tf.concat(embeddings, axis=0), tf.range(num_videos, dtype=tf.int64))
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
@@ -121,37 +119,34 @@ class ServingModule(tf.Module):
 
     def _retrieve(self, features):
         scores, rows = self.index(self.model.embed_queries(features, training=False))
-        return {"video_ids": tf.gather(self.catalog["video_id"], rows), "retrieval_score": scores}
+        return {"video_ids": tf.gather(self.catalog.ids, rows + 1), "retrieval_score": scores}
 
     def _recommend(self, features):
         # The user is encoded once, the candidates' encodings are gathered from the catalog's.
         query_encoding, query = self.model.encode_queries(features, training=False)
         scores, rows = self.index(query)
         per_query = tf.shape(rows)[1]
-        flat_rows = tf.reshape(rows, [-1])
+        video_encoding = tf.gather(self.catalog_encoding, tf.reshape(rows, [-1]))
         logits = self.model.rank_logits_from_encodings(
             tf.repeat(query_encoding, per_query, axis=0), tf.repeat(query, per_query, axis=0),
-            tf.gather(self.catalog_encoding, flat_rows), tf.gather(self.catalog_embedding, flat_rows),
-            training=False)
+            video_encoding, self.model.candidate_tower.project(video_encoding, training=False), training=False)
         probability = tf.reshape(tf.sigmoid(logits), tf.shape(rows))
         top_probability, order = tf.math.top_k(probability, k=self.n)
         top_rows = tf.gather(rows, order, batch_dims=1)
         return {
-            "video_ids": tf.gather(self.catalog["video_id"], top_rows),
+            "video_ids": tf.gather(self.catalog.ids, top_rows + 1),
             "click_probability": top_probability,
             "retrieval_score": tf.gather(scores, order, batch_dims=1),
         }
 
     def _rank(self, features):
-        rows = self.catalog_row.lookup(features["video_id"])
-        known = rows >= 0
-        merged = {name: features[name] for name in self.query_names}
-        safe = tf.maximum(rows, 0)
-        for name in self.video_names:
-            merged[name] = tf.gather(self.catalog[name], safe)
+        rows = self.catalog.lookup(features["video_id"])
         # An unknown id keeps its own id (hashed to an OOV bucket); its content is unknown, so the
-        # catalog's first row stands in for the rest, which keeps the output finite and defined.
-        merged["video_id"] = tf.where(known, merged["video_id"], features["video_id"])
+        # catalog's first video stands in for the rest, which keeps the output finite and defined.
+        rows = tf.where(rows > 0, rows, tf.ones_like(rows))
+        merged = {name: features[name] for name in self.query_names + ["video_id"]}
+        for name, values in self.catalog.values.items():
+            merged[name] = tf.gather(values, rows)
         return {"click_probability": tf.sigmoid(self.model.rank_logits(merged, training=False))}
 
     def _embed_query(self, features):
@@ -178,14 +173,14 @@ def _warmup_value(module: ServingModule, spec: tf.TensorSpec, batch_size: int = 
     """A realistic `[batch_size, ...]` value for one signature input, named by `spec.name`."""
     v = module.model.vocabularies
     name = spec.name
-    num_videos = int(module.catalog["video_id"].shape[0])
-    rows = np.linspace(0, num_videos - 1, batch_size).round().astype(np.int64)  # first to last video
+    ids = module.catalog.ids.numpy()[1:]  # row 0 is the table's "unknown video" row
+    num_videos = len(ids)
+    rows = 1 + np.linspace(0, num_videos - 1, batch_size).round().astype(np.int64)  # first to last video
     shape = [batch_size] + [1 if d is None else int(d) for d in spec.shape[1:]]
     if name == "user_id":  # a known user, then users the model has never seen
         known = v.user_ids[0] if v.user_ids else _UNKNOWN_USER
         value = np.array([known] + [_UNKNOWN_USER] * (batch_size - 1), object)
     elif name == "history":  # a few real catalog videos padded with "", then an empty history
-        ids = module.catalog["video_id"].numpy()
         value = np.full(shape, b"", object)
         watched = ids[:min(shape[1], 3, num_videos)]
         value[0, :len(watched)] = watched
@@ -194,8 +189,10 @@ def _warmup_value(module: ServingModule, spec: tf.TensorSpec, batch_size: int = 
     elif name == "device":
         devices = list(v.devices or []) + ["__warmup_unknown_device__"]
         value = np.array([devices[i % len(devices)] for i in range(batch_size)], object)
-    elif name in module.catalog:  # video_id and content: real catalog rows
-        value = module.catalog[name].numpy()[rows]
+    elif name == "video_id":  # real catalog videos and their content
+        value = module.catalog.ids.numpy()[rows]
+    elif name in module.catalog.values:
+        value = module.catalog.values[name].numpy()[rows]
     elif spec.dtype == tf.string:
         value = np.full(shape, b"", object)
     else:

@@ -120,13 +120,8 @@ class VideoRecModel(tfrs.Model):
                     "VideoRecModel: ModelConfig.history_content=True embeds watched videos from their content, "
                     "so the model needs the catalog: VideoRecModel(config, vocabularies, catalog=catalog). "
                     "Pass history_content=False to pool history over id embeddings only.")
-            columns = {}
-            for name in self.candidate_tower.input_names:
-                if name != "video_id":
-                    dim = {"image_embedding": v.image_dim, "audio_embedding": v.audio_dim}.get(name)
-                    columns[name] = (_CONTENT_DTYPES[name], [dim] if dim else [])
             size = v.catalog_size or (len(catalog["video_id"]) if not isinstance(catalog, str) else 0)
-            self.catalog_table = CatalogTable(size, columns, name="catalog_table")
+            self.catalog_table = CatalogTable(size, self.content_columns, name="catalog_table")
             if not isinstance(catalog, str):
                 self.catalog_table.set_catalog(catalog)
         self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, name="ranking_head")
@@ -155,6 +150,14 @@ class VideoRecModel(tfrs.Model):
     def video_feature_names(self):
         return self.candidate_tower.input_names
 
+    @property
+    def content_columns(self):
+        """`CatalogTable` column specs of the video features other than `video_id`."""
+        v = self.vocabularies
+        dims = {"image_embedding": v.image_dim, "audio_embedding": v.audio_dim}
+        return {name: (_CONTENT_DTYPES[name], [dims[name]] if dims.get(name) else [])
+                for name in self.video_feature_names if name != "video_id"}
+
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised query embeddings `[batch, embedding_dim]`."""
         # Through __call__ (not encode/project) so Keras marks the tower built and saves it whole.
@@ -177,17 +180,15 @@ class VideoRecModel(tfrs.Model):
         shape = tf.concat([tf.shape(history), [self.config.embedding_dim]], axis=0)
         return tf.reshape(tf.gather(embedded, position), shape)
 
-    def _encode_query(self, features, training=None):
-        return self.query_tower.encode(features, training=training,
-                                       history_embeddings=self._history_embeddings(features, training=training))
 
     def encode_queries(self, features: Mapping[str, tf.Tensor], training=None):
         """`(encoding, embedding)` of users: the ranking head's user features and the retrieval embedding."""
-        encoding = self._encode_query(features, training=training)
+        encoding = self.query_tower.encode(features, training=training,
+                                           history_embeddings=self._history_embeddings(features, training=training))
         return encoding, self.query_tower.project(encoding, training=training)
 
     def encode_videos(self, features: Mapping[str, tf.Tensor], training=None):
-        """`(encoding, embedding)` of videos. Serving precomputes these for the whole catalog, so
+        """`(encoding, embedding)` of videos. Serving precomputes the encodings of the whole catalog, so
         ranking retrieved candidates needs no tokenizer or CNN per request."""
         encoding = self.candidate_tower.encode(features, training=training)
         return encoding, self.candidate_tower.project(encoding, training=training)
