@@ -85,3 +85,35 @@ def test_a_failed_export_leaves_no_visible_version(exported, tmp_path, monkeypat
     version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
     assert os.path.basename(version_dir) == "1"
     assert sorted(os.listdir(base / "video_rec")) == ["1"]
+
+
+_KILLED_MID_EXPORT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import tfrec_video
+from tfrec_video import export as export_lib
+from toy import small_model, toy_data
+catalog, impressions = toy_data()
+model = small_model(catalog, impressions)
+# SIGKILL after the SavedModel is written, before the rename: no cleanup code can run.
+export_lib.write_warmup_requests = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+export_lib.export_saved_model(model, catalog, sys.argv[1], name="video_rec", k=5, n=3)
+"""
+
+
+def test_a_killed_export_leaves_no_visible_version(exported, tmp_path):
+    import subprocess
+    import sys
+
+    base = tmp_path / "saved_models"
+    result = subprocess.run([sys.executable, "-c", _KILLED_MID_EXPORT, str(base), os.path.dirname(__file__)],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                            timeout=600)
+    assert result.returncode == -9, result.stderr[-3000:]
+    left = os.listdir(base / "video_rec")
+    # The killed write may leave its hidden temporary directory, never a numeric version TF Serving would load.
+    assert left and all(name.startswith(".tmp-") for name in left), left
+    assert export_lib.next_version(str(base / "video_rec")) == 1
+    model, catalog, _, _ = exported
+    version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
+    assert os.path.basename(version_dir) == "1"
