@@ -40,7 +40,7 @@ from tfrec_video.data.pipeline import builtin_splits
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin, load_manifest
 from tfrec_video.datasets.truth import _hour_index, context_term, device_index
 from tfrec_video.metrics import auc
-from tfrec_video.schema import impressions_schema
+from tfrec_video.schema import as_strings, impressions_schema
 
 
 def _unit(x):
@@ -59,17 +59,16 @@ def main(argv=None):
     train = read_table_numpy(splits["train"], schema, validate=False)
     test = read_table_numpy(splits["test"], schema, validate=False)
     params = truth.params["click"]
-    as_str = lambda a: [x.decode() if isinstance(x, bytes) else str(x) for x in a]  # noqa: E731
 
     video_unit = np.asarray(truth.video_unit, np.float64)
-    test_users = truth.user_index(as_str(test["user_id"]))
-    test_videos = truth.video_index(as_str(test["video_id"]))
-    train_users = truth.user_index(as_str(train["user_id"]))
-    train_videos = truth.video_index(as_str(train["video_id"]))
+    test_users = truth.user_index(as_strings(test["user_id"]))
+    test_videos = truth.video_index(as_strings(test["video_id"]))
+    train_users = truth.user_index(as_strings(train["user_id"]))
+    train_videos = truth.video_index(as_strings(train["video_id"]))
     clicked = np.asarray(test["clicked"]).astype(int)
 
     hour = _hour_index(test["hour"] if "hour" in test else None)
-    device = device_index(as_str(test["device"]) if "device" in test else None)
+    device = device_index(as_strings(test["device"]) if "device" in test else None)
     base = (params["click_bias"] + params["popularity_click_weight"] * np.asarray(truth.zpop)[test_videos]
             + context_term(np.asarray(truth.zdur)[test_videos], device, hour, params["context_effect"]))
 
@@ -78,7 +77,7 @@ def main(argv=None):
 
     history = np.zeros((len(test_users), video_unit.shape[1]))
     for row, ids in enumerate(test["history"]):
-        ids = [i for i in as_str(ids) if i]
+        ids = [i for i in as_strings(ids) if i]
         if ids:
             history[row] = video_unit[truth.video_index(ids)].sum(axis=0)
     n_users = len(truth.user_ids)
@@ -117,7 +116,7 @@ def main(argv=None):
                       "history_plus_train_profile": recall(estimated[rows])}
     for name, value in recall_results.items():
         print(f"recall@100 {name:<19}{value:.4f}")
-    mean_history = float(np.mean([sum(1 for i in as_str(h) if i) for h in test["history"]]))
+    mean_history = float(np.mean([sum(1 for i in as_strings(h) if i) for h in test["history"]]))
     for name, value in results.items():
         print(f"{name:<30}{value:.4f}")
     print(f"mean clicks in a test impression's history: {mean_history:.1f}")

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.metrics import auc, logloss
+from tfrec_video.schema import as_strings
 
 DEFAULT_KS = (10, 50, 100)
 # Scorer names of evaluate(); a baseline may not take one.
@@ -64,11 +65,6 @@ def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, prefix:
         out[f"{prefix}recall@{k}"] = float(hit.mean()) if len(ranks) else float("nan")
         out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else float("nan")
     return out
-
-
-def _to_str(values) -> np.ndarray:
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)],
-                    dtype=object)
 
 
 def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
@@ -101,12 +97,12 @@ def _query_embedder(model) -> Callable:
 def _oracle_scorer(truth, index_of: Mapping[str, int], num_videos: int) -> Callable:
     """Scores `[clicks, catalog]`: the true click logits of the clicks' users in their context."""
     # Map the truth's catalog order onto ours; a catalog video the truth lacks can never be the oracle's pick.
-    column = np.array([index_of.get(v, -1) for v in _to_str(truth.video_ids)])
+    column = np.array([index_of.get(v, -1) for v in as_strings(truth.video_ids)])
     present = column >= 0
 
     def score(batch, out, rows):
         context = {name: (batch[name].numpy()[rows] if name in batch else None) for name in ("hour", "device")}
-        logits = truth.click_logits(_to_str(batch["user_id"].numpy()[rows]), None, **context)
+        logits = truth.click_logits(as_strings(batch["user_id"].numpy()[rows]), None, **context)
         scores = np.full((len(rows), num_videos), -np.inf)
         scores[:, column[present]] = logits[:, present]
         return scores
@@ -165,9 +161,9 @@ def evaluate(
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or name in _RESERVED:
             raise ValueError(f"evaluate: a baseline name must be letters, digits and '_', starting with a letter, "
                              f"and not one of {_RESERVED}; got {name!r}.")
-    catalog_ids = _to_str(catalog["video_id"])
+    catalog_ids = as_strings(catalog["video_id"])
     index_of = {v: i for i, v in enumerate(catalog_ids)}
-    warm = set(_to_str(list(train_video_ids)).tolist())
+    warm = set(as_strings(list(train_video_ids)).tolist())
     popularity = np.zeros(len(catalog_ids), np.float64)
     for vid, count in (train_click_counts or {}).items():
         if vid in index_of:
@@ -194,7 +190,7 @@ def evaluate(
         labels.append(clicked.astype(np.int64))
         if not clicked.any():
             continue
-        vids = _to_str(batch["video_id"].numpy()[clicked])
+        vids = as_strings(batch["video_id"].numpy()[clicked])
         target = np.array([index_of.get(v, -1) for v in vids])
         known = target >= 0  # a clicked video absent from the catalog cannot be retrieved
         rows, target = np.flatnonzero(clicked)[known], target[known]

@@ -25,6 +25,8 @@ Example:
 import dataclasses
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
+import numpy as np
+
 DTYPES = ("string", "bytes", "int64", "float32")
 KINDS = ("scalar", "vector", "list")
 
@@ -217,3 +219,10 @@ def schemas_from_dims(image_dim: int = 1024, audio_dim: int = 128, history_lengt
         "catalog": catalog_schema(image_dim, audio_dim),
         "impressions": impressions_schema(history_length),
     }
+
+
+def as_strings(values) -> np.ndarray:
+    """A flat object array of `str` from string ids in any form TensorFlow or numpy hands back
+    (`bytes` from tensors, `str`, numpy scalars), decoded as UTF-8."""
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)],
+                    dtype=object)

@@ -24,7 +24,7 @@ from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.video_rec import VideoRecModel
-from tfrec_video.schema import TableSchema
+from tfrec_video.schema import TableSchema, as_strings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +65,11 @@ def video_counts(impressions: tf.data.Dataset) -> Tuple[Dict[str, int], Dict[str
     """
     shown: collections.Counter = collections.Counter()
     clicks: collections.Counter = collections.Counter()
-    as_str = (lambda i: i.decode("utf-8") if isinstance(i, bytes) else str(i))
     for batch in impressions.batch(8192).as_numpy_iterator():
         clicked = batch["clicked"].astype(bool)
         for counter, ids in ((shown, batch["video_id"]), (clicks, batch["video_id"][clicked])):
             unique, n = np.unique(ids, return_counts=True)
-            counter.update({as_str(i): int(c) for i, c in zip(unique, n)})
+            counter.update(dict(zip(as_strings(unique).tolist(), n.tolist())))
     return dict(shown), dict(clicks)
 
 

@@ -35,6 +35,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Union
 import numpy as np
 
 from tfrec_video.features.pca import fit_pca
+from tfrec_video.schema import as_strings
 from tfrec_video.features.wordpiece import learn_title_vocabulary
 
 
@@ -101,11 +102,6 @@ class Vocabularies:
         return (counts / total).astype(np.float32) if total > 0 else counts.astype(np.float32)
 
 
-def _as_str(values) -> np.ndarray:
-    out = np.asarray(values, dtype=object).reshape(-1)
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in out], dtype=object)
-
-
 def _ranked(counter: collections.Counter, max_size: Optional[int]) -> List[str]:
     # Most frequent first, ties broken by id, so the vocabulary is deterministic.
     items = sorted(((k, c) for k, c in counter.items() if k != ""), key=lambda kc: (-kc[1], kc[0]))
@@ -154,11 +150,11 @@ def adapt(
     has_device = False
     for batch in _iter_batches(impressions):
         for name, counter in (("user_id", users), ("video_id", videos)):
-            ids, counts = np.unique(_as_str(batch[name]), return_counts=True)
+            ids, counts = np.unique(as_strings(batch[name]), return_counts=True)
             counter.update(dict(zip(ids.tolist(), counts.tolist())))
         if "device" in batch:
             has_device = True
-            ids, counts = np.unique(_as_str(batch["device"]), return_counts=True)
+            ids, counts = np.unique(as_strings(batch["device"]), return_counts=True)
             devices.update(dict(zip(ids.tolist(), counts.tolist())))
         if "history" in batch:
             history_length = int(np.asarray(batch["history"]).shape[-1])
@@ -173,7 +169,7 @@ def adapt(
         duration_mean, duration_std = float(logd.mean()), float(max(logd.std(), 1e-6))
     categories = None
     if "category" in catalog:
-        categories = _ranked(collections.Counter(_as_str(catalog["category"]).tolist()), None)
+        categories = _ranked(collections.Counter(as_strings(catalog["category"]).tolist()), None)
 
     def dim(name):
         return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
@@ -182,7 +178,7 @@ def adapt(
         user_ids=_ranked(users, max_users),
         video_ids=video_ids,
         video_counts=[int(videos[v]) for v in video_ids],
-        title_tokens=learn_title_vocabulary(_as_str(catalog["title"]), title_vocabulary_size),
+        title_tokens=learn_title_vocabulary(as_strings(catalog["title"]), title_vocabulary_size),
         categories=categories,
         devices=_ranked(devices, None) if has_device else None,
         duration_log_mean=duration_mean,

@@ -55,7 +55,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrec_video.errors import ConfigError, DataValidationError
-from tfrec_video.schema import TableSchema
+from tfrec_video.schema import TableSchema, as_strings
 
 
 def _id_tower(vocabulary: Sequence[str], embedding_dim: int, seed: int, name: str) -> tf.keras.Sequential:
@@ -137,11 +137,6 @@ class IdOnlyTwoTower(tfrs.Model):
         return cls(**config)
 
 
-def _as_str(values) -> np.ndarray:
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)],
-                    dtype=object)
-
-
 def fit_id_only_baseline(
     train_paths,
     impressions_schema: TableSchema,
@@ -200,7 +195,7 @@ def fit_id_only_baseline(
     columns = read_table(train_paths, impressions_schema, validate=validate).map(
         lambda row: {"user_id": row["user_id"], "video_id": row["video_id"], "clicked": row["clicked"]})
     for batch in columns.batch(8192).as_numpy_iterator():
-        user, video = _as_str(batch["user_id"]), _as_str(batch["video_id"])
+        user, video = as_strings(batch["user_id"]), as_strings(batch["video_id"])
         users.update(user.tolist())
         videos.update(video.tolist())
         clicked = batch["clicked"].astype(bool)
