@@ -14,6 +14,7 @@ True
 import dataclasses
 from typing import Mapping, Optional, Tuple
 
+from tfrec_video.config_fields import from_mapping
 from tfrec_video.errors import ConfigError
 
 
@@ -178,12 +179,4 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            import difflib
-
-            hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, fields, 1)[0]!r}?)"
-                     if difflib.get_close_matches(u, fields, 1) else repr(u) for u in unknown]
-            raise ConfigError(f"ModelConfig: unknown fields {', '.join(hints)}.")
-        return cls(**dict(d))
+        return from_mapping(cls, d)
