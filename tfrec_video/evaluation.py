@@ -46,6 +46,9 @@ from tfrec_video.metrics import auc, logloss
 from tfrec_video.schema import as_strings
 
 DEFAULT_KS = (10, 50, 100)
+# Cut-offs of the report's Recall@K curve (those up to the catalog size).
+CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+CALIBRATION_BINS = 10
 # Scorer names of evaluate(); a baseline may not take one.
 _RESERVED = ("model", "oracle", "popularity")
 
@@ -64,6 +67,42 @@ def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, prefix:
         hit = ranks < k
         out[f"{prefix}recall@{k}"] = float(hit.mean()) if len(ranks) else float("nan")
         out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else float("nan")
+    return out
+
+
+def recall_curve(ranks: np.ndarray, num_videos: int, ks: Sequence[int] = CURVE_KS) -> Dict[str, list]:
+    """Recall@K for every K of `ks` up to `num_videos` (and `num_videos` itself): the report's curve."""
+    ranks = np.asarray(ranks)
+    cut = sorted({k for k in ks if k < num_videos} | {int(num_videos)})
+    recall = [float((ranks < k).mean()) if len(ranks) else None for k in cut]
+    return {"k": cut, "recall": recall}
+
+
+def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> Dict[str, object]:
+    """A reliability table of click probabilities: equal-width bins over [0, 1].
+
+    Returns:
+      `{"bin_lower", "bin_upper", "mean_predicted", "observed_rate", "count"}`
+      lists over the non-empty bins, and `ece`, the expected calibration error
+      (the count-weighted mean of |observed rate - mean predicted|).
+    """
+    labels = np.asarray(labels, np.float64).reshape(-1)
+    probabilities = np.asarray(probabilities, np.float64).reshape(-1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    out = {"bin_lower": [], "bin_upper": [], "mean_predicted": [], "observed_rate": [], "count": []}
+    gap = 0.0
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        if not n:
+            continue
+        predicted, observed = float(probabilities[members].mean()), float(labels[members].mean())
+        for key, value in (("bin_lower", float(edges[b])), ("bin_upper", float(edges[b + 1])),
+                           ("mean_predicted", predicted), ("observed_rate", observed), ("count", n)):
+            out[key].append(value)
+        gap += n * abs(observed - predicted)
+    out["ece"] = gap / len(labels) if len(labels) else None
     return out
 
 
@@ -154,7 +193,9 @@ def evaluate(
 
     Returns:
       A nested dict with `retrieval`, `ranking`, `cold_start`, `warm_start`,
-      `popularity` and `counts` sections (oracle keys present when `truth` is given).
+      `popularity` and `counts` sections (oracle keys present when `truth` is given),
+      and the data of the report's plots: `recall_curve` (`recall_curve`) and
+      `calibration` (`calibration`).
     """
     baselines = dict(baselines or {})
     for name in baselines:
@@ -211,6 +252,8 @@ def evaluate(
         "popularity": retrieval_metrics(ranks["popularity"], ks),
         "counts": {"test_impressions": int(len(labels)), "test_clicks": int(len(model_ranks)),
                    "catalog_videos": int(len(catalog_ids)), "max_k": int(max_k)},
+        "recall_curve": recall_curve(model_ranks, len(catalog_ids)),
+        "calibration": calibration(labels, probs),
     }
     if truth is not None:
         true_p = np.asarray(truth.test_click_prob(), np.float64)
