@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import weakref
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -49,6 +50,7 @@ DEFAULT_KS = (10, 50, 100)
 # Cut-offs of the report's Recall@K curve (those up to the catalog size).
 CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CALIBRATION_BINS = 10
+_EMBED_VIDEOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Scorer names of evaluate(); a baseline may not take one.
 _RESERVED = ("model", "oracle", "popularity")
 
@@ -110,7 +112,10 @@ def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 40
     """Video embeddings `[num_videos, dim]` of the whole catalog, in catalog order."""
     names = model.video_feature_names
     data = tf.data.Dataset.from_tensor_slices({n: catalog[n] for n in names}).batch(batch_size)
-    embed = tf.function(lambda f: model.embed_videos(f, training=False))
+    # One traced function per model: callbacks call this every epoch.
+    embed = _EMBED_VIDEOS.get(model)
+    if embed is None:
+        embed = _EMBED_VIDEOS.setdefault(model, tf.function(lambda f: model.embed_videos(f, training=False)))
     return np.concatenate([embed(batch).numpy() for batch in data], axis=0)
 
 

@@ -63,6 +63,8 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
       `path`.
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     recall_keys = sorted(k for k in history if k.startswith("val_recall_at_"))
     panels = [(title, keys) for title, keys in _LOSS_PANELS if keys] + (
         [("validation Recall@K", tuple(recall_keys))] if recall_keys else [])
@@ -75,6 +77,7 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
                     axis.plot(range(1, len(values) + 1), values, style, marker="o", label=name)
         axis.set_title(title)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axis.lines:
             axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
