@@ -112,10 +112,12 @@ def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 40
     """Video embeddings `[num_videos, dim]` of the whole catalog, in catalog order."""
     names = model.video_feature_names
     data = tf.data.Dataset.from_tensor_slices({n: catalog[n] for n in names}).batch(batch_size)
-    # One traced function per model: callbacks call this every epoch.
+    # One traced function per model: callbacks call this every epoch. It holds the model weakly,
+    # or the cache would keep every model alive.
     embed = _EMBED_VIDEOS.get(model)
     if embed is None:
-        embed = _EMBED_VIDEOS.setdefault(model, tf.function(lambda f: model.embed_videos(f, training=False)))
+        ref = weakref.ref(model)
+        embed = _EMBED_VIDEOS.setdefault(model, tf.function(lambda f: ref().embed_videos(f, training=False)))
     return np.concatenate([embed(batch).numpy() for batch in data], axis=0)
 
 
