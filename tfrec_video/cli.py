@@ -1,6 +1,7 @@
 """The `tfrec-video` command line.
 
     tfrec-video quickstart         train, evaluate and export on the built-in dataset
+    tfrec-video train --config F   train from a YAML/JSON config (callbacks, resume, report, plots, export)
     tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
     tfrec-video export ...         turn a saved model (save_model) into a servable SavedModel version
     tfrec-video generate-data ...  write the built-in dataset to a directory
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_quickstart(subparsers)
+    from tfrec_video.train import add_cli as add_train_cli
+
+    add_train_cli(subparsers)
     _add_evaluate(subparsers)
     _add_export(subparsers)
     from tfrec_video.datasets import add_cli as add_dataset_cli

@@ -40,11 +40,11 @@ import io as pyio
 import os
 import random
 import uuid
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfrec_video.errors import DataValidationError
+from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.schema import TableSchema
 
 FORMATS = ("tfrecord", "parquet", "csv")
@@ -261,6 +261,17 @@ def _formats_of(files: Sequence[str], format: Optional[str]) -> str:
     return first
 
 
+def table_format(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> str:
+    """The format of a table's files (`"tfrecord"`, `"parquet"` or `"csv"`), which must all agree.
+
+    Example:
+
+    >>> table_format("data/train/*.parquet")  # doctest: +SKIP
+    'parquet'
+    """
+    return _formats_of(list_files(paths, format), format)
+
+
 def _open_table(paths, schema: TableSchema, format: Optional[str]):
     """Files, format module and the sub-schema of the columns they share."""
     from tfrec_video.data import validation
@@ -359,8 +370,20 @@ def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSche
 
 
 def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, format: Optional[str] = None,
-               validate: bool = True, shuffle_files: bool = False, seed: Optional[int] = None):
+               validate: bool = True, shuffle_files: bool = False, seed: Optional[int] = None,
+               shard: Optional[Tuple[int, int]] = None):
     """Reads a table as an unbatched `tf.data.Dataset` of `{feature: tensor}`.
+
+    Under `tf.distribute` with several workers, every worker must read a
+    different part of the table. The dataset says how in its options
+    (`experimental_distribute.auto_shard_policy`), which `tf.distribute` applies
+    when it distributes the dataset: TFRecord files are read through a dataset of
+    file names, so they are split by file (`AutoShardPolicy.FILE`: each worker
+    reads only its own files). Parquet and CSV are fed from Python
+    (`Dataset.from_generator`), which auto-sharding cannot split by file, so they
+    fall back to `AutoShardPolicy.DATA` (every worker reads every file and keeps
+    its share of the rows); pass `shard=` to split their files instead, as
+    `tfrec_video.data.pipeline.distributed_impressions` does.
 
     Args:
       paths: a file, a directory, a glob pattern, or a list of those; local or
@@ -375,6 +398,11 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
       shuffle_files: visit the files in a random order (rows inside a file
         keep their order); otherwise files are read in sorted order.
       seed: seed for `shuffle_files`.
+      shard: `(index, count)`: read only the files at positions `index`,
+        `index + count`, ... of the (shuffled) file list, e.g. one input
+        pipeline's share `(input_pipeline_id, num_input_pipelines)`. Every
+        worker must then use the same `seed`, so that their shares are
+        disjoint. The dataset is then marked not to be sharded again.
 
     Returns:
       A `tf.data.Dataset` whose elements are dicts of tensors with static
@@ -383,6 +411,7 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
     Raises:
       DataValidationError: for missing or unreadable files, an unknown format,
         files whose columns differ, or (with `validate`) any bad row.
+      ConfigError: `shard` asks for more shares than there are files.
 
     Example:
 
@@ -397,9 +426,62 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
                 pass
     if shuffle_files:
         random.Random(seed).shuffle(files)
+    if shard is not None:
+        files = shard_files(files, *shard)
     if hasattr(module, "make_dataset"):
-        return module.make_dataset(files, sub)
-    return _generator_dataset(files, sub, module)
+        dataset = module.make_dataset(files, sub)
+    else:
+        dataset = _generator_dataset(files, sub, module)
+    return dataset.with_options(_sharding_options(
+        "OFF" if shard is not None else "FILE" if hasattr(module, "make_dataset") else "DATA"))
+
+
+def count_rows(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, format: Optional[str] = None) -> int:
+    """The number of rows of a table, streaming one column of each file (Parquet reads only that column).
+
+    Example:
+
+    >>> count_rows("data/train/", impressions_schema())  # doctest: +SKIP
+    480000
+    """
+    files, module, sub = _open_table(paths, schema, format)
+    one_column = sub.select([next(iter(sub)).name])
+    total = 0
+    for path in files:
+        for _, batch in module.iter_batches(path, one_column, validate=False, dense=True):
+            total += len(next(iter(batch.values())))
+    return total
+
+
+def shard_files(files: Sequence[str], index: int, count: int) -> List[str]:
+    """The files of share `index` out of `count`: positions `index`, `index + count`, ...
+
+    Raises:
+      ConfigError: `index` is not in `[0, count)`, or there are fewer files than
+        shares (a share would be empty, and its worker would have nothing to train on).
+
+    Example:
+
+    >>> shard_files(["a", "b", "c", "d", "e"], 1, 2)
+    ['b', 'd']
+    """
+    if not 0 <= int(index) < int(count):
+        raise ConfigError(f"shard index {index} is not in [0, {count}).")
+    if len(files) < count:
+        raise ConfigError(
+            f"{len(files)} input file(s) cannot be split between {count} workers: each worker reads whole files, "
+            f"so the table needs at least one file per worker (better, many). Write it as {count} or more "
+            f"files (write_table one part per file), or train on fewer workers. Files: {list(files)[:5]}")
+    return list(files)[int(index)::int(count)]
+
+
+def _sharding_options(policy: str):
+    """`tf.data.Options` whose auto-shard policy is `AutoShardPolicy.<policy>` (see `read_table`)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
+    return options
 
 
 def _generator_dataset(files: Sequence[str], schema: TableSchema, module):

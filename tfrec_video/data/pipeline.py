@@ -9,6 +9,11 @@ category, duration, image and audio embeddings) without the files repeating
 them. Unknown video ids are caught before training by an eager pass that names
 the file and row.
 
+Under `tf.distribute` (`distributed_impressions`), `batch_size` is the global
+batch, and each worker reads its own files: TFRecord through tf.data's
+auto-sharding by file, Parquet and CSV through an explicit split of the file
+list per input pipeline (see `distributed_impressions`).
+
 Example:
 
     catalog = load_catalog("data/catalog/", schemas["catalog"])
@@ -16,14 +21,17 @@ Example:
     model.fit(train)
 """
 
+import math
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.io import list_files, read_table, read_table_numpy
+from tfrec_video.data.io import count_rows, list_files, read_table, read_table_numpy, shard_files, table_format
 from tfrec_video.data.join import check_ids_in_catalog, join_catalog
+from tfrec_video.distribute import num_workers
+from tfrec_video.errors import ConfigError
 from tfrec_video.schema import TableSchema
 
 # Raw media stays out of training batches: the embedding step turns it into vectors first.
@@ -46,6 +54,8 @@ def impressions_dataset(
     features: Optional[Sequence[str]] = None,
     validate: bool = True,
     drop_remainder: bool = False,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batched impressions joined with catalog content features.
 
@@ -60,22 +70,126 @@ def impressions_dataset(
       features: catalog features to join; default every content feature the catalog has.
       validate: run the eager validation pass (and the unknown-video check).
       drop_remainder: drop the last partial batch.
+      input_context: one input pipeline of a `tf.distribute` strategy (what
+        `strategy.distribute_datasets_from_function` passes its function).
+        Then `batch_size` is the global batch, the dataset's batches are one
+        replica's share of it, and the dataset reads only this pipeline's share
+        of the files (`read_table(shard=...)`).
+      repeat: repeat the rows forever (reshuffled each pass when `shuffle`);
+        `model.fit` then needs `steps_per_epoch`.
 
     Returns:
-      A `tf.data.Dataset` of feature dicts, batched.
+      A `tf.data.Dataset` of feature dicts, batched. Without `input_context` it
+      carries the auto-shard policy `read_table` chose for the format.
+
+    Raises:
+      ConfigError: with `input_context`, a batch that does not divide between
+        the replicas, or fewer files than input pipelines.
     """
     if batch_size <= 0:
         raise ValueError(f"impressions_dataset: batch_size must be positive, got {batch_size}.")
     if features is None:
         features = [f for f in CONTENT_FEATURES if f in catalog]
+    shard = None
+    if input_context is not None:
+        batch_size = _per_replica_batch(batch_size, input_context.num_replicas_in_sync)
+        shard = (input_context.input_pipeline_id, input_context.num_input_pipelines)
     if validate:
         check_ids_in_catalog(paths, schema, catalog["video_id"])
-    data = read_table(paths, schema, validate=validate, shuffle_files=shuffle, seed=seed)
+    data = read_table(paths, schema, validate=validate, shuffle_files=shuffle, seed=seed, shard=shard)
     if shuffle:
         data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        data = data.repeat()
     data = data.batch(batch_size, drop_remainder=drop_remainder)
     data = join_catalog(data, catalog, features=features)
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+class DistributedInput(NamedTuple):
+    """What `model.fit` needs to read a distributed input: `data`, and `steps` per epoch (None: until it ends)."""
+
+    data: object
+    steps: Optional[int]
+
+
+def distributed_impressions(strategy: tf.distribute.Strategy, paths, catalog: Mapping[str, np.ndarray],
+                            schema: TableSchema, batch_size: int, **options) -> DistributedInput:
+    """`impressions_dataset` for `model.fit` under `strategy`: split between workers, then replicas.
+
+    `batch_size` is the global batch: one step trains on `batch_size` rows in
+    all, `batch_size / strategy.num_replicas_in_sync` on each replica.
+
+    How the rows are split between workers (input pipelines) depends on the format:
+
+    * TFRecord: the dataset goes to `model.fit`, which distributes it
+      (`strategy.experimental_distribute_dataset`). Its files come from a
+      dataset of file names and its auto-shard policy is `FILE`, so each worker
+      reads every N-th file.
+    * Parquet and CSV are read in Python (`Dataset.from_generator`), which
+      auto-sharding can split only by row, after every worker has read every
+      file. They go through `strategy.distribute_datasets_from_function`
+      instead, and each input pipeline reads every N-th file itself.
+
+    Under a strategy with more than one replica the rows repeat, and an epoch
+    is `ceil(rows / batch_size)` steps (the rows are counted first): a worker
+    whose files run out before the others', or the last partial batch split
+    between replicas, would otherwise leave a replica an empty batch, which
+    stops training (in TensorFlow 2.17 a `Conv1D`, as in the title encoder,
+    fails on zero rows). Each worker should therefore have files of about the
+    same size (one whose share is smaller sees its rows more often), and must
+    have at least one: fewer files than workers is an error. Every worker
+    shuffles the file list with the same seed, so their shares are disjoint.
+    Under the default strategy the dataset is `impressions_dataset`'s, one
+    pass per epoch.
+
+    Args:
+      strategy: the training strategy (`tfrec_video.distribute.make_strategy`).
+      paths: impressions files (file, directory, glob or list).
+      catalog: the catalog from `load_catalog`.
+      schema: the impressions schema.
+      batch_size: the global batch; a multiple of the number of replicas.
+      **options: the other `impressions_dataset` arguments (shuffle, seed, features, ...).
+
+    Returns:
+      A `DistributedInput`: `data` is a `tf.data.Dataset` (TFRecord, or the
+      default strategy) or a `tf.distribute.DistributedDataset` (Parquet, CSV),
+      and `steps` is what `model.fit` takes as `steps_per_epoch` (or
+      `validation_steps`), None under the default strategy.
+
+    Raises:
+      ConfigError: a batch that does not divide between the replicas, or fewer
+        files than workers.
+
+    Example:
+
+    >>> strategy = make_strategy("mirrored")  # doctest: +SKIP
+    >>> with strategy.scope():  # doctest: +SKIP
+    ...     model = VideoRecModel(config, vocabularies, catalog=catalog)
+    ...     model.compile(tf.keras.optimizers.Adam(2e-3))
+    >>> train = distributed_impressions(strategy, "data/train/", catalog, schema, 4096, shuffle=True)  # doctest: +SKIP
+    >>> model.fit(train.data, steps_per_epoch=train.steps, epochs=3)  # doctest: +SKIP
+    """
+    _per_replica_batch(batch_size, strategy.num_replicas_in_sync)
+    workers = num_workers(strategy)
+    if strategy.num_replicas_in_sync == 1 and workers == 1:
+        return DistributedInput(impressions_dataset(paths, catalog, schema, batch_size, **options), None)
+    if workers > 1:
+        shard_files(list_files(paths), 0, workers)  # the fewer-files-than-workers error, before any worker starts
+    steps = math.ceil(count_rows(paths, schema) / batch_size)
+    if table_format(paths) == "tfrecord":
+        return DistributedInput(impressions_dataset(paths, catalog, schema, batch_size, repeat=True, **options), steps)
+    data = strategy.distribute_datasets_from_function(
+        lambda context: impressions_dataset(paths, catalog, schema, batch_size, input_context=context, repeat=True,
+                                            **options))
+    return DistributedInput(data, steps)
+
+
+def _per_replica_batch(batch_size: int, replicas: int) -> int:
+    if batch_size % replicas:
+        raise ConfigError(f"the global batch size {batch_size} does not divide between {replicas} replicas; "
+                          f"make TrainingConfig.batch_size a multiple of {replicas}.")
+    return batch_size // replicas
 
 
 def builtin_splits(dataset_dir: str) -> Dict[str, str]:

@@ -271,13 +271,12 @@ def make_dataset(files: Sequence[str], schema: TableSchema) -> tf.data.Dataset:
             parsed[f.name] = parsed[f.name].to_tensor(default_value=f.pad, shape=[None, f.length])
         return parsed
 
-    compressions = [compression_of(p) for p in files]
-    if len(set(compressions)) == 1:
-        records = _dataset(list(files), compressions[0])
-    else:
-        records = _dataset(files[0], compressions[0])
-        for path, compression in zip(files[1:], compressions[1:]):
-            records = records.concatenate(_dataset(path, compression))
+    # A dataset of file names flat-mapped to readers, never a chain of `concatenate`s: tf.distribute's
+    # auto-sharding (AutoShardPolicy.FILE) finds the file list in this shape and gives each worker
+    # its own files; it cannot split a concatenation (GZIP and plain files mixed).
+    compressions = [compression_of(p) or "" for p in files]
+    records = tf.data.Dataset.from_tensor_slices((list(files), compressions)).flat_map(
+        lambda path, compression: tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=1 << 20))
     return (records.batch(_PARSE_BATCH)
             .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .unbatch())

@@ -9,6 +9,11 @@ retrieval share, and jointly train, every embedding. `tfrs.layers.dcn.Cross`
 learns explicit feature crosses (user topic × video topic) that an MLP finds only
 slowly.
 
+The logit is float32 even under a mixed-precision policy (the last layer has a
+float32 dtype policy): it feeds the sigmoid cross-entropy and the served
+`click_probability`, where float16's 3 significant digits and its range would
+show. The cross layers and the MLP's hidden layers compute in the policy's dtype.
+
 Example:
 
 >>> import tensorflow as tf
@@ -38,7 +43,7 @@ class RankingHead(tf.keras.layers.Layer):
         self.hidden_units = [int(u) for u in hidden_units]
         self.normalization = tf.keras.layers.LayerNormalization(name="input_norm")
         self.crosses = [tfrs.layers.dcn.Cross(name=f"cross_{i}") for i in range(self.cross_layers)]
-        self.mlp = MLP(self.hidden_units, output_dim=1, name="mlp")
+        self.mlp = MLP(self.hidden_units, output_dim=1, output_dtype="float32", name="mlp")
 
     def call(self, x, training=None):
         x0 = self.normalization(x)

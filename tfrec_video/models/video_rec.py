@@ -22,6 +22,21 @@ is what the logQ correction (estimated from training impression counts in
 `Vocabularies`) removes. Whole-catalog top-K metrics are never computed per
 training step; `tfrec_video.evaluation` computes them at evaluation time.
 
+Under `tf.distribute` every replica computes this loss on its own slice of the
+global batch, and `train_step` divides it by the number of replicas before the
+gradients are summed across them, so N replicas take the step one device takes
+on the whole batch. One thing does change: a replica's in-batch softmax sees
+only its own slice's videos as negatives (`tfrs.tasks.Retrieval` does not
+gather candidates across replicas), so each query has `batch / replicas`
+candidates, not `batch`.
+
+Under a mixed-precision policy (`mixed_float16`) the towers, the title CNN and
+the ranking MLP compute in float16, while the retrieval embeddings (normalised
+in float32 by the towers), the click logit (the ranking head's last layer is
+float32), the retrieval scores and softmax, the sigmoid and every loss stay
+float32. `train_step` applies the loss scaling of a `LossScaleOptimizer`, which
+`compile` wraps the optimizer in under `mixed_float16`.
+
 Example:
 
 >>> import numpy as np, tensorflow as tf
@@ -36,7 +51,8 @@ Example:
 ['click_probability', 'query_embedding', 'retrieval_score', 'video_embedding']
 """
 
-from typing import Dict, Mapping
+import contextlib
+from typing import Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +72,37 @@ _CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float
                    "audio": "string"}
 
 
+@contextlib.contextmanager
+def dtype_policy(name: Optional[str]) -> Iterator[None]:
+    """Keras's global dtype policy set to `name` inside a `with` block, and restored after it.
+
+    A Keras layer takes the global policy when it is created, and some layers
+    are created only when the model first runs (a `Dense` inside a layer's
+    `build`), so a model must be built, and first called, inside the block.
+
+    Args:
+      name: a Keras policy name (`"mixed_float16"`, `"mixed_bfloat16"`,
+        `"float32"`), or None to leave the policy alone.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> with dtype_policy("mixed_float16"):
+    ...     layer = tf.keras.layers.Dense(2)
+    >>> layer.compute_dtype, layer.dtype, tf.keras.mixed_precision.global_policy().name
+    ('float16', 'float32', 'float32')
+    """
+    if name is None:
+        yield
+        return
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+
+
 class VideoRecModel(tfrs.Model):
     """The two-stage video recommender (see module docstring).
 
@@ -73,6 +120,8 @@ class VideoRecModel(tfrs.Model):
     """
 
     def __init__(self, config: ModelConfig, vocabularies: Vocabularies, catalog=None, **kwargs):
+        # Raw features reach the towers uncast: each is cast by the layer that reads it (see EmbeddingTower).
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if isinstance(config, Mapping):
             config = ModelConfig.from_dict(config)
@@ -125,15 +174,28 @@ class VideoRecModel(tfrs.Model):
             if not isinstance(catalog, str):
                 self.catalog_table.set_catalog(catalog)
         self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, name="ranking_head")
-        self.retrieval_task = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
-            temperature=config.temperature, remove_accidental_hits=config.remove_accidental_hits)
-        self.ranking_task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc"),
-                     tf.keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")])
-        self.retrieval_loss_tracker = tf.keras.metrics.Mean(name="retrieval_loss")
-        self.ranking_loss_tracker = tf.keras.metrics.Mean(name="ranking_loss")
+        # The tasks and loss trackers are float32 whatever the global policy: a mixed_float16 layer casts
+        # its first input to float16, and the retrieval softmax and the losses must stay float32.
+        with dtype_policy("float32"):
+            self.retrieval_task = tfrs.tasks.Retrieval(
+                loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+                temperature=config.temperature, remove_accidental_hits=config.remove_accidental_hits)
+            # Losses under tf.distribute must not average on their own (Keras refuses SUM_OVER_BATCH_SIZE there):
+            # both tasks sum, and compute_loss divides by the replica's rows.
+            self.ranking_task = tfrs.tasks.Ranking(
+                loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+                metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc"),
+                         tf.keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")])
+            self.retrieval_loss_tracker = tf.keras.metrics.Mean(name="retrieval_loss")
+            self.ranking_loss_tracker = tf.keras.metrics.Mean(name="ranking_loss")
+            # Epoch means of what train_step logs (TFRS logs the last batch's values instead).
+            self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+            self.regularization_loss_tracker = tf.keras.metrics.Mean(name="regularization_loss")
+            self.total_loss_tracker = tf.keras.metrics.Mean(name="total_loss")
+        # Every logged value is a metric, aggregated over all replicas and workers when it is read;
+        # Keras's default ("auto": the sum of what each replica returns) would add them up again,
+        # e.g. log an AUC of 1.8 on two workers.
+        self.distribute_reduction_method = "first"
         # Sampling probability by lookup index: [mask, OOV buckets..., vocabulary...].
         # Unseen videos get the smallest observed probability: they are rare by definition.
         probs = vocabularies.candidate_sampling_probabilities()
@@ -195,9 +257,10 @@ class VideoRecModel(tfrs.Model):
 
     def rank_logits_from_encodings(self, query_encoding, query_embedding, video_encoding, video_embedding,
                                    training=None) -> tf.Tensor:
-        """Click logits `[batch]` from `encode_queries` and `encode_videos` outputs, row by row."""
-        return self.ranking_head(tf.concat([query_encoding, video_encoding, query_embedding * video_embedding],
-                                           axis=-1), training=training)
+        """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row."""
+        dtype = self.ranking_head.compute_dtype  # the encodings' dtype; the embeddings are float32
+        parts = [query_encoding, video_encoding, query_embedding * video_embedding]
+        return self.ranking_head(tf.concat([tf.cast(part, dtype) for part in parts], axis=-1), training=training)
 
     def _forward(self, features, training=None):
         qf, q = self.encode_queries(features, training=training)
@@ -235,17 +298,69 @@ class VideoRecModel(tfrs.Model):
                 sampling = tf.gather(self._sampling_probability, index)
                 if self.config.logq_weight != 1.0:
                     sampling = tf.pow(sampling, self.config.logq_weight)
-            summed = self.retrieval_task(
-                q, c, sample_weight=clicked, candidate_sampling_probability=sampling,
-                candidate_ids=features["video_id"], compute_metrics=False, compute_batch_metrics=False)
+            # Retrieval creates its logQ and accidental-hit layers while it runs, with the global policy
+            # of that moment: float32, so that scores, softmax and loss stay float32.
+            with dtype_policy("float32"):
+                summed = self.retrieval_task(
+                    q, c, sample_weight=clicked, candidate_sampling_probability=sampling,
+                    candidate_ids=features["video_id"], compute_metrics=False, compute_batch_metrics=False)
             retrieval_loss = summed / tf.maximum(tf.reduce_sum(clicked), 1.0)
             self.retrieval_loss_tracker.update_state(retrieval_loss)
             loss += self.config.retrieval_weight * retrieval_loss
         if self.config.ranking_weight > 0:
-            ranking_loss = self.ranking_task(labels=clicked, predictions=logits)
+            # [rows, 1]: one loss per row, summed, then divided by the rows (0 for a replica left without any).
+            ranking_loss = self.ranking_task(labels=clicked[:, None], predictions=logits[:, None]) / tf.maximum(
+                tf.cast(tf.size(clicked), tf.float32), 1.0)
             self.ranking_loss_tracker.update_state(ranking_loss)
             loss += self.config.ranking_weight * ranking_loss
         return loss
+
+    def train_step(self, inputs):
+        """One optimiser step on a batch (on each replica's slice of it under `tf.distribute`).
+
+        `tfrs.Model.train_step` plus two things it leaves out:
+
+        * Distribution: `compute_loss` is a mean over the replica's rows, and the
+          optimizer sums the gradients of all replicas, so the loss is divided by
+          `num_replicas_in_sync` first (what Keras does for compiled losses); the
+          step is then the gradient of the mean over the global batch, whatever
+          the number of replicas.
+        * Mixed precision: with a `LossScaleOptimizer` (what `compile` makes of
+          the optimizer under `mixed_float16`) the loss is scaled up before the
+          float16 backward pass, so small gradients do not flush to zero, and the
+          gradients are scaled back down before the update (which the optimizer
+          skips, lowering the scale, when they overflowed).
+
+        Returns:
+          The logs: every metric, and `loss`, `regularization_loss` and `total_loss`.
+        """
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+            total_loss = loss + regularization_loss
+            step_loss = total_loss / replicas
+            if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+                step_loss = self.optimizer.get_scaled_loss(step_loss)
+        gradients = tape.gradient(step_loss, self.trainable_variables)
+        if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._logs(loss, regularization_loss)
+
+    def test_step(self, inputs):
+        """`tfrs.Model.test_step`, with the losses logged as means over replicas (see `_logs`)."""
+        loss = self.compute_loss(inputs, training=False)
+        regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+        return self._logs(loss, regularization_loss)
+
+    def _logs(self, loss, regularization_loss):
+        # The trackers are sync-on-read metrics: each replica adds its own loss, and reading them
+        # averages over batches and replicas, the same scale as on one device.
+        self.loss_tracker.update_state(loss)
+        self.regularization_loss_tracker.update_state(regularization_loss)
+        self.total_loss_tracker.update_state(loss + regularization_loss)
+        return {metric.name: metric.result() for metric in self.metrics}
 
     # -- serialisation ----------------------------------------------------------------------------
     def get_config(self):

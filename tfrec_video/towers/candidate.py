@@ -140,7 +140,7 @@ class CandidateTower(EmbeddingTower):
                 x = tf.cast(features[name], tf.float32)
                 x = pca(x) if pca is not None else x
             parts.append(projection(x))
-        return tf.concat(parts, axis=-1)
+        return self._concat(parts)
 
 
 def _encoder_kwargs(config: dict) -> dict:

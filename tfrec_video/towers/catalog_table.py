@@ -33,6 +33,8 @@ from typing import Dict, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.distribute import host_variables
+
 
 class CatalogTable(tf.keras.layers.Layer):
     """Video id to content features, held in the graph (see module docstring).
@@ -50,13 +52,18 @@ class CatalogTable(tf.keras.layers.Layer):
         self.size = int(size)
         self.columns = {str(k): (str(dtype), [int(d) for d in shape]) for k, (dtype, shape) in columns.items()}
         self.values: Dict[str, tf.Variable] = {}
-        for name, (dtype, shape) in self.columns.items():
-            # Row 0 is the "unknown video" row the lookup's default points at.
-            empty = np.full([self.size + 1] + shape, "" if dtype == "string" else 0, dtype=object if dtype == "string" else dtype)
-            self.values[name] = tf.Variable(empty, trainable=False, name=f"catalog_{name}")
-        self.ids = tf.Variable(np.full([self.size + 1], "", object), trainable=False, name="catalog_video_id")
-        self.fingerprints = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="id_fingerprints")
-        self.fingerprint_rows = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="fingerprint_rows")
+        # One copy per worker, on its CPU, under tf.distribute too: never trained, filled identically on
+        # every worker, and strings cannot be mirrored across workers (see host_variables).
+        with host_variables():
+            for name, (dtype, shape) in self.columns.items():
+                # Row 0 is the "unknown video" row the lookup's default points at.
+                empty = np.full([self.size + 1] + shape, "" if dtype == "string" else 0,
+                                dtype=object if dtype == "string" else dtype)
+                self.values[name] = tf.Variable(empty, trainable=False, name=f"catalog_{name}")
+            self.ids = tf.Variable(np.full([self.size + 1], "", object), trainable=False, name="catalog_video_id")
+            self.fingerprints = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="id_fingerprints")
+            self.fingerprint_rows = tf.Variable(np.zeros([self.size], np.int64), trainable=False,
+                                                name="fingerprint_rows")
 
     @staticmethod
     def _fingerprint(ids):

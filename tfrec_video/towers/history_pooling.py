@@ -59,7 +59,8 @@ class HistoryPooling(tf.keras.layers.Layer):
             query = tf.broadcast_to(query, tf.shape(embeddings)[::2])
         scale = tf.math.rsqrt(tf.cast(tf.shape(embeddings)[-1], embeddings.dtype))
         logits = tf.einsum("bld,bd->bl", embeddings, query) * scale + self.recency_bias
-        logits = tf.where(mask, logits, tf.fill(tf.shape(logits), tf.cast(-1e9, logits.dtype)))
+        # -1e9 is -inf in float16, and a softmax over an all -inf row (empty history) is NaN.
+        logits = tf.where(mask, logits, tf.fill(tf.shape(logits), tf.cast(max(-1e9, logits.dtype.min), logits.dtype)))
         weights = tf.nn.softmax(logits, axis=1) * maskf  # zeros when the history is empty
         return tf.einsum("bl,bld->bd", weights, embeddings)
 

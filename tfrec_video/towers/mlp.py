@@ -12,6 +12,9 @@ class MLP(tf.keras.layers.Layer):
       hidden_units: widths of the ReLU layers.
       output_dim: width of a final linear layer, or None for none.
       dropout: dropout rate after each hidden layer.
+      output_dtype: dtype policy of the output layer, or None for the global
+        policy. `"float32"` keeps a logit in float32 under a mixed-precision
+        policy (the hidden layers still compute in float16).
 
     Example:
 
@@ -20,13 +23,15 @@ class MLP(tf.keras.layers.Layer):
     TensorShape([2, 4])
     """
 
-    def __init__(self, hidden_units: Sequence[int], output_dim: Optional[int] = None, dropout: float = 0.0, **kwargs):
+    def __init__(self, hidden_units: Sequence[int], output_dim: Optional[int] = None, dropout: float = 0.0,
+                 output_dtype: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         if any(int(u) <= 0 for u in hidden_units) or (output_dim is not None and int(output_dim) <= 0):
             raise ValueError(f"MLP {self.name}: layer widths must be positive, got {list(hidden_units)} and {output_dim}.")
         self.hidden_units = [int(u) for u in hidden_units]
         self.output_dim = None if output_dim is None else int(output_dim)
         self.dropout = float(dropout)
+        self.output_dtype = None if output_dtype is None else str(output_dtype)
         self.layers_ = []
         for i, units in enumerate(self.hidden_units):
             self.layers_.append(tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}"))
@@ -36,7 +41,7 @@ class MLP(tf.keras.layers.Layer):
                 # tf.keras.utils.set_random_seed still makes the draws reproducible.
                 self.layers_.append(tf.keras.layers.Dropout(self.dropout))
         if self.output_dim is not None:
-            self.layers_.append(tf.keras.layers.Dense(self.output_dim, name="output"))
+            self.layers_.append(tf.keras.layers.Dense(self.output_dim, dtype=self.output_dtype, name="output"))
 
     def call(self, x, training=None):
         for layer in self.layers_:
@@ -45,5 +50,6 @@ class MLP(tf.keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_units=self.hidden_units, output_dim=self.output_dim, dropout=self.dropout)
+        config.update(hidden_units=self.hidden_units, output_dim=self.output_dim, dropout=self.dropout,
+                      output_dtype=self.output_dtype)
         return config

@@ -107,4 +107,4 @@ class QueryTower(EmbeddingTower):
             parts.append(self.hour_embedding(hour))
         if self.device_embedding is not None:
             parts.append(self.device_embedding(features["device"]))
-        return tf.concat(parts, axis=-1)
+        return self._concat(parts)
