@@ -11,7 +11,7 @@ Example:
 
 >>> import os, tempfile
 >>> path = os.path.join(tempfile.mkdtemp(), "loss.png")
->>> plot_loss_curves({"loss": [2.0, 1.5, 1.2], "val_loss": [2.1, 1.7, 1.6]}, path) == path
+>>> plot_loss_curves({"retrieval_loss": [2.0, 1.5, 1.2], "val_retrieval_loss": [2.1, 1.7, 1.6]}, path) == path
 True
 """
 
@@ -22,9 +22,9 @@ from typing import Mapping, Optional, Sequence
 # Panels of the loss-curve figure: (title, history keys); a key's `val_` twin is drawn dashed.
 _LOSS_PANELS = (
     ("total loss", ("loss",)),
-    ("retrieval and ranking losses", ("retrieval_loss", "ranking_loss")),
+    ("retrieval loss (in-batch softmax)", ("retrieval_loss",)),
+    ("ranking loss (sigmoid cross-entropy)", ("ranking_loss",)),
     ("ranking AUC", ("auc",)),
-    ("validation Recall@K", ()),
 )
 
 
@@ -66,7 +66,7 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str) -> str:
     from matplotlib.ticker import MaxNLocator
 
     recall_keys = sorted(k for k in history if k.startswith("val_recall_at_"))
-    panels = [(title, keys) for title, keys in _LOSS_PANELS if keys] + (
+    panels = list(_LOSS_PANELS) + (
         [("validation Recall@K", tuple(recall_keys))] if recall_keys else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for axis, (title, keys) in zip(axes[0], panels):

@@ -1,0 +1,152 @@
+"""Keras callbacks of a training run: validation Recall@K and the embedding projector.
+
+`model.fit` with a validation set already reports `val_auc`, `val_logloss` and
+the validation losses (computed batch by batch). Retrieval quality needs the
+whole catalog, which a per-batch metric cannot see, so:
+
+* `RetrievalRecall` scores every validation click against the whole catalog at
+  the end of each epoch (one exact matmul, `tfrec_video.evaluation`'s ranking)
+  and adds `val_recall_at_K` to the epoch's logs. Placed before
+  `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` and `CSVLogger` in the
+  callback list, it is seen by all of them like any other validation metric.
+* `EmbeddingProjector` writes the catalog's video embeddings, with their ids,
+  titles and categories as metadata, for TensorBoard's embedding projector.
+
+Example:
+
+    recall = RetrievalRecall("data/valid/", catalog, impressions_schema(20), k=100)
+    stop = tf.keras.callbacks.EarlyStopping("val_recall_at_100", mode="max", patience=2)
+    model.fit(train, validation_data=valid, epochs=10,
+              callbacks=[recall, stop, EmbeddingProjector("runs/x/tensorboard", catalog)])
+"""
+
+import os
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec_video.data.io import read_table
+from tfrec_video.evaluation import embed_catalog, ranks_from_scores
+from tfrec_video.schema import TableSchema, as_strings
+
+# Metadata columns written for the projector, when the catalog has them.
+PROJECTOR_COLUMNS = ("video_id", "title", "category")
+PROJECTOR_TENSOR = "video_embedding"
+
+
+class RetrievalRecall(tf.keras.callbacks.Callback):
+    """Adds `val_recall_at_K`, whole-catalog Recall@K of the validation clicks, to each epoch's logs.
+
+    Args:
+      paths: validation impressions files (file, directory, glob or list).
+      catalog: the catalog as column arrays; every video in it is a candidate.
+      schema: the impressions schema.
+      k: the cut-off K.
+      batch_size: clicks scored per matmul.
+      max_clicks: score at most this many validation clicks (the first ones),
+        to bound the time per epoch; None scores them all.
+    """
+
+    def __init__(self, paths, catalog: Mapping[str, np.ndarray], schema: TableSchema, k: int = 100,
+                 batch_size: int = 1024, max_clicks: Optional[int] = 20_000):
+        super().__init__()
+        if not isinstance(k, int) or k <= 0:
+            raise ValueError(f"RetrievalRecall: k must be a positive integer, got {k!r}.")
+        self.paths = paths
+        self.catalog = catalog
+        self.schema = schema
+        self.k = k
+        self.batch_size = batch_size
+        self.max_clicks = max_clicks
+        self.key = f"val_recall_at_{k}"
+        self._index_of = {v: i for i, v in enumerate(as_strings(catalog["video_id"]))}
+
+    def recall(self) -> float:
+        """Recall@K of the current model on the validation clicks (NaN when there are none)."""
+        videos = embed_catalog(self.model, self.catalog)
+        names = list(self.model.query_feature_names)
+        embed = tf.function(lambda f: self.model.embed_queries(f, training=False))
+        clicks = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
+        if self.max_clicks:
+            clicks = clicks.take(self.max_clicks)
+        hits = total = 0
+        for batch in clicks.batch(self.batch_size):
+            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
+            known = target >= 0  # a clicked video outside the catalog cannot be retrieved
+            if not known.any():
+                continue
+            queries = embed({n: batch[n] for n in names if n in batch}).numpy()[known]
+            ranks = ranks_from_scores(queries @ videos.T, target[known])
+            hits += int((ranks < self.k).sum())
+            total += int(known.sum())
+        return hits / total if total else float("nan")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.key] = self.recall()
+
+
+class EmbeddingProjector(tf.keras.callbacks.Callback):
+    """Writes the catalog's video embeddings for TensorBoard's projector at the end of training.
+
+    The files go to `log_dir`: `vectors.tsv` (one row of `dim` values per video),
+    `metadata.tsv` (a header row, then one row per video: id, title, category)
+    and `projector_config.pbtxt` linking the two, which is what TensorBoard's
+    projector plugin reads (`tensorboard --logdir log_dir`, then the
+    PROJECTOR tab).
+
+    Args:
+      log_dir: the TensorBoard log directory.
+      catalog: the catalog as column arrays.
+      max_videos: embed at most this many videos (catalog order).
+      every_epoch: also rewrite them at the end of every epoch.
+    """
+
+    def __init__(self, log_dir: str, catalog: Mapping[str, np.ndarray], max_videos: int = 10_000,
+                 every_epoch: bool = False):
+        super().__init__()
+        self.log_dir = log_dir
+        self.catalog = {name: values[:max_videos] for name, values in catalog.items()}
+        self.every_epoch = every_epoch
+
+    def write(self) -> str:
+        """Writes the embeddings, metadata and projector config; returns the metadata path."""
+        from tensorboard.plugins import projector
+
+        os.makedirs(self.log_dir, exist_ok=True)
+        embeddings = embed_catalog(self.model, self.catalog)
+        columns = projector_columns(self.catalog)
+        metadata = os.path.join(self.log_dir, "metadata.tsv")
+        with open(metadata + ".tmp", "w", encoding="utf-8") as f:
+            f.write("\t".join(columns) + "\n")
+            cells = [as_strings(self.catalog[c]) for c in columns]
+            for row in zip(*cells):
+                # The TSV has no quoting: tabs and newlines inside a title would shift the columns.
+                f.write("\t".join(" ".join(str(v).split()) for v in row) + "\n")
+        os.replace(metadata + ".tmp", metadata)
+        # The vectors go in a TSV the projector reads directly (`tensor_path`), not in a checkpoint: a
+        # tf.Variable made here, inside fit's strategy scope, would be a mirrored variable that the chief
+        # alone would try to broadcast to the other workers.
+        vectors = os.path.join(self.log_dir, "vectors.tsv")
+        np.savetxt(vectors + ".tmp", embeddings, fmt="%.6g", delimiter="\t")
+        os.replace(vectors + ".tmp", vectors)
+        config = projector.ProjectorConfig()
+        embedding = config.embeddings.add()
+        embedding.tensor_name = PROJECTOR_TENSOR
+        embedding.tensor_path = "vectors.tsv"
+        embedding.metadata_path = "metadata.tsv"
+        projector.visualize_embeddings(self.log_dir, config)
+        return metadata
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epoch:
+            self.write()
+
+    def on_train_end(self, logs=None):
+        self.write()
+
+
+def projector_columns(catalog: Mapping[str, np.ndarray]) -> Sequence[str]:
+    """The metadata columns `EmbeddingProjector` writes for this catalog."""
+    return [c for c in PROJECTOR_COLUMNS if c in catalog]

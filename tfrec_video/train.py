@@ -1,0 +1,354 @@
+"""`tfrec-video train --config cfg.yaml` (also `python -m tfrec_video.train`): a Keras training script.
+
+One run, from a YAML/JSON `RunConfig` (`tfrec_video.train_config`) and flags:
+
+1. read the catalog (and join `tfrec-video embed` output into it), adapt the
+   vocabularies, build the model under the chosen `tf.distribute` strategy;
+2. `model.fit` with the usual Keras progress bar and these callbacks, in order:
+   `RetrievalRecall` (adds `val_recall_at_K`), `EarlyStopping` (optional, on
+   `val_auc` or `val_recall_at_K`), `ModelCheckpoint`, `BackupAndRestore`,
+   `CSVLogger`, `TensorBoard` (scalars) and `EmbeddingProjector`;
+3. save the model (`tfrec_video.models.save_model`), evaluate it on the test
+   impressions, write `report.json` and the PNG plots, export the servable
+   SavedModel version.
+
+**Resuming.** `BackupAndRestore` keeps the training state (weights, optimizer,
+epoch and step) in `output_dir/backup/`, every epoch or every
+`callbacks.backup_every` steps. A run that is killed and started again with
+the same command resumes from the last backup, losing at most one interval;
+the backup is deleted when training finishes, so the next run into the same
+`output_dir` starts from scratch. The vocabularies are adapted from the same
+files again, and the run refuses to resume when they came out differently
+(the data changed).
+
+**Output directory.**
+
+    output_dir/
+      config.yaml          the resolved config of the run
+      backup/              BackupAndRestore state (only while a run is unfinished)
+      checkpoints/         ModelCheckpoint weights, every epoch or the best by callbacks.monitor
+      history.csv          per-epoch metrics, kept across resumes (CSVLogger)
+      tensorboard/         scalars (train/, validation/) and the embedding projector
+      model/               the trained model (model.json + checkpoint; load_model)
+      report.json          metrics (the evaluate sections), training history, timings, paths
+      plots/loss.png, plots/recall_at_k.png, plots/calibration.png
+
+Example:
+
+    tfrec-video train --config cfg.yaml --set training.epochs=5 --output-dir runs/five
+    python -m tfrec_video.train --config cfg.yaml --strategy mirrored
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+from tfrec_video.train_config import RunConfig, STRATEGIES, dump_run_config, load_run_config
+
+BACKUP_DIR = "backup"
+HISTORY_FILE = "history.csv"
+VOCABULARY_FILE = "vocabularies.json"
+
+
+def _resolve_data(config: RunConfig) -> dict:
+    """The run's files, schemas and (for the built-in dataset) ground truth."""
+    from tfrec_video.schema import catalog_schema, impressions_schema
+
+    data = config.data
+    if data.builtin is not None:
+        from tfrec_video.data.pipeline import builtin_splits
+        from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin
+
+        dataset_config = BuiltinConfig.tiny() if data.builtin == "tiny" else BuiltinConfig()
+        directory = ensure_builtin(data.builtin_dir, dataset_config, progress=False)
+        splits = builtin_splits(directory)
+        return {"catalog": splits["catalog"], "train": splits["train"], "test": splits["test"],
+                "validation": data.validation, "embeddings": data.embeddings, "dataset_dir": directory,
+                "truth": GroundTruth.load(directory),
+                "catalog_schema": catalog_schema(dataset_config.image_dim, dataset_config.audio_dim),
+                "impressions_schema": impressions_schema(dataset_config.history_length)}
+    return {"catalog": data.catalog, "train": data.train, "test": data.test, "validation": data.validation,
+            "embeddings": data.embeddings, "dataset_dir": None, "truth": None,
+            "catalog_schema": catalog_schema(data.image_dim, data.audio_dim),
+            "impressions_schema": impressions_schema(data.history_length)}
+
+
+class _RunState:
+    """What the script needs to know about `fit` besides `History`: where it started."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        class Recorder(tf.keras.callbacks.Callback):
+            def __init__(self, state):
+                super().__init__()
+                self.state = state
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if self.state.first_epoch is None:
+                    self.state.first_epoch = epoch
+
+            def on_train_begin(self, logs=None):
+                self.state.check_vocabularies(self.model)
+
+        self.first_epoch: Optional[int] = None
+        self.vocabulary_path: Optional[str] = None
+        self.chief = True
+        self.callback = Recorder(self)
+
+    def check_vocabularies(self, model) -> None:
+        # BackupAndRestore restores weights by position in the variables; vocabularies adapted from
+        # changed data would silently mean other ids.
+        from tfrec_video.errors import ConfigError
+
+        current = json.dumps(model.vocabularies.to_dict(), sort_keys=True)
+        if os.path.exists(self.vocabulary_path):
+            with open(self.vocabulary_path, encoding="utf-8") as f:
+                if f.read() != current:
+                    raise ConfigError(
+                        f"cannot resume the unfinished run in {os.path.dirname(self.vocabulary_path)}: the "
+                        "vocabularies adapted from the data differ from the ones it started with (the training "
+                        f"files or the model config changed). Delete {os.path.dirname(self.vocabulary_path)}/"
+                        f"{BACKUP_DIR} to start over.")
+            return
+        if not self.chief:
+            return
+        with open(self.vocabulary_path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(current)
+        os.replace(self.vocabulary_path + ".tmp", self.vocabulary_path)
+
+
+def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, state: _RunState) -> List:
+    import tensorflow as tf
+
+    from tfrec_video.callbacks import EmbeddingProjector, RetrievalRecall
+
+    cb = config.callbacks
+    monitor, mode = cb.monitor, cb.monitor_mode()
+    callbacks = [state.callback]
+    if data["validation"] is not None:
+        ks = sorted({k for k in (cb.recall_k, cb.monitored_recall_k()) if k})
+        callbacks += [RetrievalRecall(data["validation"], catalog, data["impressions_schema"], k=k) for k in ks]
+        if cb.early_stopping:
+            callbacks.append(tf.keras.callbacks.EarlyStopping(monitor, mode=mode, patience=cb.patience,
+                                                              restore_best_weights=True, verbose=1))
+    if cb.checkpoint:
+        best_only = data["validation"] is not None
+        name = "best" if best_only else "epoch-{epoch:03d}"
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "checkpoints", name), monitor=monitor if best_only else "loss", mode=mode,
+            save_best_only=best_only, save_weights_only=True))
+    callbacks.append(tf.keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR), save_freq=cb.backup_every))
+    # Non-chief workers log to a scratch file: the chief's history is the run's.
+    history_path = os.path.join(out, HISTORY_FILE) if chief else _worker_history_path()
+    callbacks.append(tf.keras.callbacks.CSVLogger(history_path, append=True))
+    if cb.tensorboard:
+        callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(out, "tensorboard")))
+    if cb.projector and chief:
+        callbacks.append(EmbeddingProjector(os.path.join(out, "tensorboard"), catalog, cb.projector_max_videos))
+    return callbacks
+
+
+def _worker_history_path() -> str:
+    return os.path.join(tempfile.gettempdir(), f"tfrec-video-worker-{os.getpid()}-history.csv")
+
+
+def read_history(path: str) -> Dict[str, List[float]]:
+    """`{metric: [value per epoch]}` from a `CSVLogger` file (the run's whole history across resumes)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # A process killed while writing can leave a last line cut short: keep whole rows only. A
+    # resumed run logs again from the epoch it resumes, so the latest row of an epoch wins.
+    rows = [r for r in rows if None not in r.values() and str(r.get("epoch", "")).isdigit()]
+    rows = sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [_number(r.get(k)) for r in rows] for k in keys}
+
+
+def _number(cell) -> float:
+    # CSVLogger writes "NA" for a metric an epoch did not log.
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _plots(history: dict, report: dict, out: str) -> Dict[str, str]:
+    from tfrec_video.plots import plot_calibration, plot_loss_curves, plot_recall_at_k
+
+    plots = {}
+    if history:
+        plots["loss"] = plot_loss_curves(history, os.path.join(out, "plots", "loss.png"))
+    if "recall_curve" in report:
+        plots["recall_at_k"] = plot_recall_at_k(report, os.path.join(out, "plots", "recall_at_k.png"))
+        plots["calibration"] = plot_calibration(report, os.path.join(out, "plots", "calibration.png"))
+    return plots
+
+
+def run_training(config: RunConfig, verbose: int = 1) -> dict:
+    """Runs one training run (see the module docstring) and returns its report.
+
+    Args:
+      config: the run, with resolved paths (`load_run_config`).
+      verbose: Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns:
+      The report also written to `output_dir/report.json` (by the chief).
+    """
+    say = print if verbose else (lambda *a, **k: None)
+    start = time.time()
+    timings = {}
+    from tfrec_video.distribute import is_chief, make_strategy, worker_dir
+
+    # First: a multi-worker strategy must exist before TensorFlow runs any op.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+
+    import tensorflow as tf
+
+    from tfrec_video.data.io import read_table
+    from tfrec_video.data.pipeline import impressions_dataset, load_catalog
+    from tfrec_video.evaluation import evaluate, format_table, write_report
+    from tfrec_video.models.saving import save_model
+    from tfrec_video.training import click_counts, fit_model
+
+    out = config.output_dir
+    os.makedirs(out, exist_ok=True)
+    if chief:
+        dump_run_config(config, os.path.join(out, "config.yaml"))
+    data = _resolve_data(config)
+    catalog = load_catalog(data["catalog"], data["catalog_schema"])
+    if data["embeddings"] is not None:
+        from tfrec_video.data.embeddings import attach_embeddings
+
+        catalog = attach_embeddings(catalog, data["embeddings"])
+
+    backup = os.path.join(out, BACKUP_DIR)
+    resuming = os.path.isdir(backup) and bool(os.listdir(backup))
+    state = _RunState()
+    state.vocabulary_path = os.path.join(out, VOCABULARY_FILE)
+    state.chief = chief
+    if not resuming:
+        for stale in (HISTORY_FILE, VOCABULARY_FILE):
+            if chief and os.path.exists(os.path.join(out, stale)):
+                os.remove(os.path.join(out, stale))
+    say(f"{'Resuming the unfinished run' if resuming else 'Training'} in {out} "
+        f"(strategy {config.strategy}, {strategy.num_replicas_in_sync} replica(s))")
+
+    t = time.time()
+    callbacks = _callbacks(config, data, catalog, out, chief, state)
+    model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
+                                     config.training, validation_paths=data["validation"], callbacks=callbacks,
+                                     verbose=verbose, strategy=strategy)
+    timings["train_s"] = round(time.time() - t, 1)
+    if chief and os.path.isdir(backup) and not os.listdir(backup):
+        os.rmdir(backup)  # BackupAndRestore empties it when training finishes
+    if not chief and os.path.exists(_worker_history_path()):
+        os.remove(_worker_history_path())
+    stopped = next((c.stopped_epoch for c in callbacks if isinstance(c, tf.keras.callbacks.EarlyStopping)), 0)
+    history = read_history(os.path.join(out, HISTORY_FILE)) if chief else dict(keras_history.history)
+
+    # Every worker saves and exports (a save all-reduces sync-on-read variables); only the chief's
+    # copies land in output_dir and export.dir, the others go to temporary dirs (`worker_dir`).
+    with worker_dir(out, strategy) as directory:
+        save_model(model, os.path.join(directory, "model"))
+    report: dict = {}
+    if chief and data["test"] is not None:
+        t = time.time()
+        counts = click_counts(read_table(data["train"], data["impressions_schema"], validate=False))
+        test = impressions_dataset(data["test"], catalog, data["impressions_schema"], batch_size=4096).unbatch()
+        report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
+                          train_click_counts=counts, truth=data["truth"])
+        timings["evaluate_s"] = round(time.time() - t, 1)
+    report["training"] = {
+        "epochs_run": len(keras_history.epoch), "epochs_total": len(next(iter(history.values()), [])),
+        "resumed": resuming, "resumed_from_epoch": state.first_epoch if resuming else None,
+        "stopped_early_at_epoch": int(stopped) if stopped else None,
+        "final_loss": history["loss"][-1] if history.get("loss") else None,
+        "history": {k: [v if math.isfinite(v) else None for v in values] for k, values in history.items()},
+        "replicas": int(strategy.num_replicas_in_sync), "strategy": config.strategy,
+    }
+    if config.export.enabled:
+        from tfrec_video.export import export_saved_model
+
+        t = time.time()
+        with worker_dir(config.export.dir, strategy) as directory:
+            version_dir = export_saved_model(model, catalog, directory, name=config.export.name,
+                                             k=config.export.k, n=config.export.n)
+        timings["export_s"] = round(time.time() - t, 1)
+        report["export"] = {"path": os.path.abspath(version_dir)}
+    if not chief:
+        return report
+    report["plots"] = _plots(history, report, out)
+    timings["total_s"] = round(time.time() - start, 1)
+    report.update({"config": config.to_dict(), "dataset": data["dataset_dir"], "timings": timings,
+                   "model_dir": os.path.join(out, "model")})
+    write_report(report, os.path.join(out, "report.json"))
+    if "ranking" in report:
+        say("\n" + format_table(report))
+    say(f"\nreport: {os.path.join(out, 'report.json')}" +
+        (f"\nexport: {report['export']['path']}" if "export" in report else ""))
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of `tfrec-video train` / `python -m tfrec_video.train`."""
+    parser.add_argument("--config", metavar="FILE", help="a YAML or JSON run config (see tfrec_video.train_config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.embedding_dim=32 (repeatable; YAML values)")
+    parser.add_argument("--output-dir", help="where the run writes its checkpoints, logs, report and plots")
+    parser.add_argument("--epochs", type=int, help="training epochs (training.epochs)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (training.batch_size)")
+    parser.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
+    parser.add_argument("--mixed-precision", action="store_true", default=None,
+                        help="compute in float16 (losses and the click sigmoid stay float32)")
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                        help="0 silent, 1 progress bar (default), 2 one line per epoch")
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+def config_from_args(args) -> RunConfig:
+    """The `RunConfig` of parsed `tfrec-video train` arguments: the file, then `--set`, then the flags."""
+    overrides: List[str] = list(args.overrides)
+    for flag, key in (("output_dir", "output_dir"), ("epochs", "training.epochs"),
+                      ("batch_size", "training.batch_size"), ("strategy", "strategy"),
+                      ("mixed_precision", "training.mixed_precision")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.no_export:
+        overrides.append("export.enabled=false")
+    return load_run_config(args.config, overrides)
+
+
+def run_cli(args) -> int:
+    run_training(config_from_args(args), verbose=args.verbose)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Registers `train` on the `tfrec-video` command line."""
+    parser = subparsers.add_parser(
+        "train", help="train from a YAML/JSON config: callbacks, resume, report.json, plots, export",
+        description=__doc__.split("\n\n")[0] + " See tfrec_video.train_config for the config file.")
+    add_arguments(parser)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from tfrec_video.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

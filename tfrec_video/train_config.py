@@ -1,0 +1,425 @@
+"""`RunConfig`: everything `tfrec-video train` needs, read from a YAML or JSON file.
+
+A run config mirrors the package's dataclasses section by section:
+
+```yaml
+output_dir: runs/first            # checkpoints, backups, TensorBoard logs, report.json, plots
+strategy: default                 # default | mirrored | multi_worker
+data:
+  catalog: data/catalog/*.parquet # a file, directory, glob or list; local, s3://, gs://, ...
+  train: data/train/*.tfrecord
+  validation: data/valid/         # optional: per-epoch val_auc and val_recall_at_K
+  test: data/test/                # optional: report.json metrics and plots
+  embeddings: emb/                # optional: `tfrec-video embed` output joined into the catalog
+  history_length: 20              # the files' history length, image and audio widths
+  image_dim: 1024
+  audio_dim: 128
+model:                            # ModelConfig fields
+  embedding_dim: 64
+training:                         # TrainingConfig fields
+  epochs: 3
+  batch_size: 1024
+callbacks:                        # CallbackConfig fields
+  early_stopping: val_auc
+  patience: 2
+export:                           # ExportConfig fields
+  dir: saved_models
+  name: video_rec
+```
+
+`data: {builtin: tiny}` (or `default`) trains on the built-in dataset instead of
+files; its paths and sizes come from the generated dataset.
+
+**Reading is data only.** Files are parsed with `yaml.safe_load` (JSON with
+`json.load`): no tags, no Python objects, nothing is executed. Every key is
+checked (`tfrec_video.config_fields.from_mapping`), so a misspelled setting is
+an error that names the file, the section and the closest field.
+
+**Paths.** Relative local paths in a config file are relative to that file's
+directory, not to the working directory, so a config works from anywhere.
+They are resolved to absolute paths when the file is read, and the data paths
+must exist (a glob must match a file). Paths with a scheme (`s3://bucket/x`)
+are left as they are and checked when read.
+
+**Overrides.** `--set section.field=value` (the value is parsed as YAML:
+`--set model.embedding_dim=32`, `--set model.query_hidden_units=[64,32]`)
+and the dedicated flags of `tfrec-video train` override the file.
+
+Example:
+
+>>> config = run_config_from_dict({"data": {"builtin": "tiny"}, "training": {"epochs": 1}})
+>>> config.training.epochs, config.strategy
+(1, 'default')
+>>> apply_overrides(config, ["model.embedding_dim=16"]).model.embedding_dim
+16
+"""
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+import yaml
+
+from tfrec_video.config_fields import check_known, field_names, from_mapping
+from tfrec_video.distribute import STRATEGIES
+from tfrec_video.errors import ConfigError
+from tfrec_video.models.config import ModelConfig
+from tfrec_video.training import TrainingConfig
+
+BUILTIN_SIZES = ("tiny", "default")
+# Validation metrics EarlyStopping and the best-checkpoint choice can follow (K of the recall is free).
+MONITOR_HELP = "'val_auc', 'val_logloss', 'val_loss' or 'val_recall_at_K' (K a positive integer)"
+
+Paths = Union[None, str, Tuple[str, ...]]
+
+
+def _as_paths(value, field: str) -> Paths:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(value)
+    raise ConfigError(f"data.{field} must be a path, a glob or a list of them, got {value!r}.")
+
+
+def _positive_int(section: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{section}.{name} must be a positive integer, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the catalog and impressions are.
+
+    Args:
+      builtin: `"tiny"` or `"default"` to train on the built-in dataset (the
+        paths and sizes below then come from it), or None for files.
+      builtin_dir: the built-in dataset's cache directory (default
+        `$TFREC_VIDEO_CACHE` or `~/.cache/tfrec_video/builtin`).
+      catalog: catalog files (TFRecord, Parquet or CSV; file, directory, glob or list).
+      train: training impressions.
+      validation: impressions evaluated after each epoch (val_auc, val_recall_at_K).
+      test: impressions for the final report and plots.
+      embeddings: `tfrec-video embed` output whose image and audio embeddings
+        are joined into the catalog by `video_id`.
+      history_length: length of the impressions' `history` lists.
+      image_dim: width of `image_embedding` in the files.
+      audio_dim: width of `audio_embedding` in the files.
+    """
+
+    builtin: Optional[str] = None
+    builtin_dir: Optional[str] = None
+    catalog: Paths = None
+    train: Paths = None
+    validation: Paths = None
+    test: Paths = None
+    embeddings: Paths = None
+    history_length: int = 20
+    image_dim: int = 1024
+    audio_dim: int = 128
+
+    def __post_init__(self):
+        for name in ("catalog", "train", "validation", "test", "embeddings"):
+            object.__setattr__(self, name, _as_paths(getattr(self, name), name))
+        for name in ("history_length", "image_dim", "audio_dim"):
+            _positive_int("data", name, getattr(self, name))
+        if self.builtin is not None:
+            if self.builtin not in BUILTIN_SIZES:
+                raise ConfigError(f"data.builtin must be one of {BUILTIN_SIZES} (or absent), got {self.builtin!r}.")
+            given = [n for n in ("catalog", "train", "test") if getattr(self, n) is not None]
+            if given:
+                raise ConfigError(f"data.builtin={self.builtin!r} supplies the catalog, train and test files; "
+                                  f"remove data.{', data.'.join(given)} or data.builtin.")
+        elif self.catalog is None or self.train is None:
+            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default` for the built-in "
+                              "dataset).")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbackConfig:
+    """The Keras callbacks of a training run.
+
+    Args:
+      backup_every: how often `BackupAndRestore` saves the training state that
+        an interrupted run resumes from: `"epoch"` or every N training steps.
+      checkpoint: keep `ModelCheckpoint` weights (`checkpoints/`): every epoch,
+        or only the best by `monitor` when there is validation data.
+      monitor: the validation metric that picks the best checkpoint and that
+        early stopping follows: `val_auc`, `val_logloss`, `val_loss` or
+        `val_recall_at_K` (K a positive integer). Larger is better, except for losses.
+      early_stopping: stop when `monitor` has not improved for `patience`
+        epochs and restore the best weights.
+      patience: epochs without improvement before stopping.
+      recall_k: the K of the per-epoch validation Recall@K (`val_recall_at_K`),
+        0 to skip it (it scores the whole catalog once per epoch).
+      tensorboard: write TensorBoard scalars (`tensorboard/`).
+      projector: write the catalog's video embeddings with their ids, titles
+        and categories for TensorBoard's embedding projector.
+      projector_max_videos: videos written for the projector (catalog order).
+    """
+
+    backup_every: Union[str, int] = "epoch"
+    checkpoint: bool = True
+    monitor: str = "val_auc"
+    early_stopping: bool = False
+    patience: int = 2
+    recall_k: int = 100
+    tensorboard: bool = True
+    projector: bool = True
+    projector_max_videos: int = 10_000
+
+    def __post_init__(self):
+        if self.backup_every != "epoch":
+            _positive_int("callbacks", "backup_every", self.backup_every)
+        _positive_int("callbacks", "patience", self.patience)
+        _positive_int("callbacks", "projector_max_videos", self.projector_max_videos)
+        if not isinstance(self.recall_k, int) or isinstance(self.recall_k, bool) or self.recall_k < 0:
+            raise ConfigError(f"callbacks.recall_k must be an integer >= 0, got {self.recall_k!r}.")
+        self.monitor_mode()
+
+    def monitor_mode(self) -> str:
+        """`"max"` or `"min"`: which way `monitor` improves."""
+        m = self.monitor
+        if m in ("val_auc",) or (isinstance(m, str) and m.startswith("val_recall_at_")
+                                 and m[len("val_recall_at_"):].isdigit() and int(m[len("val_recall_at_"):]) > 0):
+            return "max"
+        if m in ("val_loss", "val_logloss"):
+            return "min"
+        raise ConfigError(f"callbacks.monitor must be {MONITOR_HELP}; got {m!r}.")
+
+    def monitored_recall_k(self) -> Optional[int]:
+        """The K of a monitored `val_recall_at_K`, else None."""
+        return int(self.monitor[len("val_recall_at_"):]) if self.monitor.startswith("val_recall_at_") else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The servable SavedModel written at the end of a run.
+
+    Args:
+      enabled: export `dir/name/<version>/` (the chief only, under a strategy).
+      dir: the `saved_models` directory.
+      name: the model name (the directory TF Serving serves).
+      k: candidates retrieved before ranking.
+      n: videos `serving_default` returns.
+    """
+
+    enabled: bool = True
+    dir: str = "saved_models"
+    name: str = "video_rec"
+    k: int = 100
+    n: int = 10
+
+    def __post_init__(self):
+        _positive_int("export", "k", self.k)
+        _positive_int("export", "n", self.n)
+        if self.n > self.k:
+            raise ConfigError(f"export.n ({self.n}) must be <= export.k ({self.k}).")
+        for name in ("dir", "name"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"export.{name} must be a non-empty string, got {getattr(self, name)!r}.")
+        if os.sep in self.name or self.name in (".", ".."):
+            raise ConfigError(f"export.name must be a plain directory name, got {self.name!r}.")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "callbacks": CallbackConfig,
+             "export": ExportConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole training run (see the module docstring for the file format).
+
+    Args:
+      data: a `DataConfig`.
+      model: a `ModelConfig`.
+      training: a `TrainingConfig`.
+      callbacks: a `CallbackConfig`.
+      export: an `ExportConfig`.
+      output_dir: where the run writes checkpoints, backups, logs, the saved
+        model, `report.json` and the plots.
+      strategy: `"default"`, `"mirrored"` (all local GPUs, or CPU devices) or
+        `"multi_worker"` (`TF_CONFIG`).
+    """
+
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    callbacks: CallbackConfig = CallbackConfig()
+    export: ExportConfig = ExportConfig()
+    output_dir: str = "runs/video_rec"
+    strategy: str = "default"
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}.")
+        if self.callbacks.early_stopping and self.data.validation is None:
+            raise ConfigError(f"callbacks.early_stopping follows {self.callbacks.monitor!r}, a validation metric: "
+                              "set data.validation.")
+
+    def to_dict(self) -> dict:
+        out = {"output_dir": self.output_dir, "strategy": self.strategy}
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            out[name] = section.to_dict() if hasattr(section, "to_dict") else dataclasses.asdict(section)
+        # Tuples become lists so that the dict is plain YAML/JSON.
+        return json.loads(json.dumps(out))
+
+
+def run_config_from_dict(values, where: str = "config") -> RunConfig:
+    """A `RunConfig` from a plain dict (the parsed file); paths are taken as they are."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping with the sections {sorted(_SECTIONS)}, "
+                          f"got {type(values).__name__}.")
+    check_known(values, list(_SECTIONS) + ["output_dir", "strategy"], where)
+    if "data" not in values:
+        raise ConfigError(f"{where}: the `data` section is missing (catalog and train paths, or builtin: tiny).")
+    sections = {name: from_mapping(cls, values.get(name) or {}, f"{where}: {name}")
+                for name, cls in _SECTIONS.items()}
+    return RunConfig(**sections, **{k: values[k] for k in ("output_dir", "strategy") if k in values})
+
+
+def _parse(text: str, path: str):
+    try:
+        if path.endswith(".json"):
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                          f"{str(error).splitlines()[0]} ({_position(error)}).") from None
+
+
+def _position(error) -> str:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"line {error.lineno}, column {error.colno}"
+    return "position unknown"
+
+
+def _resolve(path: str, base: str) -> str:
+    if "://" in path:
+        return path
+    return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _check_exists(field: str, paths: Paths) -> None:
+    for path in ([paths] if isinstance(paths, str) else paths):
+        if "://" in path:
+            continue  # remote: checked when read
+        if glob.has_magic(path):
+            if not glob.glob(path):
+                raise ConfigError(f"data.{field}: the glob {path!r} matches no file.")
+        elif not os.path.exists(path):
+            raise ConfigError(f"data.{field}: {path!r} does not exist.")
+
+
+def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunConfig:
+    """Makes the config's local paths absolute, relative to `base_dir`, and checks the data paths exist.
+
+    Args:
+      config: a `RunConfig`.
+      base_dir: the directory relative paths are relative to (the config file's).
+      check: raise `ConfigError` for a data path that does not exist or a glob that matches nothing.
+
+    Returns:
+      The config with absolute local paths.
+    """
+    data = {}
+    for name in ("catalog", "train", "validation", "test", "embeddings"):
+        value = getattr(config.data, name)
+        if value is not None:
+            value = _resolve(value, base_dir) if isinstance(value, str) else tuple(_resolve(v, base_dir) for v in value)
+            if check:
+                _check_exists(name, value)
+        data[name] = value
+    if config.data.builtin_dir is not None:
+        data["builtin_dir"] = _resolve(config.data.builtin_dir, base_dir)
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, **data), output_dir=_resolve(config.output_dir, base_dir),
+        export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
+
+
+def load_run_config(path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
+    """Reads a run config file, applies `section.field=value` overrides, and resolves its paths.
+
+    Args:
+      path: a `.yaml`/`.yml`/`.json` file, or None for overrides only (paths
+        then relative to the working directory).
+      overrides: `section.field=value` strings, values parsed as YAML.
+
+    Returns:
+      The `RunConfig`, with absolute local paths.
+
+    Raises:
+      ConfigError: the file is missing or not valid YAML/JSON, a key is
+        unknown, a value is out of range, or a data path does not exist.
+    """
+    values: dict = {}
+    base = os.getcwd()
+    where = "config"
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"the config file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as f:
+            values = _parse(f.read(), path)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level, got "
+                              f"{type(values).__name__}.")
+        base = os.path.dirname(os.path.abspath(path))
+        where = path
+    values = _with_overrides(values, overrides)
+    return resolve_paths(run_config_from_dict(values, where), base)
+
+
+def _split_override(text: str):
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects section.field=value, got {text!r}.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML.") from None
+    return key.strip().split("."), value
+
+
+def _with_overrides(values: dict, overrides: Sequence[str]) -> dict:
+    values = json.loads(json.dumps(values, default=list))  # a deep copy of plain data
+    for text in overrides:
+        keys, value = _split_override(text)
+        if len(keys) == 1 and keys[0] in ("output_dir", "strategy"):
+            values[keys[0]] = value
+            continue
+        if len(keys) != 2 or keys[0] not in _SECTIONS:
+            raise ConfigError(f"--set {text!r}: the key must be output_dir, strategy or section.field with a "
+                              f"section of {sorted(_SECTIONS)}.")
+        section = values.setdefault(keys[0], {}) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"--set {text!r}: the config's {keys[0]!r} section is not a mapping.")
+        check_known([keys[1]], field_names(_SECTIONS[keys[0]]), f"--set {keys[0]}")
+        section[keys[1]] = value
+        values[keys[0]] = section
+    return values
+
+
+def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> RunConfig:
+    """`config` with `section.field=value` overrides applied (paths as given)."""
+    return run_config_from_dict(_with_overrides(config.to_dict(), overrides))
+
+
+def dump_run_config(config: RunConfig, path: str) -> str:
+    """Writes `config` as YAML to `path`, atomically; `load_run_config(path)` reads it back."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)
+    return path
