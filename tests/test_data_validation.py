@@ -102,6 +102,7 @@ def check_read(path, schema, row, feature, **kwargs):
 
 
 @pytest.mark.parametrize("ext", FORMATS + ["tfrecord.gz"])
+@pytest.mark.bad_input
 def test_zero_byte_file(tmp_path, ext):
     path = tmp_path / f"empty.{ext}"
     path.write_bytes(b"")
@@ -109,6 +110,7 @@ def test_zero_byte_file(tmp_path, ext):
     assert "empty file" in str(error)
 
 
+@pytest.mark.bad_input
 def test_zero_row_files(tmp_path):
     with tf.io.TFRecordWriter(str(tmp_path / "e.tfrecord")):
         pass
@@ -122,6 +124,7 @@ def test_zero_row_files(tmp_path):
         assert "empty file" in str(error), name
 
 
+@pytest.mark.bad_input
 def test_unknown_extension(tmp_path):
     path = raw_csv(tmp_path / "catalog.json", "video_id,title\na,b\n")
     error = check_read(path, CATALOG, None, None)
@@ -143,6 +146,7 @@ def _files_with_columns(tmp_path, names, stem):
 
 
 @pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.bad_input
 def test_missing_required_column(tmp_path, ext):
     path = _files_with_columns(tmp_path, ["title", "category"], "c")[ext]
     error = check_read(path, CATALOG, None, "video_id")
@@ -150,12 +154,14 @@ def test_missing_required_column(tmp_path, ext):
 
 
 @pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.bad_input
 def test_unknown_column_suggests_closest_name(tmp_path, ext):
     path = _files_with_columns(tmp_path, ["vidoe_id", "video_id", "title"], "c")[ext]
     error = check_read(path, CATALOG, None, "vidoe_id")
     assert "did you mean 'video_id'?" in str(error)
 
 
+@pytest.mark.bad_input
 def test_duplicate_csv_column(tmp_path):
     path = raw_csv(tmp_path / "c.csv", "video_id,title,title\na,b,c\n")
     error = check_read(path, CATALOG, None, "title")
@@ -177,36 +183,42 @@ def _impressions_files(tmp_path, feature, bad, kind="s"):
     return raw_tfrecord(tmp_path / "imp.tfrecord", rows)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_int_where_string_expected(tmp_path):
     path = _impressions_files(tmp_path, "video_id", [7], kind="i")
     error = check_read(path, IMPRESSIONS, 2, "video_id")
     assert "int64_list" in str(error)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_text_where_int_expected(tmp_path):
     path = _impressions_files(tmp_path, "clicked", ["yes"], kind="s")
     error = check_read(path, IMPRESSIONS, 2, "clicked")
     assert "bytes_list" in str(error) and "one int64 value" in str(error)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_missing_scalar_in_one_row(tmp_path):
     path = _impressions_files(tmp_path, "clicked", None)
     error = check_read(path, IMPRESSIONS, 2, "clicked")
     assert "missing value" in str(error)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_two_values_for_a_scalar(tmp_path):
     path = _impressions_files(tmp_path, "clicked", [0, 1], kind="i")
     error = check_read(path, IMPRESSIONS, 2, "clicked")
     assert "has 2 values" in str(error)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_list_too_long(tmp_path):
     path = _impressions_files(tmp_path, "history", ["a", "b", "c", "d"])
     error = check_read(path, IMPRESSIONS, 2, "history")
     assert "list too long" in str(error) and "at most 3" in str(error)
 
 
+@pytest.mark.bad_input
 def test_tfrecord_record_that_is_not_an_example(tmp_path):
     path = str(tmp_path / "imp.tfrecord")
     good = [tf.train.Example(features=tf.train.Features(feature={
@@ -240,6 +252,7 @@ def _catalog_csv(tmp_path, feature, cell, name="cat"):
     return raw_csv(tmp_path / f"{name}.csv", "\n".join(",".join(r) for r in [header] + rows) + "\n")
 
 
+@pytest.mark.bad_input
 def test_wrong_vector_length(tmp_path):
     for path in [
         _catalog_tfrecord(tmp_path, "image_embedding", "f", [1.0, 2.0, 3.0]),
@@ -252,6 +265,7 @@ def test_wrong_vector_length(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.bad_input
 def test_non_finite_float(tmp_path, bad):
     for feature, path in [
         ("duration_s", _catalog_tfrecord(tmp_path, "duration_s", "f", [bad], "a")),
@@ -267,6 +281,7 @@ def test_non_finite_float(tmp_path, bad):
         assert ("NaN" if bad != bad else "infinite") in str(error), path
 
 
+@pytest.mark.bad_input
 def test_float64_beyond_float32_range_is_infinite(tmp_path):
     path = _catalog_parquet(tmp_path, "duration_s", pa.array([1.0, 1.0, 1e300, 1.0]))
     check_read(path, CATALOG, 2, "duration_s")
@@ -280,6 +295,7 @@ def test_parquet_accepts_fixed_size_list_and_double(tmp_path):
     np.testing.assert_array_equal(got, np.array(values, np.float32))
 
 
+@pytest.mark.bad_input
 def test_parquet_wrong_type(tmp_path):
     path = raw_parquet(tmp_path / "imp.parquet", {"user_id": pa.array(["u"] * 3), "video_id": pa.array(["v"] * 3),
                                                   "clicked": pa.array(["yes", "no", "yes"])})
@@ -293,6 +309,7 @@ def test_parquet_wrong_type(tmp_path):
     check_read(path, IMPRESSIONS, 0, "history")
 
 
+@pytest.mark.bad_input
 def test_parquet_nulls(tmp_path):
     base = {"user_id": pa.array(["u"] * 4), "video_id": pa.array(["v"] * 4), "clicked": pa.array([0, 1, 0, 1])}
     for feature, values in [
@@ -309,6 +326,7 @@ def test_parquet_nulls(tmp_path):
     assert read_table_numpy(path, IMPRESSIONS)["history"].tolist() == [["", "", ""]] * 4
 
 
+@pytest.mark.bad_input
 def test_parquet_list_too_long(tmp_path):
     base = {"user_id": pa.array(["u"] * 4), "video_id": pa.array(["v"] * 4), "clicked": pa.array([0, 1, 0, 1]),
             "history": pa.array([["a"], [], ["a", "b", "c", "d"], []])}
@@ -328,16 +346,19 @@ def _impressions_csv(tmp_path, row2):
     ("u2,v2,1,a|b|c|d,3", "history", "list too long"),
     ("u2,v2,1,a|b,", "hour", "missing value"),
 ])
+@pytest.mark.bad_input
 def test_csv_bad_values(tmp_path, row2, feature, words):
     error = check_read(_impressions_csv(tmp_path, row2), IMPRESSIONS, 2, feature)
     assert words in str(error)
 
 
+@pytest.mark.bad_input
 def test_csv_wrong_cell_count(tmp_path):
     error = check_read(_impressions_csv(tmp_path, "u2,v2,1"), IMPRESSIONS, 2, None)
     assert "3 cells" in str(error)
 
 
+@pytest.mark.bad_input
 def test_csv_bad_base64(tmp_path):
     path = raw_csv(tmp_path / "c.csv", "video_id,title,thumbnail\na,t,AAAA\nb,t,AAAA\nc,t,not base64!\n")
     check_read(path, CATALOG, 2, "thumbnail")
@@ -354,6 +375,7 @@ def _good_file(tmp_path, ext, rows=200):
 
 
 @pytest.mark.parametrize("ext", ["tfrecord", "tfrecord.gz", "parquet"])
+@pytest.mark.bad_input
 def test_truncated_binary_file(tmp_path, ext):
     path = _good_file(tmp_path, ext)
     data = open(path, "rb").read()
@@ -365,6 +387,7 @@ def test_truncated_binary_file(tmp_path, ext):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+@pytest.mark.bad_input
 def test_truncated_tfrecord_names_first_unreadable_row(tmp_path):
     path = _good_file(tmp_path, "tfrecord", rows=10)
     data = open(path, "rb").read()
@@ -374,6 +397,7 @@ def test_truncated_tfrecord_names_first_unreadable_row(tmp_path):
     assert "corrupt or truncated TFRecord" in str(error)
 
 
+@pytest.mark.bad_input
 def test_gzip_tfrecord_without_gz_suffix(tmp_path):
     path = _good_file(tmp_path, "tfrecord.gz")
     os.rename(path, str(tmp_path / "cat.tfrecord"))
@@ -381,18 +405,21 @@ def test_gzip_tfrecord_without_gz_suffix(tmp_path):
     assert "'.gz'" in str(error)
 
 
+@pytest.mark.bad_input
 def test_garbage_parquet(tmp_path):
     path = tmp_path / "cat.parquet"
     path.write_bytes(b"PAR1 this is not parquet at all")
     check_read(str(path), CATALOG, None, None)
 
 
+@pytest.mark.bad_input
 def test_truncated_csv_inside_quoted_field(tmp_path):
     path = raw_csv(tmp_path / "cat.csv", 'video_id,title\na,"ok"\nb,"fine, really"\nc,"cut off in the mid')
     error = check_read(path, CATALOG, 2, None)
     assert "truncated" in str(error)
 
 
+@pytest.mark.bad_input
 def test_csv_that_is_not_utf8(tmp_path):
     path = tmp_path / "cat.csv"
     path.write_bytes("video_id,title\na,caf\u00e9\n".encode("latin-1"))
@@ -424,6 +451,7 @@ GOOD = {"user_id": ["u0", "u1", "u2"], "video_id": ["v0", "v1", "v2"], "clicked"
     ("history", [["a"], None, []], 1, "missing value"),
     ("hour", [1, 2, 2 ** 70], 2, "does not fit"),
 ])
+@pytest.mark.bad_input
 def test_write_rejects_bad_values(tmp_path, feature, values, row, words):
     path = str(tmp_path / "imp.tfrecord")
     error = raises(lambda: write_table({**GOOD, feature: values}, path, IMPRESSIONS), path, row, feature)
@@ -439,6 +467,7 @@ def test_write_rejects_bad_values(tmp_path, feature, values, row, words):
     ("duration_s", [1.0, 1e300, 2.0], 1, "infinite"),
     ("thumbnail", [b"a", "text", b"c"], 1, "bytes features take bytes"),
 ])
+@pytest.mark.bad_input
 def test_write_rejects_bad_catalog_values(tmp_path, feature, values, row, words):
     path = str(tmp_path / "cat.parquet")
     columns = {"video_id": ["a", "b", "c"], "title": ["A", "B", "C"], feature: values}
@@ -446,6 +475,7 @@ def test_write_rejects_bad_catalog_values(tmp_path, feature, values, row, words)
     assert words in str(error)
 
 
+@pytest.mark.bad_input
 def test_write_rejects_bad_columns(tmp_path):
     path = str(tmp_path / "imp.parquet")
     error = raises(lambda: write_table({"user_id": ["u"], "clicked": [1]}, path, IMPRESSIONS), path, None, "video_id")
@@ -459,6 +489,7 @@ def test_write_rejects_bad_columns(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.bad_input
 def test_csv_writer_refuses_ambiguous_list_values(tmp_path):
     path = str(tmp_path / "imp.csv")
     for history, row in [([["a"], ["b|c"], []], 1), ([["a"], [], ["x", ""]], 2)]:

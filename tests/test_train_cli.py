@@ -68,6 +68,7 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
     assert load_run_config(cfg, ["data.test=s3://bucket/test/*.tfrecord"]).data.test == "s3://bucket/test/*.tfrecord"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text, message", [
     ("data: {builtin: tiny}\nmodel: {embeding_dim: 8}\n", r"model: unknown field 'embeding_dim' \(did you mean 'embedding_dim'\?\)"),
     ("data: {builtin: tiny}\ntrainig: {epochs: 2}\n", r"unknown field 'trainig' \(did you mean 'training'\?\)"),
@@ -91,9 +92,9 @@ def test_bad_configs_name_the_problem(tmp_path, text, message):
     path = _write(tmp_path / "cfg.yaml", text)
     with pytest.raises(ConfigError, match=message):
         load_run_config(path)
-    # The command line exits 2 with the same message and no traceback.
 
 
+@pytest.mark.bad_input
 def test_bad_config_on_the_command_line_exits_2_without_a_traceback(tmp_path, capsys):
     path = _write(tmp_path / "cfg.yaml", "data: {builtin: tiny}\nmodel: {embeding_dim: 8}\n")
     assert main(["train", "--config", path]) == 2
