@@ -2,6 +2,7 @@
 
     tfrec-video quickstart         train, evaluate and export on the built-in dataset
     tfrec-video train --config F   train from a YAML/JSON config (callbacks, resume, report, plots, export)
+    tfrec-video embed ...          embed raw thumbnails and audio with pretrained models (resumable)
     tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
     tfrec-video export ...         turn a saved model (save_model) into a servable SavedModel version
     tfrec-video generate-data ...  write the built-in dataset to a directory
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tfrec_video.train import add_cli as add_train_cli
 
     add_train_cli(subparsers)
+    from tfrec_video.media_embedding.step import add_cli as add_embed_cli
+
+    add_embed_cli(subparsers)
     _add_evaluate(subparsers)
     _add_export(subparsers)
     from tfrec_video.datasets import add_cli as add_dataset_cli

@@ -227,9 +227,10 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
     data = _resolve_data(config)
     catalog = load_catalog(data["catalog"], data["catalog_schema"])
     if data["embeddings"] is not None:
-        from tfrec_video.data.embeddings import attach_embeddings
+        from tfrec_video.data.media_embeddings import attach_embeddings
 
-        catalog = attach_embeddings(catalog, data["embeddings"])
+        catalog = attach_embeddings(catalog, data["embeddings"], image_dim=config.data.image_dim,
+                                    audio_dim=config.data.audio_dim)
 
     backup = os.path.join(out, BACKUP_DIR)
     resuming = os.path.isdir(backup) and bool(os.listdir(backup))

@@ -272,6 +272,12 @@ def table_format(paths: Union[PathLike, Sequence[PathLike]], format: Optional[st
     return _formats_of(list_files(paths, format), format)
 
 
+def table_columns(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> List[str]:
+    """The column names of a table's first file (`read_table` checks that the others agree)."""
+    files = list_files(paths, format)
+    return list(_module(_formats_of(files, format)).read_columns(files[0]))
+
+
 def _open_table(paths, schema: TableSchema, format: Optional[str]):
     """Files, format module and the sub-schema of the columns they share."""
     from tfrec_video.data import validation

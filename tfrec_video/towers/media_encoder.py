@@ -406,12 +406,16 @@ class ImageEncoder(_HubMediaEncoder):
         image = tf.image.resize(image, self.image_size, method="bilinear", antialias=True)
         return tf.clip_by_value(image, 0.0, 1.0)
 
+    def embed_images(self, images, training=None):
+        """`[batch, output_dim]` embeddings of decoded images: float32 `[batch, *image_size, 3]` in [0, 1]."""
+        return self._embed(images, training=training)
+
     def call(self, inputs, training=None):
         data = _as_bytes_vector(inputs)
         valid = decodable_image_mask(data)
         images = tf.map_fn(self._decode, tf.where(valid, data, _BLANK_PNG),
                            fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
-        return self._mask(valid, self._embed(images, training=training))
+        return self._mask(valid, self.embed_images(images, training=training))
 
     def get_config(self):
         config = super().get_config()
@@ -481,12 +485,14 @@ class AudioEncoder(_HubMediaEncoder):
         valid = decodable_wav_mask(data, self.sample_rate)
         waveforms = tf.map_fn(self._decode, tf.where(valid, data, self._silence),
                               fn_output_signature=tf.TensorSpec([self.num_samples], tf.float32))
+        return self._mask(valid, self.embed_waveforms(waveforms, training=training))
+
+    def embed_waveforms(self, waveforms, training=None):
+        """`[batch, output_dim]` embeddings of clips: float32 `[batch, num_samples]` in [-1, 1] at `sample_rate`."""
         if self.per_clip:
-            embeddings = tf.map_fn(lambda clip: self._embed(clip, batched=False, training=training), waveforms,
-                                   fn_output_signature=tf.TensorSpec([self.output_dim], tf.float32))
-        else:
-            embeddings = self._embed(waveforms, training=training)
-        return self._mask(valid, embeddings)
+            return tf.map_fn(lambda clip: self._embed(clip, batched=False, training=training), waveforms,
+                             fn_output_signature=tf.TensorSpec([self.output_dim], tf.float32))
+        return self._embed(waveforms, training=training)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,130 @@
+"""The embedding step's output table, and joining it into the catalog by `video_id`.
+
+`tfrec-video embed` (`tfrec_video.media_embedding`) writes a table of
+`video_id` plus `image_embedding` and/or `audio_embedding` vectors
+(`embeddings_schema`). `attach_embeddings` reads such a table (any format,
+file, directory or glob) and adds its vectors to the catalog's columns, so the
+model trains on them as if the catalog had carried them all along; this is what
+`data.embeddings` in a `tfrec-video train` config does.
+
+Example:
+
+>>> import numpy as np, os, tempfile
+>>> from tfrec_video.data import write_table
+>>> out = os.path.join(tempfile.mkdtemp(), "emb.parquet")
+>>> _ = write_table({"video_id": ["a", "b"], "image_embedding": np.eye(2, 3, dtype=np.float32)}, out,
+...                 embeddings_schema(image_dim=3))
+>>> catalog = {"video_id": np.array(["b", "a"], object), "title": np.array(["x", "y"], object)}
+>>> attach_embeddings(catalog, out, image_dim=3)["image_embedding"].tolist()
+[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+"""
+
+import json
+import logging
+import os
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+
+from tfrec_video.data.io import list_files, read_table_numpy, table_columns
+from tfrec_video.errors import DataValidationError
+from tfrec_video.schema import Feature, TableSchema, as_strings
+
+log = logging.getLogger(__name__)
+# Written by the embedding step in its output directory; it records the widths.
+STATE_FILE = "_embed_state.json"
+MISSING = ("error", "zeros")
+
+
+def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] = None) -> TableSchema:
+    """The embedding table: `video_id` and the embeddings of the modalities with a width.
+
+    Raises:
+      ValueError: neither width is given, or one is not a positive integer.
+    """
+    features = [Feature("video_id", "string", required=True, role="id", description="the catalog's video id")]
+    for name, dim in (("image_embedding", image_dim), ("audio_embedding", audio_dim)):
+        if dim is None:
+            continue
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            raise ValueError(f"embeddings_schema: the width of {name} must be a positive integer, got {dim!r}.")
+        features.append(Feature(name, "float32", "vector", dim, required=True, role="content",
+                                description=f"pretrained {name.split('_')[0]} embedding"))
+    if len(features) == 1:
+        raise ValueError("embeddings_schema: give image_dim, audio_dim or both.")
+    return TableSchema("embeddings", tuple(features))
+
+
+def _recorded_widths(paths) -> Dict[str, int]:
+    """The widths the embedding step recorded in its output directory (empty when `paths` is not one)."""
+    if not isinstance(paths, (str, os.PathLike)) or not os.path.isdir(paths):
+        return {}
+    path = os.path.join(paths, STATE_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        widths = json.load(f).get("widths", {})
+    return {name: int(dim) for name, dim in widths.items() if dim}
+
+
+def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optional[int] = None,
+                      audio_dim: Optional[int] = None, missing: str = "error") -> Dict[str, np.ndarray]:
+    """The catalog with the embedding table's vectors joined in by `video_id`.
+
+    Args:
+      catalog: the catalog as column arrays (from `load_catalog`).
+      paths: the embedding table (file, directory, glob or list; any format).
+      image_dim: the width of `image_embedding` in the files. An embedding
+        step's output directory records its widths, which then win.
+      audio_dim: the same for `audio_embedding`.
+      missing: what a catalog video without a row in the table gets: `"error"`
+        (a `DataValidationError` naming the videos) or `"zeros"` (a zero
+        vector, logged with the count).
+
+    Returns:
+      A new dict: the catalog's columns plus (replacing any already there)
+      `image_embedding` / `audio_embedding` `[videos, dim]` float32, in catalog order.
+
+    Raises:
+      DataValidationError: an unreadable table, a wrong width, a non-finite
+        value (all named by file, row and feature), a duplicate id, or (with
+        `missing="error"`) catalog videos the table lacks.
+    """
+    if missing not in MISSING:
+        raise ValueError(f"attach_embeddings: missing must be one of {MISSING}, got {missing!r}.")
+    widths = {"image_embedding": image_dim, "audio_embedding": audio_dim, **_recorded_widths(paths)}
+    files = list_files(paths)
+    names = [n for n in ("image_embedding", "audio_embedding") if n in table_columns(files)]
+    if not names:
+        raise DataValidationError("the table has no image_embedding or audio_embedding column", file=files[0],
+                                  expected="the output of tfrec-video embed")
+    for name in names:
+        if not widths.get(name):
+            raise DataValidationError("its width is not known", file=files[0], feature=name,
+                                      expected="image_dim / audio_dim (data.image_dim, data.audio_dim in a config)")
+    schema = embeddings_schema(*(widths[n] if n in names else None for n in ("image_embedding", "audio_embedding")))
+    table = read_table_numpy(files, schema, validate=True)
+    ids = as_strings(table["video_id"])
+    row_of: Dict[str, int] = {}
+    for row, video_id in enumerate(ids):
+        if video_id in row_of:
+            raise DataValidationError(f"duplicate video_id {video_id!r} (first at table row {row_of[video_id]})",
+                                      file=str(paths), row=row, feature="video_id", expected="one row per video")
+        row_of[video_id] = row
+    catalog_ids = as_strings(catalog["video_id"])
+    rows = np.array([row_of.get(v, -1) for v in catalog_ids])
+    absent = catalog_ids[rows < 0]
+    if len(absent) and missing == "error":
+        raise DataValidationError(
+            f"{len(absent)} of the catalog's {len(catalog_ids)} videos have no row, e.g. {absent[:5].tolist()}",
+            file=str(paths), feature="video_id",
+            expected="a row for every catalog video (run tfrec-video embed with --zero-fill, or pass missing='zeros')")
+    if len(absent):
+        log.warning("attach_embeddings: %d catalog videos have no embedding in %s; they get zero vectors.",
+                    len(absent), paths)
+    out = dict(catalog)
+    for name in names:
+        values = np.zeros((len(catalog_ids), widths[name]), np.float32)
+        values[rows >= 0] = table[name][rows[rows >= 0]]
+        out[name] = values
+    return out

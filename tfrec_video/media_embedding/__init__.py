@@ -1,0 +1,15 @@
+"""The embedding step: raw thumbnails and audio → pretrained `image_embedding` / `audio_embedding` features.
+
+* `decode`: media files to float images and framed mono waveforms (tf.io, tensorflow-io).
+* `encoders`: TF Hub handles, SavedModels and `.tflite` files as `MediaModel`s.
+* `step`: `run_embed` and the `tfrec-video embed` command (sharded, resumable output).
+
+The output joins into the catalog with `tfrec_video.data.media_embeddings.attach_embeddings`.
+"""
+
+from tfrec_video.media_embedding.decode import MediaError, frames, read_audio, read_image
+from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model
+from tfrec_video.media_embedding.step import EmbedSummary, read_media_csv, run_embed
+
+__all__ = ["EmbedSummary", "MediaError", "MediaModel", "frames", "load_audio_model", "load_image_model",
+           "read_audio", "read_image", "read_media_csv", "run_embed"]

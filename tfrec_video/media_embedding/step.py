@@ -1,0 +1,392 @@
+"""`tfrec-video embed`: raw thumbnails and audio → `image_embedding` / `audio_embedding` features.
+
+    media.csv ──► decode (tf.io.decode_image / tensorflow-io audio) ──► pretrained encoder(s) ──► shards
+
+**Input.** A CSV with the header `video_id,thumbnail_path,audio_path` (other
+columns are ignored). Paths are relative to the CSV's directory (absolute paths
+and `scheme://` paths work too); an empty path means the video has no thumbnail
+or no audio track.
+
+**Output.** `--out` names a table in the package's formats, by its extension
+(`emb.parquet`, `emb.tfrecord`, `.tfrecord.gz`): a *directory* of shards
+`part-00000.<ext>`, `part-00001.<ext>`, ... of `--shard-size` rows each, with
+the columns `video_id` and `image_embedding` and/or `audio_embedding` (only
+the modalities a model was given for). Every reader of the package reads the
+directory as one table, and `tfrec_video.data.media_embeddings.attach_embeddings`
+(or `data.embeddings` in a `tfrec-video train` config) joins it into the
+catalog by `video_id`.
+
+**Missing and broken media.** A missing path, a file that does not exist or
+does not decode is logged (logger `tfrec_video.embed`, with the path and the
+reason) and counted, and the run goes on. Such a video has no embedding for
+that modality, and nothing is invented for it: its row is left out of the
+output, unless `--zero-fill` asks for a zero vector in place of each missing
+embedding. The summary reports every count.
+
+**Resuming.** A shard is written atomically (a temporary file renamed into
+place) and recorded in `out/_embed_state.json` when it is complete. Running the
+same command again skips complete shards, so an interrupted run resumes where
+it stopped. The state also records the CSV's content hash and the models and
+options: a run with another CSV, model or option refuses to mix its shards with
+the old ones (choose another `--out`, or delete it).
+
+Example:
+
+    tfrec-video embed --catalog media.csv \\
+        --image-model ../shared/pretrained/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite \\
+        --audio-model https://tfhub.dev/google/yamnet/1 --audio-output-key 1 --out emb.parquet
+"""
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec_video.data.io import detect_format, open_file, write_table
+from tfrec_video.data.media_embeddings import STATE_FILE, embeddings_schema
+from tfrec_video.errors import ConfigError, DataValidationError
+from tfrec_video.media_embedding.decode import MediaError, frames, read_audio, read_image
+from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model
+
+log = logging.getLogger("tfrec_video.embed")
+COLUMNS = ("video_id", "thumbnail_path", "audio_path")
+
+
+@dataclasses.dataclass
+class EmbedSummary:
+    """What an embedding run did.
+
+    Attributes:
+      out: the output directory.
+      videos: rows of the media CSV.
+      written: rows in the output (this run and resumed shards).
+      shards_written: shards written by this run.
+      shards_skipped: shards already complete from an earlier run.
+      missing_thumbnail / missing_audio: empty paths.
+      failed_thumbnail / failed_audio: files that do not exist or do not decode.
+      zero_filled: embeddings replaced by zeros (`zero_fill`).
+      left_out: rows not written because an embedding was missing.
+      image_dim / audio_dim: embedding widths (None without that model).
+    """
+
+    out: str
+    videos: int = 0
+    written: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    missing_thumbnail: int = 0
+    missing_audio: int = 0
+    failed_thumbnail: int = 0
+    failed_audio: int = 0
+    zero_filled: int = 0
+    left_out: int = 0
+    image_dim: Optional[int] = None
+    audio_dim: Optional[int] = None
+
+    def describe(self) -> str:
+        return (f"embedded {self.videos} videos into {self.out}: {self.written} rows written "
+                f"({self.shards_written} shards written, {self.shards_skipped} already done); "
+                f"thumbnails missing {self.missing_thumbnail}, failed {self.failed_thumbnail}; "
+                f"audio missing {self.missing_audio}, failed {self.failed_audio}; "
+                f"zero-filled {self.zero_filled}, left out {self.left_out}")
+
+
+def read_media_csv(path: str) -> List[Dict[str, str]]:
+    """The rows of a media CSV, with paths resolved against its directory.
+
+    Raises:
+      DataValidationError: the file is missing, not UTF-8, lacks a column, has
+        an empty or duplicate `video_id`, or has no rows.
+    """
+    try:
+        with open_file(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataValidationError("not UTF-8 text", file=path, expected="a UTF-8 CSV file") from None
+    except (OSError, tf.errors.OpError):
+        raise DataValidationError("cannot read the file (does it exist?)", file=path,
+                                  expected="a CSV with the header video_id,thumbnail_path,audio_path") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataValidationError(f"the header lacks the columns {missing} (it has {reader.fieldnames})",
+                                  file=path, expected="the header video_id,thumbnail_path,audio_path")
+    base = os.path.dirname(path)
+    rows, seen = [], {}
+    for row_number, row in enumerate(reader):
+        video_id = (row["video_id"] or "").strip()
+        if not video_id:
+            raise DataValidationError("empty video_id", file=path, row=row_number, feature="video_id",
+                                      expected="a non-empty id")
+        if video_id in seen:
+            raise DataValidationError(f"duplicate video_id {video_id!r} (first in row {seen[video_id]})",
+                                      file=path, row=row_number, feature="video_id", expected="unique ids")
+        seen[video_id] = row_number
+        resolved = {"video_id": video_id}
+        for column in ("thumbnail_path", "audio_path"):
+            value = (row[column] or "").strip()
+            if value and "://" not in value and not os.path.isabs(value):
+                value = os.path.join(base, value)
+            resolved[column] = value
+        rows.append(resolved)
+    if not rows:
+        raise DataValidationError("no rows", file=path, expected="one row per video")
+    return rows
+
+
+def _output_format(out: str) -> str:
+    try:
+        fmt = detect_format(out)
+        if fmt == "csv":
+            raise DataValidationError("csv")
+        return fmt
+    except DataValidationError:
+        raise ConfigError(f"--out {out!r}: the name must end in .parquet, .tfrecord or .tfrecord.gz (the "
+                          "output format; CSV cannot hold embeddings compactly).") from None
+
+
+def _extension(out: str) -> str:
+    name = os.path.basename(out.rstrip("/"))
+    for ext in (".tfrecord.gz", ".tfrec.gz", ".tfrecords.gz", ".tfrecord", ".tfrec", ".tfrecords", ".parquet", ".pq"):
+        if name.endswith(ext):
+            return ext
+    return os.path.splitext(name)[1]
+
+
+def _shard_path(out: str, index: int) -> str:
+    return os.path.join(out, f"part-{index:05d}{_extension(out)}")
+
+
+def _load_state(out: str, identity: dict) -> dict:
+    path = os.path.join(out, STATE_FILE)
+    if not os.path.exists(path):
+        if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith((".", "_"))]:
+            raise ConfigError(f"--out {out!r} already holds files that no embedding run wrote; choose another "
+                              "--out or empty it.")
+        return {"identity": identity, "shards": {}}
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    if state.get("identity") != identity:
+        changed = sorted(k for k in set(identity) | set(state.get("identity", {}))
+                         if identity.get(k) != state.get("identity", {}).get(k))
+        raise ConfigError(f"--out {out!r} holds shards of another embedding run ({', '.join(changed)} differ); "
+                          "choose another --out, or delete it to start over.")
+    return state
+
+
+def _save_state(out: str, state: dict) -> None:
+    path = os.path.join(out, STATE_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _embed_images(model: MediaModel, paths: Sequence[str], counts: EmbedSummary) -> List[Optional[np.ndarray]]:
+    out: List[Optional[np.ndarray]] = [None] * len(paths)
+    images, where = [], []
+    for i, path in enumerate(paths):
+        if not path:
+            counts.missing_thumbnail += 1
+            continue
+        try:
+            images.append(read_image(path, model.input_size))
+            where.append(i)
+        except MediaError as error:
+            counts.failed_thumbnail += 1
+            log.warning("thumbnail skipped: %s", error)
+    if images:
+        for i, vector in zip(where, model.embed(np.stack(images))):
+            out[i] = vector
+    return out
+
+
+def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
+                 counts: EmbedSummary) -> List[Optional[np.ndarray]]:
+    out: List[Optional[np.ndarray]] = [None] * len(paths)
+    for i, path in enumerate(paths):
+        if not path:
+            counts.missing_audio += 1
+            continue
+        try:
+            clip_frames = frames(read_audio(path, sample_rate), model.input_size)
+        except MediaError as error:
+            counts.failed_audio += 1
+            log.warning("audio skipped: %s", error)
+            continue
+        # The clip's embedding is the mean of its frames' embeddings.
+        out[i] = model.embed(clip_frames).mean(axis=0)
+    return out
+
+
+def run_embed(
+    catalog: str,
+    out: str,
+    image_model: Optional[str] = None,
+    audio_model: Optional[str] = None,
+    batch_size: int = 32,
+    shard_size: int = 1000,
+    zero_fill: bool = False,
+    image_size: Optional[int] = None,
+    image_range="auto",
+    image_output_key=None,
+    audio_sample_rate: int = 16000,
+    audio_clip_seconds: float = 1.0,
+    audio_output_key=None,
+    progress: bool = True,
+) -> EmbedSummary:
+    """Embeds the media listed in `catalog` into the sharded table `out` (see the module docstring).
+
+    Args:
+      catalog: the media CSV (`video_id,thumbnail_path,audio_path`).
+      out: the output directory, named with the table's extension (`emb.parquet`).
+      image_model: a TF Hub handle, SavedModel directory or `.tflite` image encoder.
+      audio_model: the same for audio.
+      batch_size: images decoded and embedded per encoder call.
+      shard_size: rows per output shard (the unit of resuming).
+      zero_fill: write zeros for a missing or broken item instead of leaving the row out.
+      image_size: the image size of a hub model that does not declare it.
+      image_range: the float range a `.tflite` image model takes (`"auto"` or `(low, high)`).
+      image_output_key: the output of a hub image model returning several.
+      audio_sample_rate: the rate the audio model expects; clips are resampled to it.
+      audio_clip_seconds: the frame length a hub audio model takes.
+      audio_output_key: the output of a hub audio model returning several (YAMNet: 1).
+      progress: show a tqdm progress bar.
+
+    Returns:
+      An `EmbedSummary`.
+
+    Raises:
+      ConfigError: no model, an unusable model, bad sizes, or an `out` of another run.
+      DataValidationError: a malformed media CSV.
+    """
+    if not image_model and not audio_model:
+        raise ConfigError("embed: give --image-model, --audio-model or both.")
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"embed: {name} must be a positive integer, got {value!r}.")
+    fmt = _output_format(out)
+    rows = read_media_csv(catalog)
+    with open_file(catalog, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    images = load_image_model(image_model, image_size, image_range, image_output_key) if image_model else None
+    audio = load_audio_model(audio_model, audio_sample_rate, audio_clip_seconds, audio_output_key) if audio_model else None
+    identity = {"catalog_sha256": digest, "image_model": image_model, "audio_model": audio_model,
+                "shard_size": shard_size, "zero_fill": bool(zero_fill), "image_range": list(image_range)
+                if not isinstance(image_range, str) else image_range, "audio_sample_rate": audio_sample_rate,
+                "format": fmt}
+    state = _load_state(out, identity)
+    os.makedirs(out, exist_ok=True)
+    summary = EmbedSummary(out=out, videos=len(rows), image_dim=images.output_dim if images else None,
+                           audio_dim=audio.output_dim if audio else None)
+    # attach_embeddings reads the widths from here.
+    state["widths"] = {"image_embedding": summary.image_dim, "audio_embedding": summary.audio_dim}
+    schema = embeddings_schema(summary.image_dim, summary.audio_dim)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(rows), unit="video", desc="embed", disable=not progress)
+    for index, start in enumerate(range(0, len(rows), shard_size)):
+        shard = rows[start:start + shard_size]
+        done = state["shards"].get(str(index))
+        if done is not None and (done["rows"] == 0 or os.path.exists(_shard_path(out, index))):
+            summary.shards_skipped += 1
+            summary.written += done["rows"]
+            bar.update(len(shard))
+            continue
+        columns: Dict[str, list] = {"video_id": []}
+        vectors = {}
+        for name, model, column in (("image_embedding", images, "thumbnail_path"),
+                                    ("audio_embedding", audio, "audio_path")):
+            if model is None:
+                continue
+            columns[name] = []
+            found: List[Optional[np.ndarray]] = []
+            for b in range(0, len(shard), batch_size):
+                paths = [row[column] for row in shard[b:b + batch_size]]
+                if name == "image_embedding":
+                    found += _embed_images(model, paths, summary)
+                else:
+                    found += _embed_audio(model, paths, audio_sample_rate, summary)
+            vectors[name] = found
+        for i, row in enumerate(shard):
+            items = {name: found[i] for name, found in vectors.items()}
+            if any(v is None for v in items.values()) and not zero_fill:
+                summary.left_out += 1
+                continue
+            columns["video_id"].append(row["video_id"])
+            for name, vector in items.items():
+                if vector is None:
+                    summary.zero_filled += 1
+                    vector = np.zeros(summary.image_dim if name == "image_embedding" else summary.audio_dim,
+                                      np.float32)
+                columns[name].append(np.asarray(vector, np.float32))
+        written = len(columns["video_id"])
+        if written:
+            table = {k: (np.stack(v) if k != "video_id" else np.array(v, object)) for k, v in columns.items()}
+            write_table(table, _shard_path(out, index), schema)
+        state["shards"][str(index)] = {"rows": written}
+        _save_state(out, state)
+        summary.shards_written += 1
+        summary.written += written
+        bar.update(len(shard))
+    bar.close()
+    if summary.written == 0:
+        log.warning("embed: no video got its embeddings; %s is empty (see the warnings above, or --zero-fill).",
+                    out)
+    return summary
+
+
+def add_cli(subparsers) -> None:
+    """Registers `embed` on the `tfrec-video` command line."""
+    p = subparsers.add_parser(
+        "embed", help="turn raw thumbnails and audio into image_embedding / audio_embedding features",
+        description="Embed the thumbnails and audio listed in a media CSV (video_id,thumbnail_path,audio_path; "
+                    "paths relative to the CSV) with pretrained encoders (TF Hub handle, SavedModel directory or "
+                    ".tflite file), into a sharded table that training reads directly. Re-running resumes.")
+    p.add_argument("--catalog", required=True, metavar="CSV", help="the media CSV")
+    p.add_argument("--image-model", metavar="MODEL", help="image encoder: hub URL, SavedModel dir or .tflite")
+    p.add_argument("--audio-model", metavar="MODEL", help="audio encoder: hub URL, SavedModel dir or .tflite")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output table directory, by extension: emb.parquet, emb.tfrecord, emb.tfrecord.gz")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--shard-size", type=int, default=1000, help="rows per output shard (the unit of resuming)")
+    p.add_argument("--zero-fill", action="store_true",
+                   help="write zeros for missing or broken media instead of leaving the video out")
+    p.add_argument("--image-size", type=int, help="image size for a hub model that does not declare one")
+    p.add_argument("--image-range", default="auto", metavar="LOW,HIGH",
+                   help="float pixel range a .tflite image model takes: auto (default) or e.g. -1,1")
+    p.add_argument("--image-output-key", help="output of a hub image model with several (dict key or index)")
+    p.add_argument("--audio-sample-rate", type=int, default=16000, help="the audio model's sample rate")
+    p.add_argument("--audio-clip-seconds", type=float, default=1.0, help="frame length of a hub audio model")
+    p.add_argument("--audio-output-key", help="output of a hub audio model with several (YAMNet: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)
+
+
+def _key(value):
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
+def _run_cli(args) -> int:
+    image_range = args.image_range
+    if image_range != "auto":
+        try:
+            image_range = tuple(float(v) for v in image_range.split(","))
+            assert len(image_range) == 2
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--image-range must be auto or LOW,HIGH, got {args.image_range!r}.") from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    summary = run_embed(args.catalog, args.out, image_model=args.image_model, audio_model=args.audio_model,
+                        batch_size=args.batch_size, shard_size=args.shard_size, zero_fill=args.zero_fill,
+                        image_size=args.image_size, image_range=image_range,
+                        image_output_key=_key(args.image_output_key), audio_sample_rate=args.audio_sample_rate,
+                        audio_clip_seconds=args.audio_clip_seconds, audio_output_key=_key(args.audio_output_key),
+                        progress=not args.quiet)
+    print(summary.describe())
+    return 0
