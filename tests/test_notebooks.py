@@ -46,3 +46,19 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
               if "image/png" in out.get("data", {})]
     assert len(images) == 3
     assert (tmp_path / "work" / "saved_models" / "video_rec" / "1" / "saved_model.pb").exists()
+
+
+PRETRAINED = Path(__file__).resolve().parents[2] / "shared" / "pretrained"
+
+
+@pytest.mark.slow
+def test_bring_your_own_data_notebook_executes(tmp_path, monkeypatch):
+    # The real MobileNet embedder when ../shared/pretrained is there; the notebook's stand-in otherwise.
+    notebook = _execute("bring_your_own_data.ipynb", tmp_path, monkeypatch, TFREC_VIDEO_PRETRAINED=str(PRETRAINED))
+    text = _outputs(notebook)
+    assert "new video embedding:" in text
+    work = tmp_path / "work"
+    assert (work / "run" / "report.json").exists() and (work / "embeddings.parquet").exists()
+    assert (work / "saved_models" / "video_rec" / "1" / "saved_model.pb").exists()
+    if PRETRAINED.exists():
+        assert "mobilenet" in text
