@@ -32,8 +32,9 @@ before the rename.
 
 Odd requests get defined answers, never an error: unknown ids and empty
 strings use the model's OOV buckets, a non-finite number (NaN, inf) in
-`duration_s`, `image_embedding` or `audio_embedding` counts as 0 (no value),
-and an empty batch returns empty outputs of the promised shapes.
+`duration_s`, `image_embedding` or `audio_embedding` counts as 0 (no value)
+and a finite one is clipped to +-1e6 (so that 3e38 cannot overflow the
+towers to inf), and an empty batch returns empty outputs of the promised shapes.
 `tests/test_serving_fuzz.py` sends 10,000 random requests to prove it.
 
 `k` and `n` are fixed at export. Every op is a core TF op or a TF Text op
@@ -60,14 +61,22 @@ from tfrec_video.towers import CatalogTable
 _VERSION = re.compile(r"^\d+$")
 
 
+# Float inputs beyond this magnitude are clipped: far outside any embedding or duration, and small
+# enough that no tower overflows float32 on them.
+MAX_FLOAT_INPUT = 1e6
+
+
 def _guarded(fn):
-    """`fn(features)` made total over serving requests: non-finite floats become 0, and an empty
-    batch runs on one placeholder row (some layers cannot trace a zero-row batch) whose output rows
-    are dropped again."""
+    """`fn(features)` made total over serving requests: non-finite floats become 0, finite ones are
+    clipped to +-MAX_FLOAT_INPUT, and an empty batch runs on one placeholder row (some layers cannot
+    trace a zero-row batch) whose output rows are dropped again."""
+
+    def sane(value):
+        value = tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
+        return tf.clip_by_value(value, -MAX_FLOAT_INPUT, MAX_FLOAT_INPUT)
 
     def guarded(features):
-        features = {name: tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
-                    if value.dtype.is_floating else value for name, value in features.items()}
+        features = {name: sane(value) if value.dtype.is_floating else value for name, value in features.items()}
         batch = tf.shape(next(iter(features.values())))[0]
         placeholder = {name: tf.zeros(tf.concat([[1], tf.shape(value)[1:]], 0), value.dtype)
                        if value.dtype != tf.string else tf.fill(tf.concat([[1], tf.shape(value)[1:]], 0), "")
