@@ -1042,8 +1042,9 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
     video_arrays, user_arrays = _write_truth_latents(root, cfg, lat, w_img, w_aud)
 
     # Oracle AUC on the test split (labels and probabilities are in truth/).
-    test_prob = np.concatenate([np.load(os.path.join(root, f)) for f in writers["test"].aux_files["_prob"]])
-    test_clicked = np.concatenate([np.load(os.path.join(root, f)) for f in writers["test"].aux_files["_clicked"]])
+    aux = writers["test"].aux_files
+    test_prob = np.concatenate([np.load(os.path.join(root, f), allow_pickle=False) for f in aux["_prob"]])
+    test_clicked = np.concatenate([np.load(os.path.join(root, f), allow_pickle=False) for f in aux["_clicked"]])
     oracle = truth_lib.auc(test_clicked, test_prob)
     del test_prob, test_clicked
 
