@@ -234,9 +234,11 @@ def test_a_rerun_skips_finished_shards_and_gives_the_clean_result(tmp_path, enco
     a, b = read_table_numpy(str(out), _schema(image_dim=IMAGE_DIM)), read_table_numpy(str(clean), _schema(image_dim=IMAGE_DIM))
     assert a["video_id"].tolist() == b["video_id"].tolist()
     np.testing.assert_array_equal(a["image_embedding"], b["image_embedding"])
-    # Another model (or catalog) must not reuse these shards.
+    # Another model (or catalog) must not reuse these shards. (A model saved here: ../shared may be absent.)
+    other = _save_encoder(tmp_path / "other", lambda x: 2.0 * _image_features(x),
+                          tf.TensorSpec([None, 32, 32, 3], tf.float32))
     with pytest.raises(ConfigError, match=r"holds shards of another embedding run \(.*image_model"):
-        run_embed(csv, str(out), image_model=str(MOBILENET), shard_size=2, progress=False)
+        run_embed(csv, str(out), image_model=other, shard_size=2, progress=False)
 
 
 @pytest.mark.bad_input

@@ -22,11 +22,11 @@ Example:
 import json
 import logging
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfrec_video.data.io import list_files, read_table_numpy, table_columns
+from tfrec_video.data.io import is_local, list_files, read_table_numpy, table_columns
 from tfrec_video.errors import DataValidationError
 from tfrec_video.schema import Feature, TableSchema, as_strings
 
@@ -55,16 +55,17 @@ def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] 
     return TableSchema("embeddings", tuple(features))
 
 
-def _recorded_widths(paths) -> Dict[str, int]:
-    """The widths the embedding step recorded in its output directory (empty when `paths` is not one)."""
-    if not isinstance(paths, (str, os.PathLike)) or not os.path.isdir(paths):
-        return {}
-    path = os.path.join(paths, STATE_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        widths = json.load(f).get("widths", {})
-    return {name: int(dim) for name, dim in widths.items() if dim}
+def _recorded_widths(files: Sequence[str]) -> Dict[str, int]:
+    """The widths the embedding step recorded beside `files` (its output directory, named as a directory, a glob
+    of its shards or a list of them); empty when no file lies in such a directory."""
+    widths: Dict[str, int] = {}
+    for directory in sorted({os.path.dirname(f) for f in files if is_local(f)}):
+        path = os.path.join(directory, STATE_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                recorded = json.load(f).get("widths", {})
+            widths.update({name: int(dim) for name, dim in recorded.items() if dim})
+    return widths
 
 
 def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optional[int] = None,
@@ -75,7 +76,8 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
       catalog: the catalog as column arrays (from `load_catalog`).
       paths: the embedding table (file, directory, glob or list; any format).
       image_dim: the width of `image_embedding` in the files. An embedding
-        step's output directory records its widths, which then win.
+        step's output directory records its widths, which then win (also when
+        `paths` is a glob or list of its shards).
       audio_dim: the same for `audio_embedding`.
       missing: what a catalog video without a row in the table gets: `"error"`
         (a `DataValidationError` naming the videos) or `"zeros"` (a zero
@@ -92,8 +94,8 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
     """
     if missing not in MISSING:
         raise ValueError(f"attach_embeddings: missing must be one of {MISSING}, got {missing!r}.")
-    widths = {"image_embedding": image_dim, "audio_embedding": audio_dim, **_recorded_widths(paths)}
     files = list_files(paths)
+    widths = {"image_embedding": image_dim, "audio_embedding": audio_dim, **_recorded_widths(files)}
     names = [n for n in ("image_embedding", "audio_embedding") if n in table_columns(files)]
     if not names:
         raise DataValidationError("the table has no image_embedding or audio_embedding column", file=files[0],
@@ -103,13 +105,18 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
             raise DataValidationError("its width is not known", file=files[0], feature=name,
                                       expected="image_dim / audio_dim (data.image_dim, data.audio_dim in a config)")
     schema = embeddings_schema(*(widths[n] if n in names else None for n in ("image_embedding", "audio_embedding")))
-    table = read_table_numpy(files, schema, validate=True)
+    # One file at a time, so that a duplicate id is named by its file and its row there.
+    parts = [read_table_numpy([f], schema, validate=True) for f in files]
+    table = {name: np.concatenate([part[name] for part in parts]) for name in ["video_id", *names]}
     ids = as_strings(table["video_id"])
     row_of: Dict[str, int] = {}
+    where = [(f, row) for f, part in zip(files, parts) for row in range(len(part["video_id"]))]
     for row, video_id in enumerate(ids):
         if video_id in row_of:
-            raise DataValidationError(f"duplicate video_id {video_id!r} (first at table row {row_of[video_id]})",
-                                      file=str(paths), row=row, feature="video_id", expected="one row per video")
+            first_file, first_row = where[row_of[video_id]]
+            raise DataValidationError(f"duplicate video_id {video_id!r} (first in {first_file}, row {first_row})",
+                                      file=where[row][0], row=where[row][1], feature="video_id",
+                                      expected="one row per video")
         row_of[video_id] = row
     catalog_ids = as_strings(catalog["video_id"])
     rows = np.array([row_of.get(v, -1) for v in catalog_ids])

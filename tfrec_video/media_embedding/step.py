@@ -26,9 +26,13 @@ embedding. The summary reports every count.
 **Resuming.** A shard is written atomically (a temporary file renamed into
 place) and recorded in `out/_embed_state.json` when it is complete. Running the
 same command again skips complete shards, so an interrupted run resumes where
-it stopped. The state also records the CSV's content hash and the models and
-options: a run with another CSV, model or option refuses to mix its shards with
-the old ones (choose another `--out`, or delete it).
+it stopped. The state also records the CSV's content hash, the models (local
+paths made absolute) and every option that changes the vectors (input size,
+output key, sample rate, frame length, pixel range, zero-fill, shard size): a
+run with another CSV, model or option refuses to mix its shards with the old
+ones (choose another `--out`, or delete it). An embedding that the model
+returns with a NaN or infinity counts as a failed item, like an undecodable
+file.
 
 Example:
 
@@ -181,6 +185,13 @@ def _load_state(out: str, identity: dict) -> dict:
     return state
 
 
+def _model_identity(handle: Optional[str]) -> Optional[str]:
+    # The same file named from another directory is the same model; another file at the same relative path is not.
+    if not handle or "://" in handle:
+        return handle
+    return os.path.abspath(handle)
+
+
 def _save_state(out: str, state: dict) -> None:
     path = os.path.join(out, STATE_FILE)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -203,8 +214,18 @@ def _embed_images(model: MediaModel, paths: Sequence[str], counts: EmbedSummary)
             log.warning("thumbnail skipped: %s", error)
     if images:
         for i, vector in zip(where, model.embed(np.stack(images))):
-            out[i] = vector
+            out[i] = _finite(vector, paths[i], "thumbnail", counts)
     return out
+
+
+def _finite(vector: np.ndarray, path: str, what: str, counts: EmbedSummary) -> Optional[np.ndarray]:
+    # A NaN from one odd input would otherwise abort the whole run at write time, blamed on the shard file.
+    if np.all(np.isfinite(vector)):
+        return vector
+    name = f"failed_{what}"
+    setattr(counts, name, getattr(counts, name) + 1)
+    log.warning("%s skipped: %s: the model's embedding is not finite (NaN or infinity)", what, path)
+    return None
 
 
 def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
@@ -221,7 +242,7 @@ def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
             log.warning("audio skipped: %s", error)
             continue
         # The clip's embedding is the mean of its frames' embeddings.
-        out[i] = model.embed(clip_frames).mean(axis=0)
+        out[i] = _finite(model.embed(clip_frames).mean(axis=0), path, "audio", counts)
     return out
 
 
@@ -272,17 +293,28 @@ def run_embed(
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"embed: {name} must be a positive integer, got {value!r}.")
     fmt = _output_format(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out!r} is a file; embed writes a directory of shards there "
+                          f"(part-00000{_extension(out)}, ...). Choose another --out, or remove the file.")
     rows = read_media_csv(catalog)
     with open_file(catalog, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     images = load_image_model(image_model, image_size, image_range, image_output_key) if image_model else None
     audio = load_audio_model(audio_model, audio_sample_rate, audio_clip_seconds, audio_output_key) if audio_model else None
-    identity = {"catalog_sha256": digest, "image_model": image_model, "audio_model": audio_model,
-                "shard_size": shard_size, "zero_fill": bool(zero_fill), "image_range": list(image_range)
-                if not isinstance(image_range, str) else image_range, "audio_sample_rate": audio_sample_rate,
-                "format": fmt}
+    # Everything that changes the vectors, as resolved (the input size the model declares rather than the
+    # flag), so that `--image-size 224` on a model that says 224 still resumes.
+    identity = {"catalog_sha256": digest, "image_model": _model_identity(image_model),
+                "audio_model": _model_identity(audio_model), "shard_size": shard_size, "zero_fill": bool(zero_fill),
+                "image_range": list(image_range) if not isinstance(image_range, str) else image_range,
+                "image_size": list(images.input_size) if images else None,
+                "image_output_key": image_output_key if images else None,
+                "audio_sample_rate": audio_sample_rate, "audio_frame_samples": audio.input_size if audio else None,
+                "audio_output_key": audio_output_key if audio else None, "format": fmt}
     state = _load_state(out, identity)
     os.makedirs(out, exist_ok=True)
+    # Saved before the first shard: a run killed right after renaming shard 0 into place must still resume,
+    # not find a directory of shards that "no embedding run wrote".
+    _save_state(out, state)
     summary = EmbedSummary(out=out, videos=len(rows), image_dim=images.output_dim if images else None,
                            audio_dim=audio.output_dim if audio else None)
     # attach_embeddings reads the widths from here.
