@@ -27,37 +27,12 @@ from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.media_embedding import load_image_model, run_embed
 from tfrec_video.media_embedding import step as embed_step
 from tfrec_video.schema import catalog_schema
+# The media helpers of the first embed test file: one tone, WAV writer, encoder saver and CSV writer for both.
+from test_embedding_step import _band_energies, _cosine, _media_csv, _save_encoder, _tone, _write_wav
 
 RATE = 16000
 AUDIO_DIM = 16
 IMAGE_DIM = 6
-
-
-def _cosine(a, b):
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def _tone(freq, rate=RATE, seconds=1.5):
-    t = np.arange(int(rate * seconds)) / rate
-    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def _write_wav(path, samples, rate=RATE):
-    path.write_bytes(tf.audio.encode_wav(samples[:, None], rate).numpy())
-    return str(path)
-
-
-def _save_encoder(path, fn, spec):
-    module = tf.Module()
-    module.__call__ = tf.function(fn, input_signature=[spec])
-    tf.saved_model.save(module, str(path))
-    return str(path)
-
-
-def _band_energies(waveforms):
-    """[batch, 16000] -> [batch, 16]: log mean DFT magnitude in 16 bands of 500 Hz."""
-    magnitude = tf.abs(tf.signal.rfft(waveforms))[:, :8000]
-    return tf.math.log1p(tf.reduce_mean(tf.reshape(magnitude, [-1, AUDIO_DIM, 500]), -1))
 
 
 def _colour_stats(images):
@@ -69,12 +44,6 @@ def _png(path, rgb, seed):
     rng = np.random.default_rng(seed)
     image = np.clip(np.array(rgb)[None, None, :] + rng.normal(0, 8, (40, 40, 3)), 0, 255).astype(np.uint8)
     path.write_bytes(tf.io.encode_png(image).numpy())
-    return str(path)
-
-
-def _media_csv(directory, rows, name="media.csv"):
-    path = directory / name
-    path.write_text("\n".join(["video_id,thumbnail_path,audio_path"] + [",".join(r) for r in rows]) + "\n")
     return str(path)
 
 

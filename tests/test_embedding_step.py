@@ -36,7 +36,7 @@ def _tone(freq, rate=RATE, seconds=1.5):
 
 def _write_wav(path, samples, rate=RATE):
     path.write_bytes(tf.audio.encode_wav(samples[:, None], rate).numpy())
-    return path
+    return str(path)
 
 
 def _write_flac(path, samples, rate=RATE):
@@ -72,9 +72,9 @@ def _solid_png(path, rgb, size=40, noise=0, seed=0):
     return path
 
 
-def _media_csv(directory, rows):
+def _media_csv(directory, rows, name="media.csv"):
     lines = ["video_id,thumbnail_path,audio_path"] + [",".join(r) for r in rows]
-    path = directory / "media.csv"
+    path = directory / name
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
