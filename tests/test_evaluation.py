@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tfrec_video.evaluation import ranks_from_scores, retrieval_metrics
+from tfrec_video.evaluation import CatalogRanker, ranks_from_scores, retrieval_metrics
 from tfrec_video.metrics import auc, logloss
 
 
@@ -30,3 +30,29 @@ def test_ranks_and_retrieval_metrics():
     m = retrieval_metrics(ranks, ks=(1, 2))
     assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3) + 1.0) / 2)
+
+
+def test_catalog_ranker_is_exact_with_ties_and_chunks():
+    # Small integer embeddings make many exact score ties: they must count against the true video,
+    # exactly as the numpy rank count does, whether or not the queries are split into chunks.
+    rng = np.random.default_rng(0)
+    videos = rng.integers(-2, 3, (500, 4)).astype(np.float32)
+    queries = rng.integers(-2, 3, (97, 4)).astype(np.float32)
+    target = rng.integers(0, 500, 97)
+    expected = ranks_from_scores(queries @ videos.T, target)
+    assert CatalogRanker(videos)(queries, target).tolist() == expected.tolist()
+    assert CatalogRanker(videos, max_scores=500 * 7)(queries, target).tolist() == expected.tolist()
+    # Ties really occurred: a strict count would differ.
+    true = (queries @ videos.T)[np.arange(97), target]
+    assert ((queries @ videos.T) == true[:, None]).sum() > 97
+    assert CatalogRanker(videos)(np.zeros((0, 4), np.float32), np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_catalog_ranker_rejects_bad_targets_and_shapes():
+    ranker = CatalogRanker(np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"catalog rows in \[0, 3\)"):
+        ranker(np.ones((1, 3), np.float32), np.array([3]))
+    with pytest.raises(ValueError, match="2 queries but 1 targets"):
+        ranker(np.ones((2, 3), np.float32), np.array([0]))
+    with pytest.raises(ValueError, match=r"\[num_videos, dim\]"):
+        CatalogRanker(np.ones(3, np.float32))

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.io import read_table
-from tfrec_video.evaluation import embed_catalog, ranks_from_scores
+from tfrec_video.evaluation import CatalogRanker, embed_catalog
 from tfrec_video.schema import TableSchema, as_strings
 
 # Metadata columns written for the projector, when the catalog has them.
@@ -64,7 +64,7 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
 
     def recall(self) -> float:
         """Recall@K of the current model on the validation clicks (NaN when there are none)."""
-        videos = embed_catalog(self.model, self.catalog)
+        ranker = CatalogRanker(embed_catalog(self.model, self.catalog))
         names = list(self.model.query_feature_names)
         embed = tf.function(lambda f: self.model.embed_queries(f, training=False))
         clicks = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
@@ -77,7 +77,7 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
             if not known.any():
                 continue
             queries = embed({n: batch[n] for n in names if n in batch}).numpy()[known]
-            ranks = ranks_from_scores(queries @ videos.T, target[known])
+            ranks = ranker(queries, target[known])
             hits += int((ranks < self.k).sum())
             total += int(known.sum())
         return hits / total if total else float("nan")

@@ -3,7 +3,11 @@
 Retrieval is measured on the test split's clicked impressions. For each one the
 query embedding is scored against every catalog video (a batched matmul, exact),
 and the rank of the clicked video gives Recall@K and NDCG@K (one relevant item,
-so NDCG@K = 1/log2(rank + 2) when rank < K). Ranking is measured on all test
+so NDCG@K = 1/log2(rank + 2) when rank < K). `CatalogRanker` does this in one
+traced function: the rank is a count of scores at or above the true video's,
+taken from the same score matrix, so no top-k is sorted and rounding can never
+put the true video above itself (TFRS's `FactorizedTopK` scores it twice and
+can; `benchmarks/evaluation.py` compares the two). Ranking is measured on all test
 impressions: AUC and log-loss of the click probability.
 
 Each retrieval metric is also reported on two subsets of test clicks:
@@ -58,7 +62,56 @@ _RESERVED = ("model", "oracle", "popularity")
 def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     """0-based rank of each row's `target` column among that row's scores (ties pessimistic)."""
     true = scores[np.arange(len(target)), target]
-    return (scores > true[:, None]).sum(axis=1) + (scores == true[:, None]).sum(axis=1) - 1
+    return np.count_nonzero(scores >= true[:, None], axis=1) - 1
+
+
+class CatalogRanker:
+    """Exact 0-based ranks of each query's true video among a whole catalog of embeddings.
+
+    The batched matmul + count evaluator that `evaluate` and the
+    `RetrievalRecall` callback use: scores = queries @ videos^T (`tf.matmul`),
+    and the rank of the true video is the number of other videos scoring at or
+    above it (ties count against it, as in `ranks_from_scores`). Queries are
+    scored in chunks that keep the score matrix near `max_scores` floats, so a
+    1M-video catalog does not need gigabytes per batch.
+
+    Args:
+      video_embeddings: `[num_videos, dim]` catalog embeddings (`embed_catalog`).
+      max_scores: upper bound on the floats of one chunk's score matrix.
+
+    Example:
+
+    >>> ranker = CatalogRanker(np.eye(3, dtype=np.float32))
+    >>> ranker(np.array([[0.1, 0.9, 0.4]], np.float32), np.array([2])).tolist()
+    [1]
+    """
+
+    def __init__(self, video_embeddings: np.ndarray, max_scores: int = 1 << 26):
+        videos = np.asarray(video_embeddings, np.float32)
+        if videos.ndim != 2 or not len(videos):
+            raise ValueError(f"CatalogRanker: expected [num_videos, dim] embeddings, got shape {videos.shape}.")
+        self.num_videos, self.dim = videos.shape
+        self._videos = tf.constant(videos)
+        self._chunk = max(1, int(max_scores) // self.num_videos)
+        self._ranks = tf.function(self._count, input_signature=[
+            tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64)])
+
+    def _count(self, queries, target):
+        scores = tf.matmul(queries, self._videos, transpose_b=True)
+        true = tf.gather(scores, target, axis=1, batch_dims=1)
+        return tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
+
+    def __call__(self, queries: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Ranks `[n]` of `target` (catalog rows) for `queries` `[n, dim]`."""
+        queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
+        target = np.asarray(target, np.int64).reshape(-1)
+        if len(queries) != len(target):
+            raise ValueError(f"CatalogRanker: {len(queries)} queries but {len(target)} targets.")
+        if len(target) and (target.min() < 0 or target.max() >= self.num_videos):
+            raise ValueError(f"CatalogRanker: targets must be catalog rows in [0, {self.num_videos}).")
+        ranks = [self._ranks(queries[i:i + self._chunk], target[i:i + self._chunk]).numpy()
+                 for i in range(0, len(target), self._chunk)]
+        return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
 
 
 def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, prefix: str = "") -> Dict[str, float]:
@@ -121,9 +174,15 @@ def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 40
     return np.concatenate([embed(batch).numpy() for batch in data], axis=0)
 
 
-def _embedding_scorer(video_matrix: np.ndarray, queries: Callable) -> Callable:
-    """Scores `[clicks, catalog]`: dot products of the clicks' query embeddings with `video_matrix`."""
-    return lambda batch, out, rows: queries(batch, out)[rows] @ video_matrix.T
+def _embedding_ranker(video_matrix: np.ndarray, queries: Callable) -> Callable:
+    """Ranks of the clicks' true videos by dot products of their query embeddings with `video_matrix`."""
+    ranker = CatalogRanker(video_matrix)
+    return lambda batch, out, rows, target: ranker(queries(batch, out)[rows], target)
+
+
+def _score_ranker(scores: Callable) -> Callable:
+    """Ranks of the clicks' true videos from a `(batch, out, rows) -> [clicks, catalog]` score function."""
+    return lambda batch, out, rows, target: ranks_from_scores(scores(batch, out, rows), target)
 
 
 def _query_embedder(model) -> Callable:
@@ -220,17 +279,18 @@ def evaluate(
     popularity = popularity - np.arange(len(catalog_ids)) * 1e-9
     max_k = max(ks)
 
-    # scorer(batch, model outputs, rows of the batch's retrievable clicks) -> scores [clicks, catalog].
-    scorers = {"model": _embedding_scorer(embed_catalog(model, catalog), lambda batch, out: out["query_embedding"].numpy())}
+    # ranker(batch, model outputs, rows of the batch's retrievable clicks, their catalog rows) -> ranks.
+    rankers = {"model": _embedding_ranker(embed_catalog(model, catalog), lambda batch, out: out["query_embedding"].numpy())}
     for name, baseline in baselines.items():
-        scorers[name] = _embedding_scorer(embed_catalog(baseline, catalog), _query_embedder(baseline))
-    scorers["popularity"] = lambda batch, out, rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
+        rankers[name] = _embedding_ranker(embed_catalog(baseline, catalog), _query_embedder(baseline))
+    rankers["popularity"] = _score_ranker(
+        lambda batch, out, rows: np.broadcast_to(popularity, (len(rows), len(popularity))))
     if truth is not None:
-        scorers["oracle"] = _oracle_scorer(truth, index_of, len(catalog_ids))
+        rankers["oracle"] = _score_ranker(_oracle_scorer(truth, index_of, len(catalog_ids)))
 
     forward = tf.function(lambda f: model(f, training=False))
     probs, labels, cold_flags = [], [], []
-    ranks = {name: [] for name in scorers}
+    ranks = {name: [] for name in rankers}
     for batch in test.batch(batch_size):
         out = forward(batch)
         clicked = batch["clicked"].numpy().reshape(-1).astype(bool)
@@ -242,8 +302,8 @@ def evaluate(
         target = np.array([index_of.get(v, -1) for v in vids])
         known = target >= 0  # a clicked video absent from the catalog cannot be retrieved
         rows, target = np.flatnonzero(clicked)[known], target[known]
-        for name, score in scorers.items():
-            ranks[name].append(ranks_from_scores(score(batch, out, rows), target))
+        for name, rank in rankers.items():
+            ranks[name].append(rank(batch, out, rows, target))
         cold_flags.append(np.array([v not in warm for v in vids[known]], bool))
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     cat = (lambda xs, dtype=np.int64: np.concatenate(xs) if xs else np.zeros(0, dtype))
