@@ -436,6 +436,8 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
         files = shard_files(files, *shard)
     if hasattr(module, "make_dataset"):
         dataset = module.make_dataset(files, sub)
+    elif hasattr(module, "stream_dataset"):
+        dataset = module.stream_dataset(files, sub)
     else:
         dataset = _generator_dataset(files, sub, module)
     return dataset.with_options(_sharding_options(

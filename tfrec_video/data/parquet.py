@@ -15,7 +15,8 @@ Conventions (the column name is the feature name):
   or a null inside a list. An empty list is not null and is fine.
 
 Reading streams record batches with `pyarrow.parquet.ParquetFile.iter_batches`
-(bounded memory) and feeds them to `tf.data` a few thousand rows at a time.
+(bounded memory) and feeds them to `tf.data` a few thousand rows at a time
+(`stream_dataset`: strings cross as one byte blob per column and batch).
 `tensorflow_io`'s Parquet reader is not used: it flattens list columns.
 Writing splits the table into row groups of about 64 MiB, so readers never
 hold more than that per file.
@@ -174,19 +175,47 @@ def _values(feature: Feature, arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _ragged(path: str, feature: Feature, arr: pa.Array, offset: int) -> RaggedColumn:
+def _checked(path: str, feature: Feature, arr: pa.Array, offset: int) -> Tuple[pa.Array, Optional[np.ndarray]]:
+    """A column's flat values and row lengths (None for scalars), refusing nulls by row."""
     if arr.null_count:
         raise DataValidationError("missing value (null)", file=path, row=offset + _first_null(arr),
                                   feature=feature.name, expected=feature.describe())
     if feature.kind == "scalar":
-        return RaggedColumn(_values(feature, arr), None)
+        return arr, None
     lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(arr)
     if flat.null_count:
         raise DataValidationError("null value inside the list", file=path,
                                   row=offset + row_of_value(lengths, _first_null(flat)), feature=feature.name,
                                   expected=feature.describe())
+    return flat, lengths
+
+
+def _ragged(path: str, feature: Feature, arr: pa.Array, offset: int) -> RaggedColumn:
+    flat, lengths = _checked(path, feature, arr, offset)
     return RaggedColumn(_values(feature, flat), lengths)
+
+
+def _record_batches(path: str, schema: TableSchema, batch_size: int) -> Iterator[Tuple[int, pa.RecordBatch]]:
+    """`(row_offset, record batch)` of a file's `schema` columns, their types checked first."""
+    with _Opened(path) as opened:
+        arrow_schema = opened.file.schema_arrow
+        for feature in schema:
+            _check_type(path, feature, arrow_schema.field(feature.name).type)
+        offset = 0
+        batches = opened.file.iter_batches(batch_size=batch_size, columns=schema.names)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as e:
+                raise DataValidationError(f"corrupt or truncated Parquet data: {e}", file=path, row=offset,
+                                          expected="a complete Parquet file") from None
+            yield offset, batch
+            offset += batch.num_rows
+        if offset == 0:
+            raise DataValidationError("empty file (0 rows)", file=path, expected="at least one row")
 
 
 def iter_batches(path: str, schema: TableSchema, *, batch_size: int = READ_BATCH, validate: bool = True,
@@ -204,28 +233,102 @@ def iter_batches(path: str, schema: TableSchema, *, batch_size: int = READ_BATCH
     Yields:
       `(row_offset, {name: np.ndarray})`; strings come as `str` objects.
     """
-    with _Opened(path) as opened:
-        arrow_schema = opened.file.schema_arrow
+    for offset, batch in _record_batches(path, schema, batch_size):
+        columns = {f.name: _ragged(path, f, batch.column(f.name), offset) for f in schema}
+        if dense:
+            yield offset, batch_to_dense(schema, columns, file=path, row_offset=offset, validate=validate)
+        else:
+            if validate:
+                for f in schema:
+                    check_values(f, columns[f.name], file=path, row_offset=offset)
+            yield offset, {}
+
+
+# --------------------------------------------------------------------------
+# Streaming into tf.data without a Python object per value.
+# --------------------------------------------------------------------------
+
+
+def _byte_buffer(arr: pa.Array) -> Tuple[bytes, np.ndarray]:
+    """A string or binary array as one `bytes` blob and int64 value offsets into it."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not pa.types.is_large_binary(arr.type):
+        try:
+            arr = arr.cast(pa.large_binary())
+        except pa.ArrowNotImplementedError:  # e.g. fixed_size_binary
+            arr = pa.array(arr.to_pylist(), type=pa.large_binary())
+    _, offsets, data = arr.buffers()
+    offsets = np.frombuffer(offsets, np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    start, stop = int(offsets[0]), int(offsets[-1])
+    blob = data.slice(start, stop - start).to_pybytes() if data is not None and stop > start else b""
+    return blob, offsets - start
+
+
+def _stream_parts(path: str, schema: TableSchema, batch: pa.RecordBatch, offset: int) -> Dict[str, object]:
+    parts = {}
+    for feature in schema:
+        flat, lengths = _checked(path, feature, batch.column(feature.name), offset)
+        if lengths is not None:
+            bad = np.any(lengths != feature.length) if feature.kind == "vector" else (
+                len(lengths) and lengths.max() > feature.length)
+            if bad:  # raises, naming the first row whose count is wrong
+                check_values(feature, RaggedColumn(np.zeros(0, feature.numpy_dtype), lengths), file=path,
+                             row_offset=offset)
+            parts[f"{feature.name}/lengths"] = lengths
+        if feature.dtype in ("string", "bytes"):
+            parts[f"{feature.name}/bytes"], parts[f"{feature.name}/offsets"] = _byte_buffer(flat)
+        else:
+            parts[f"{feature.name}/values"] = _values(feature, flat)
+    return parts
+
+
+def stream_dataset(files, schema: TableSchema):
+    """An unbatched `tf.data.Dataset` of `{name: tensor}` over Parquet files, in file order.
+
+    Record batches are read in Python (pyarrow), but each string column crosses
+    into TensorFlow as one byte blob and its offsets, split into a string
+    tensor by `tf.strings.substr` in the graph, and lists are padded there too:
+    no Python object is made per value, which `Dataset.from_generator` would
+    otherwise convert one at a time while holding the GIL. Nulls, types and
+    list or vector counts are checked (they cannot be converted); values are
+    not (`read_table(validate=True)` does that first).
+    """
+    import tensorflow as tf
+
+    files = list(files)
+    signature = {}
+    for feature in schema:
+        if feature.kind != "scalar":
+            signature[f"{feature.name}/lengths"] = tf.TensorSpec((None,), tf.int64)
+        if feature.dtype in ("string", "bytes"):
+            signature[f"{feature.name}/bytes"] = tf.TensorSpec((), tf.string)
+            signature[f"{feature.name}/offsets"] = tf.TensorSpec((None,), tf.int64)
+        else:
+            signature[f"{feature.name}/values"] = tf.TensorSpec((None,), feature.tf_dtype)
+
+    def batches():
+        for path in files:
+            for offset, batch in _record_batches(path, schema, READ_BATCH):
+                yield _stream_parts(path, schema, batch, offset)
+
+    def assemble(parts):
+        out = {}
         for feature in schema:
-            _check_type(path, feature, arrow_schema.field(feature.name).type)
-        offset = 0
-        batches = opened.file.iter_batches(batch_size=batch_size, columns=schema.names)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError) as e:
-                raise DataValidationError(f"corrupt or truncated Parquet data: {e}", file=path, row=offset,
-                                          expected="a complete Parquet file") from None
-            columns = {f.name: _ragged(path, f, batch.column(f.name), offset) for f in schema}
-            if dense:
-                yield offset, batch_to_dense(schema, columns, file=path, row_offset=offset, validate=validate)
+            if feature.dtype in ("string", "bytes"):
+                offsets = parts[f"{feature.name}/offsets"]
+                values = tf.strings.substr(parts[f"{feature.name}/bytes"], offsets[:-1], offsets[1:] - offsets[:-1])
             else:
-                if validate:
-                    for f in schema:
-                        check_values(f, columns[f.name], file=path, row_offset=offset)
-                yield offset, {}
-            offset += batch.num_rows
-        if offset == 0:
-            raise DataValidationError("empty file (0 rows)", file=path, expected="at least one row")
+                values = parts[f"{feature.name}/values"]
+            if feature.kind == "scalar":
+                out[feature.name] = values
+            elif feature.kind == "vector":
+                out[feature.name] = tf.reshape(values, [-1, feature.length])
+            else:
+                ragged = tf.RaggedTensor.from_row_lengths(values, parts[f"{feature.name}/lengths"], validate=False)
+                out[feature.name] = ragged.to_tensor(default_value=feature.pad, shape=[None, feature.length])
+        return out
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    # The generator runs a couple of record batches ahead; the graph part runs in parallel with it.
+    return dataset.prefetch(2).map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
