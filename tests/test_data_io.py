@@ -312,3 +312,41 @@ def test_remote_crash_during_write_leaves_no_temp(monkeypatch):
         write_table({"video_id": ["b"], "title": ["B"]}, path, CATALOG)
     assert tf.io.gfile.listdir(directory) == ["c.parquet"]
     assert list(read_table_numpy(path, CATALOG)["video_id"]) == ["a"]
+
+
+def test_parquet_files_from_other_writers_stream_like_they_read(tmp_path):
+    """Dictionary-encoded, large and fixed-size strings, sliced record batches and ragged lists written by
+    plain pyarrow: the streamed dataset (byte blobs split in the graph) equals the numpy reader."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tfrec_video.data import parquet
+    from tfrec_video.schema import Feature, TableSchema
+
+    rng = np.random.default_rng(0)
+    n = 9000  # more than one record batch of parquet.READ_BATCH rows
+    words = ["", "猫", "football", "très bien", "x" * 300]
+    histories = [[words[j % 5] + str(j) for j in range(i % 7)] for i in range(n)]
+    table = pa.table({
+        "user_id": pa.array([words[i % 5] for i in range(n)]).dictionary_encode(),
+        "video_id": pa.array([f"v{i}" for i in range(n)], pa.large_string()),
+        "thumb": pa.array([bytes([i % 256, 0, 255]) for i in range(n)], pa.binary(3)),
+        "history": pa.array(histories, pa.list_(pa.large_string())),
+        "emb": pa.array(rng.normal(size=(n, 3)).tolist(), pa.list_(pa.float64(), 3)),
+        "hour": pa.array(rng.integers(0, 24, n), pa.int32()),
+    })
+    path = str(tmp_path / "other.parquet")
+    pq.write_table(table, path, row_group_size=2500)
+    schema = TableSchema("other", (Feature("user_id", "string"), Feature("video_id", "string"),
+                                   Feature("thumb", "bytes"), Feature("history", "string", kind="list", length=6),
+                                   Feature("emb", "float32", kind="vector", length=3), Feature("hour", "int64")))
+    streamed = next(iter(read_table(path, schema).batch(n)))
+    expected = read_table_numpy(path, schema)
+    assert parquet.READ_BATCH < n
+    for name, values in expected.items():
+        got = streamed[name].numpy()
+        if values.dtype == object:
+            got = np.vectorize(lambda b: b.decode("utf-8") if isinstance(values.flat[0], str) else b,
+                               otypes=[object])(got)
+        np.testing.assert_array_equal(got, values, err_msg=name)
+    assert streamed["history"].shape == (n, 6) and streamed["history"][6, 0].numpy() == b"0"
