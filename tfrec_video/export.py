@@ -206,9 +206,10 @@ def _warmup_value(module: ServingModule, spec: tf.TensorSpec, batch_size: int = 
     """A realistic `[batch_size, ...]` value for one signature input, named by `spec.name`."""
     v = module.model.vocabularies
     name = spec.name
-    ids = module.catalog.ids.numpy()[1:]  # row 0 is the table's "unknown video" row
-    num_videos = len(ids)
+    # Only the rows used are gathered: the table holds the whole catalog. Row 0 is its "unknown video".
+    num_videos = int(module.catalog.ids.shape[0]) - 1
     rows = 1 + np.linspace(0, num_videos - 1, batch_size).round().astype(np.int64)  # first to last video
+    ids = tf.gather(module.catalog.ids, 1 + np.arange(min(3, num_videos))).numpy()
     shape = [batch_size] + [1 if d is None else int(d) for d in spec.shape[1:]]
     if name == "user_id":  # a known user, then users the model has never seen
         known = v.user_ids[0] if v.user_ids else _UNKNOWN_USER
@@ -223,9 +224,9 @@ def _warmup_value(module: ServingModule, spec: tf.TensorSpec, batch_size: int = 
         devices = list(v.devices or []) + ["__warmup_unknown_device__"]
         value = np.array([devices[i % len(devices)] for i in range(batch_size)], object)
     elif name == "video_id":  # real catalog videos and their content
-        value = module.catalog.ids.numpy()[rows]
+        value = tf.gather(module.catalog.ids, rows).numpy()
     elif name in module.catalog.values:
-        value = module.catalog.values[name].numpy()[rows]
+        value = tf.gather(module.catalog.values[name], rows).numpy()
     elif spec.dtype == tf.string:
         value = np.full(shape, b"", object)
     else:

@@ -39,18 +39,34 @@ def fit_pca(x: np.ndarray, num_components: int) -> Optional[Dict[str, List]]:
       they serialise with the rest of `Vocabularies`), or None when `x` has no
       variance to keep (fewer than two rows, or `num_components` <= 0).
     """
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)
     if num_components <= 0 or x.ndim != 2 or len(x) < 2:
         return None
-    mean = x.mean(axis=0)
-    _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
-    keep = singular > singular[0] * 1e-6 if singular[0] > 0 else np.zeros_like(singular, bool)
+    # The covariance is built from row chunks, so memory stays near one float64 chunk however large
+    # the catalog (a float64 copy of 1M x 1024 embeddings alone would be 8 GB); its dim x dim
+    # eigendecomposition gives the same directions as an SVD of the centred rows.
+    n, dim = x.shape
+    chunk = max(1, (1 << 24) // max(dim, 1))
+    mean = np.zeros(dim)
+    for start in range(0, n, chunk):
+        mean += np.asarray(x[start:start + chunk], np.float64).sum(axis=0)
+    mean /= n
+    covariance = np.zeros((dim, dim))
+    for start in range(0, n, chunk):
+        centred = np.asarray(x[start:start + chunk], np.float64) - mean
+        covariance += centred.T @ centred
+    covariance /= n
+    eigenvalues, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    variance, vt = np.maximum(eigenvalues[order], 0.0), vectors[:, order].T
+    # Relative 1e-12 on variances is 1e-6 on singular values: directions with no spread are dropped.
+    keep = variance > variance[0] * 1e-12 if variance[0] > 0 else np.zeros_like(variance, bool)
     k = int(min(num_components, keep.sum()))
     if k == 0:
         return None
-    # SVD signs are arbitrary; fix them so the same data always gives the same basis.
+    # Eigenvector signs are arbitrary; fix them so the same data always gives the same basis.
     components = vt[:k].T * np.sign(vt[:k].T[np.abs(vt[:k].T).argmax(axis=0), range(k)])
-    scale = singular[:k] / np.sqrt(len(x))
+    scale = np.sqrt(variance[:k])
     return {"mean": mean.astype(np.float32).tolist(), "components": components.astype(np.float32).tolist(),
             "scale": scale.astype(np.float32).tolist()}
 
