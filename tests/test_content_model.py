@@ -221,3 +221,18 @@ def test_hub_model_needs_raw_thumbnails(data, image_hub):
     catalog, impressions = data  # image_embedding but no thumbnail column
     with pytest.raises(ConfigError, match="thumbnail"):
         _model(catalog, impressions, image_model=image_hub)
+
+
+def test_catalog_table_holds_only_the_same_catalog():
+    from tfrec_video.towers import CatalogTable
+
+    catalog = {"video_id": np.array(["a", "b", "c"], object), "title": np.array(["x", "y", "z"], object),
+               "duration_s": np.array([1.0, 2.0, 3.0], np.float32)}
+    table = CatalogTable(3, {"title": ("string", []), "duration_s": ("float32", [])})
+    table.set_catalog(catalog)
+    assert table.holds(catalog) and table.holds(catalog, chunk=2)
+    for name, changed in (("video_id", ["a", "c", "b"]), ("title", ["x", "y", "w"]), ("duration_s", [1.0, 2.0, 3.5])):
+        other = dict(catalog, **{name: np.array(changed, catalog[name].dtype)})
+        assert not table.holds(other, chunk=2), name
+    assert not table.holds({k: v[:2] for k, v in catalog.items()})
+    assert not table.holds({k: v for k, v in catalog.items() if k != "title"})

@@ -117,3 +117,15 @@ def test_a_killed_export_leaves_no_visible_version(exported, tmp_path):
     model, catalog, _, _ = exported
     version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
     assert os.path.basename(version_dir) == "1"
+
+
+def test_the_export_shares_the_models_catalog_table_only_for_the_same_catalog(exported):
+    model, catalog, _, _ = exported
+    assert model.catalog_table is not None
+    same = export_lib.ServingModule(model, catalog, k=K, n=N)
+    assert same.catalog is model.catalog_table  # one copy of a large catalog, not two
+    retitled = dict(catalog, title=np.array(["brand new title"] * len(catalog["title"]), object))
+    other = export_lib.ServingModule(model, retitled, k=K, n=N)
+    assert other.catalog is not model.catalog_table
+    assert other.catalog.values["title"][1].numpy() == b"brand new title"
+    assert model.catalog_table.values["title"][1].numpy() != b"brand new title"

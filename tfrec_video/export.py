@@ -124,9 +124,14 @@ class ServingModule(tf.Module):
         self.query_names = list(model.query_feature_names)
         self.video_names = list(model.video_feature_names)
         # Variables, not constants (a large catalog would overflow the 2 GB GraphDef limit); row 0
-        # of the table is its "unknown video" row, so catalog row i is table row i + 1.
-        self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")
-        self.catalog.set_catalog(catalog)
+        # of the table is its "unknown video" row, so catalog row i is table row i + 1. The model's
+        # own table (history_content) serves when it holds this very catalog: one copy, not two.
+        table = getattr(model, "catalog_table", None)
+        if table is not None and table.holds(catalog):
+            self.catalog = table
+        else:
+            self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")
+            self.catalog.set_catalog(catalog)
         encodings, embeddings = [], []
         for start in range(0, num_videos, 4096):
             batch = {name: tf.constant(np.asarray(catalog[name])[start:start + 4096]) for name in self.video_names}

@@ -99,6 +99,26 @@ class CatalogTable(tf.keras.layers.Layer):
         self.fingerprints.assign(fingerprints[order])
         self.fingerprint_rows.assign(order.astype(np.int64) + 1)
 
+    def holds(self, catalog: Mapping[str, np.ndarray], chunk: int = 1 << 16) -> bool:
+        """Whether the table holds exactly `catalog` (same ids in the same order, same columns and values).
+
+        Compared in chunks of rows, so a 1M-video table is never copied out whole.
+        """
+        if "video_id" not in catalog or len(catalog["video_id"]) != self.size:
+            return False
+        if any(name not in catalog or list(np.shape(catalog[name])) != [self.size] + shape
+               for name, (_, shape) in self.columns.items()):
+            return False
+        pairs = [(self.ids, catalog["video_id"], "string")] + [
+            (self.values[name], catalog[name], dtype) for name, (dtype, _) in self.columns.items()]
+        for variable, column, dtype in pairs:
+            for start in range(0, self.size, chunk):
+                part = np.asarray(column[start:start + chunk])
+                part = part.astype(object) if dtype == "string" else part.astype(dtype)
+                if not bool(tf.reduce_all(tf.equal(variable[1 + start:1 + start + len(part)], tf.constant(part)))):
+                    return False
+        return True
+
     def lookup(self, ids: tf.Tensor) -> tf.Tensor:
         """Row of each id (same shape as `ids`); 0 for ids not in the table."""
         flat = tf.reshape(ids, [-1])
