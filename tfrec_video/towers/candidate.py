@@ -42,6 +42,7 @@ from tfrec_video.towers.media_encoder import AudioEncoder, ImageEncoder
 from tfrec_video.towers.mlp import MLP
 from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.title_encoder import TitleEncoder
+from tfrec_video.towers.untracked import untracked
 
 
 class CandidateTower(EmbeddingTower):
@@ -96,7 +97,7 @@ class CandidateTower(EmbeddingTower):
         self.image_pca = PrincipalComponents(**image_pca, name="image_pca") if image_dim and image_pca else None
         self.audio_pca = PrincipalComponents(**audio_pca, name="audio_pca") if audio_dim and audio_pca else None
         self.mlp = MLP(hidden_units, output_dim, dropout, name="mlp")
-        self._config = dict(video_embedding=video_embedding.get_config(), title_tokens=list(title_tokens),
+        self._config = untracked(dict(video_embedding=video_embedding.get_config(), title_tokens=list(title_tokens),
                             title_options=dict(title_options or {}),
                             categories=None if categories is None else list(categories),
                             duration_stats=None if duration_stats is None else list(self.duration_stats),
@@ -104,7 +105,7 @@ class CandidateTower(EmbeddingTower):
                             image_pca=image_pca, audio_pca=audio_pca,
                             image_encoder=None if image_encoder is None else _encoder_kwargs(image_encoder),
                             audio_encoder=None if audio_encoder is None else _encoder_kwargs(audio_encoder),
-                            hidden_units=list(hidden_units), output_dim=output_dim, dropout=dropout)
+                            hidden_units=list(hidden_units), output_dim=output_dim, dropout=dropout))
 
     @property
     def input_names(self):

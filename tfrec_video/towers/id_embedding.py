@@ -23,7 +23,10 @@ TensorShape([3, 4])
 import zlib
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
+
+from tfrec_video.towers.untracked import untracked
 
 
 class IdEmbedding(tf.keras.layers.Layer):
@@ -46,13 +49,15 @@ class IdEmbedding(tf.keras.layers.Layer):
             raise ValueError(f"IdEmbedding {self.name}: num_oov_buckets must be >= 1, got {num_oov_buckets}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"IdEmbedding {self.name}: dropout must be in [0, 1), got {dropout}.")
-        self.vocabulary = [str(v) for v in vocabulary]
+        self.vocabulary = untracked([str(v) for v in vocabulary])
         self.embedding_dim = int(embedding_dim)
         self.num_oov_buckets = int(num_oov_buckets)
         self.dropout = float(dropout)
         self.seed = int(seed)
         self._lookup = tf.keras.layers.StringLookup(
-            vocabulary=self.vocabulary or None, mask_token="", num_oov_indices=self.num_oov_buckets,
+            # An array, not the list: StringLookup keeps its input, and a list would be tracked.
+            vocabulary=np.asarray(self.vocabulary, object) if self.vocabulary else None, mask_token="",
+            num_oov_indices=self.num_oov_buckets,
         )
         self.vocabulary_size = 1 + self.num_oov_buckets + len(self.vocabulary)
         self._embedding = tf.keras.layers.Embedding(self.vocabulary_size, self.embedding_dim)

@@ -30,6 +30,7 @@ from tfrec_video.towers.history_pooling import HistoryPooling
 from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
+from tfrec_video.towers.untracked import untracked
 
 
 class QueryTower(EmbeddingTower):
@@ -64,11 +65,11 @@ class QueryTower(EmbeddingTower):
         self.hour_embedding = tf.keras.layers.Embedding(25, 8, name="hour") if has_hour else None
         self.device_embedding = IdEmbedding(devices, 8, 2, name="device") if devices else None
         self.mlp = MLP(hidden_units, output_dim, dropout, name="mlp")
-        self._config = dict(user_ids=list(map(str, user_ids)), video_embedding=video_embedding.get_config(),
+        self._config = untracked(dict(user_ids=list(map(str, user_ids)), video_embedding=video_embedding.get_config(),
                             history_length=history_length, history_pooling=history_pooling, has_hour=self.has_hour,
                             devices=None if devices is None else list(devices), id_dim=id_dim,
                             num_oov_buckets=num_oov_buckets, user_id_dropout=user_id_dropout, hidden_units=list(hidden_units),
-                            output_dim=output_dim, dropout=dropout)
+                            output_dim=output_dim, dropout=dropout))
 
     @property
     def input_names(self):
