@@ -23,6 +23,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from tfrec_video.towers.untracked import untracked
+
 
 class TitleEncoder(tf.keras.layers.Layer):
     """Encodes raw title strings with WordPiece + multi-width Conv1D + max-pool.
@@ -49,7 +51,7 @@ class TitleEncoder(tf.keras.layers.Layer):
             raise ValueError(f"TitleEncoder: conv_widths must be positive integers, got {conv_widths}.")
         import keras_nlp
 
-        self.vocabulary = [str(v) for v in vocabulary]
+        self.vocabulary = untracked([str(v) for v in vocabulary])
         self.sequence_length = int(sequence_length)
         self.token_dim = int(token_dim)
         self.conv_widths = tuple(int(w) for w in conv_widths)
