@@ -214,14 +214,13 @@ def _warmup_value(module: ServingModule, spec: tf.TensorSpec, batch_size: int = 
     # Only the rows used are gathered: the table holds the whole catalog. Row 0 is its "unknown video".
     num_videos = int(module.catalog.ids.shape[0]) - 1
     rows = 1 + np.linspace(0, num_videos - 1, batch_size).round().astype(np.int64)  # first to last video
-    ids = tf.gather(module.catalog.ids, 1 + np.arange(min(3, num_videos))).numpy()
     shape = [batch_size] + [1 if d is None else int(d) for d in spec.shape[1:]]
     if name == "user_id":  # a known user, then users the model has never seen
         known = v.user_ids[0] if v.user_ids else _UNKNOWN_USER
         value = np.array([known] + [_UNKNOWN_USER] * (batch_size - 1), object)
     elif name == "history":  # a few real catalog videos padded with "", then an empty history
         value = np.full(shape, b"", object)
-        watched = ids[:min(shape[1], 3, num_videos)]
+        watched = tf.gather(module.catalog.ids, 1 + np.arange(min(shape[1], 3, num_videos))).numpy()
         value[0, :len(watched)] = watched
     elif name == "hour":
         value = (8 + 7 * np.arange(batch_size, dtype=np.int64)) % 24
