@@ -35,12 +35,12 @@ import json
 import numpy as np
 
 import tfrec_video  # noqa: F401
-from tfrec_video.data.io import read_table_numpy
 from tfrec_video.data.pipeline import builtin_splits
+from tfrec_video.data.schema import as_strings, impressions_schema
+from tfrec_video.data.tables import read_table_numpy
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin, load_manifest
-from tfrec_video.datasets.truth import _hour_index, context_term, device_index
-from tfrec_video.metrics import auc
-from tfrec_video.schema import as_strings, impressions_schema
+from tfrec_video.datasets.builtin.truth import _hour_index, context_term, device_index
+from tfrec_video.evaluation.metrics import auc
 
 
 def _unit(x):

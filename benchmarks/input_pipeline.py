@@ -38,9 +38,9 @@ import tensorflow as tf
 
 from tfrec_video.data import write_table
 from tfrec_video.data.pipeline import impressions_dataset
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
-from tfrec_video.schema import catalog_schema, impressions_schema
 
 from synthetic import synthetic
 

@@ -208,7 +208,7 @@ def generate(args, data_dir):
     """Writes the catalog and impressions shards under `data_dir` and a `generated.json` marker."""
     import tfrec_video  # noqa: F401  (before TensorFlow)
     from tfrec_video.data import write_table
-    from tfrec_video.schema import catalog_schema, impressions_schema
+    from tfrec_video.data.schema import catalog_schema, impressions_schema
 
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -280,11 +280,11 @@ def ensure_data(args, data_dir):
 def train_and_export(args, data_dir, export_dir, phases):
     import tensorflow as tf
 
-    from tfrec_video import export as export_module
     from tfrec_video import training
     from tfrec_video.data.pipeline import load_catalog
+    from tfrec_video.data.schema import catalog_schema, impressions_schema
     from tfrec_video.models import ModelConfig
-    from tfrec_video.schema import catalog_schema, impressions_schema
+    from tfrec_video.serving import export as export_module
 
     phases.mark("startup")
     catalog = load_catalog(os.path.join(data_dir, "catalog"), catalog_schema(IMAGE_DIM, AUDIO_DIM))

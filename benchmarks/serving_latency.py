@@ -46,9 +46,9 @@ import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (WordPiece ops, needed to load the export)
 
-from tfrec_video.export import ServingModule
 from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
+from tfrec_video.serving.export import ServingModule
 
 WORDS = np.array(["cat", "kitten", "dog", "puppy", "football", "goal", "match", "cooking", "recipe", "pasta",
                   "guitar", "piano", "song", "travel", "beach", "mountain", "news", "review", "game", "speedrun",

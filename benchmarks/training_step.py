@@ -17,7 +17,7 @@ one after the other:
   accidental-hit removal, clicked rows as positives) with
   `compute_metrics=False`, the ranking loss with its AUC and logloss metrics,
   the backward pass, Adam, and five loss trackers. No whole-catalog metric:
-  `tfrec_video.callbacks.RetrievalRecall` measures whole-catalog Recall@K once
+  `tfrec_video.training.callbacks.RetrievalRecall` measures whole-catalog Recall@K once
   per epoch, with one pass of the candidate tower over the catalog and one
   matmul per batch of validation clicks.
 * `tutorial`: a plain `tfrs.Model` subclass written as in the TFRS tutorials

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
-from tfrec_video.data.io import write_table
+from tfrec_video.data.schema import impressions_schema
+from tfrec_video.data.tables import write_table
 from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.evaluation import evaluate
-from tfrec_video.metrics import auc
+from tfrec_video.evaluation.metrics import auc
 from tfrec_video.models import IdOnlyTwoTower, fit_id_only_baseline
-from tfrec_video.schema import impressions_schema
 
 from toy import toy_data
 

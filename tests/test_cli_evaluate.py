@@ -9,13 +9,13 @@ import pytest
 
 import tfrec_video  # noqa: F401
 from tfrec_video import cli
-from tfrec_video.data.io import read_table, read_table_numpy, write_table
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
+from tfrec_video.data.tables import read_table, read_table_numpy, write_table
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, generate
 from tfrec_video.evaluation import evaluate
-from tfrec_video.export import export_saved_model
 from tfrec_video.models.config import ModelConfig
-from tfrec_video.schema import catalog_schema, impressions_schema
+from tfrec_video.serving.export import export_saved_model
 from tfrec_video.training import TrainingConfig, fit_model, video_counts
 
 from test_quickstart import REQUIRED_KEYS

@@ -7,12 +7,12 @@ import pytest
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrec_video.datasets.media import encode_image
+from tfrec_video.datasets.builtin.media import encode_image
 from tfrec_video.errors import ConfigError
-from tfrec_video.export import ServingModule
 from tfrec_video.features import adapt, fit_pca
 from tfrec_video.features.pca import project
 from tfrec_video.models import ModelConfig, VideoRecModel
+from tfrec_video.serving.export import ServingModule
 from tfrec_video.towers import CatalogTable, PrincipalComponents
 from toy import SMALL, small_model, toy_data
 

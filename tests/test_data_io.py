@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tfrec_video.data import detect_format, list_files, read_table, read_table_numpy, write_table
-from tfrec_video.data import io as data_io
+from tfrec_video.data import files as data_files, tables as data_tables
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import catalog_schema, impressions_schema
 
 FORMATS = ["tfrecord", "tfrecord.gz", "parquet", "csv"]
 
@@ -238,12 +238,12 @@ def test_crash_during_write_leaves_existing_file_and_no_temp(tmp_path, ext, monk
     path = str(tmp_path / f"c.{ext}")
     write_table({"video_id": ["a"], "title": ["A"]}, path, CATALOG)
     before = open(path, "rb").read()
-    module = data_io._module(ext)
+    module = data_tables._module(ext)
     real_write = module.write
 
     def crash_after_writing(temp, *args, **kwargs):
         real_write(temp, *args, **kwargs)
-        assert os.path.exists(temp) and data_io.TEMP_MARKER in temp
+        assert os.path.exists(temp) and data_files.TEMP_MARKER in temp
         raise KeyboardInterrupt  # Even a BaseException must not leave the temp file.
 
     monkeypatch.setattr(module, "write", crash_after_writing)
@@ -300,7 +300,7 @@ def test_remote_crash_during_write_leaves_no_temp(monkeypatch):
     directory = "ram://tfrec_video_test/crash"
     path = f"{directory}/c.parquet"
     write_table({"video_id": ["a"], "title": ["A"]}, path, CATALOG)
-    module = data_io._module("parquet")
+    module = data_tables._module("parquet")
     real_write = module.write
 
     def crash_after_writing(temp, *args, **kwargs):
@@ -321,7 +321,7 @@ def test_parquet_files_from_other_writers_stream_like_they_read(tmp_path):
     import pyarrow.parquet as pq
 
     from tfrec_video.data import parquet
-    from tfrec_video.schema import Feature, TableSchema
+    from tfrec_video.data.schema import Feature, TableSchema
 
     rng = np.random.default_rng(0)
     n = 9000  # more than one record batch of parquet.READ_BATCH rows

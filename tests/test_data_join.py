@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from tfrec_video.data import (check_ids_in_catalog, join_catalog, read_table, read_table_numpy,
                               write_table)
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import catalog_schema, impressions_schema
 
 CATALOG = catalog_schema(image_dim=3, audio_dim=2)
 IMPRESSIONS = impressions_schema(history_length=2)

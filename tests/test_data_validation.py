@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from tfrec_video.data import read_table, read_table_numpy, write_table
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import catalog_schema, impressions_schema
 
 CATALOG = catalog_schema(image_dim=4, audio_dim=3)
 IMPRESSIONS = impressions_schema(history_length=3)

@@ -14,13 +14,13 @@ import pytest
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+from tfrec_video.cli.generate_data import add_cli
 from tfrec_video.data import read_table, read_table_numpy
 from tfrec_video.datasets import (
     FILLER_WORDS,
     TOPICS,
     BuiltinConfig,
     GroundTruth,
-    add_cli,
     auc,
     default_cache_dir,
     ensure_builtin,
@@ -28,9 +28,9 @@ from tfrec_video.datasets import (
     load_manifest,
     oracle_auc,
 )
-from tfrec_video.datasets import media as media_lib
+from tfrec_video.data.schema import catalog_schema, impressions_schema
+from tfrec_video.datasets.builtin import media as media_lib
 from tfrec_video.errors import ConfigError
-from tfrec_video.schema import catalog_schema, impressions_schema
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]")

@@ -21,11 +21,11 @@ import tensorflow as tf
 from tensorflow.python.distribute import input_ops  # what tf.distribute applies per worker (auto-sharding)
 
 from tfrec_video.data import read_table, write_table
-from tfrec_video.data.io import shard_files
+from tfrec_video.data.files import shard_files
 from tfrec_video.data.pipeline import distributed_impressions, impressions_dataset, load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.distribute import is_chief, make_strategy, num_workers, task, tf_config, worker_dir
 from tfrec_video.errors import ConfigError
-from tfrec_video.schema import catalog_schema, impressions_schema
 from toy import toy_data
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -178,10 +178,10 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 from toy import SMALL, toy_data
 from tfrec_video.data.pipeline import load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.distribute import make_strategy
 from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
-from tfrec_video.schema import catalog_schema, impressions_schema
 from tfrec_video.training import TrainingConfig, fit_model
 
 data_dir, out = sys.argv[1], sys.argv[2]
@@ -259,9 +259,9 @@ strategy = make_strategy("multi_worker")
 
 from toy import SMALL
 from tfrec_video.data.pipeline import load_catalog
-from tfrec_video.export import export_saved_model
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.models import ModelConfig
-from tfrec_video.schema import catalog_schema, impressions_schema
+from tfrec_video.serving.export import export_saved_model
 from tfrec_video.training import TrainingConfig, fit_model
 
 data_dir, out_dir = sys.argv[1], sys.argv[2]

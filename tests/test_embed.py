@@ -23,10 +23,10 @@ import tensorflow_io as tfio
 from tfrec_video.cli import main
 from tfrec_video.data import read_table_numpy, write_table
 from tfrec_video.data.media_embeddings import attach_embeddings, embeddings_schema
+from tfrec_video.data.schema import catalog_schema
 from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.media_embedding import load_image_model, run_embed
 from tfrec_video.media_embedding import step as embed_step
-from tfrec_video.schema import catalog_schema
 # The media helpers of the first embed test file: one tone, WAV writer, encoder saver and CSV writer for both.
 from test_embedding_step import _band_energies, _cosine, _media_csv, _save_encoder, _tone, _write_wav
 

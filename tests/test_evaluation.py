@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfrec_video.evaluation import CatalogRanker, ranks_from_scores, retrieval_metrics
-from tfrec_video.metrics import auc, logloss
+from tfrec_video.evaluation.metrics import auc, logloss
 
 
 def test_auc_matches_pairwise_definition_with_ties():

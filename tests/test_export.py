@@ -9,8 +9,8 @@ import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (the WordPiece ops, as any client loading the export needs)
 
-from tfrec_video import export as export_lib
 from tfrec_video.evaluation import embed_catalog
+from tfrec_video.serving import export as export_lib
 from toy import small_model, toy_data
 
 K, N = 12, 5
@@ -91,7 +91,7 @@ _KILLED_MID_EXPORT = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
 import tfrec_video
-from tfrec_video import export as export_lib
+from tfrec_video.serving import export as export_lib
 from toy import small_model, toy_data
 catalog, impressions = toy_data()
 model = small_model(catalog, impressions)

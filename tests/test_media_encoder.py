@@ -21,7 +21,7 @@ import pytest
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrec_video.datasets.media import encode_image, encode_wav, render_thumbnail
+from tfrec_video.datasets.builtin.media import encode_image, encode_wav, render_thumbnail
 from tfrec_video.towers.media_encoder import AudioEncoder, ImageEncoder, decodable_image_mask, decodable_wav_mask
 
 RATE = 16000

@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from tfrec_video.data import write_table
 from tfrec_video.data.pipeline import load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.errors import ConfigError
 from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
-from tfrec_video.schema import catalog_schema, impressions_schema
 from tfrec_video.training import TrainingConfig, dtype_policy, fit_model
 from toy import SMALL, toy_data
 
@@ -107,7 +107,7 @@ def test_train_step_scales_the_loss_and_unscales_the_gradients():
 
 
 def test_the_export_keeps_float32_and_string_signatures(trained, tmp_path):
-    from tfrec_video.export import export_saved_model
+    from tfrec_video.serving.export import export_saved_model
     import tensorflow_text  # noqa: F401  (the WordPiece ops, as any client loading the export needs)
 
     model, _, catalog, batch = trained

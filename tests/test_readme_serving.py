@@ -13,7 +13,7 @@ import pytest
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrec_video.export import export_saved_model
+from tfrec_video.serving.export import export_saved_model
 from toy import small_model, toy_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ import tfrec_video  # noqa: F401  (before TensorFlow)
 
 from tfrec_video.data import write_table
 from tfrec_video.data.pipeline import impressions_dataset, load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.evaluation import evaluate
 from tfrec_video.models import ModelConfig
-from tfrec_video.schema import catalog_schema, impressions_schema
 from tfrec_video.training import TrainingConfig, fit_model
 from toy import SMALL, toy_data
 

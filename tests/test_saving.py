@@ -12,9 +12,9 @@ import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
 
 from tfrec_video.data import write_table
+from tfrec_video.data.schema import catalog_schema
 from tfrec_video.errors import ConfigError
 from tfrec_video.models import load_model, save_model
-from tfrec_video.schema import catalog_schema
 from toy import small_model, toy_data
 
 

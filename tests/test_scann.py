@@ -9,7 +9,7 @@ import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
 
 from tfrec_video.evaluation import embed_catalog
-from tfrec_video.scann_retrieval import ScannRetriever
+from tfrec_video.serving.scann import ScannRetriever
 from toy import small_model, toy_data
 
 

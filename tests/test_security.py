@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tfrec_video.errors import ConfigError
-from tfrec_video.train_config import load_run_config
+from tfrec_video.training.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "tfrec_video").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))

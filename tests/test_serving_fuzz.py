@@ -20,7 +20,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tfrec_video import export as export_lib  # noqa: E402
+from tfrec_video.serving import export as export_lib  # noqa: E402
 from toy import small_model, toy_data  # noqa: E402
 
 K, N = 8, 4

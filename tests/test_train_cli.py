@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tfrec_video.cli import main
+from tfrec_video.cli.train import HISTORY_FILE, read_history
 from tfrec_video.errors import ConfigError
-from tfrec_video.train import HISTORY_FILE, read_history
-from tfrec_video.train_config import (CallbackConfig, apply_overrides, dump_run_config, load_run_config,
+from tfrec_video.training.run_config import (CallbackConfig, apply_overrides, dump_run_config, load_run_config,
                                       run_config_from_dict)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -114,7 +114,7 @@ def test_overrides_and_flags_beat_the_file(tmp_path):
     with pytest.raises(ConfigError, match="--set expects section.field=value"):
         load_run_config(path, ["training.epochs"])
     from tfrec_video.cli import build_parser
-    from tfrec_video.train import config_from_args
+    from tfrec_video.cli.train import config_from_args
 
     args = build_parser().parse_args(["train", "--config", path, "--set", "training.epochs=5", "--epochs", "9",
                                       "--batch-size", "32", "--output-dir", str(tmp_path / "o"), "--no-export"])
@@ -200,7 +200,7 @@ def test_python_dash_m_train_runs_and_stops_early(tmp_path, tiny_cache):
     values["data"]["validation"] = os.path.join(directory, "test")
     values["model"] = {**SMALL_MODEL, "learning_rate": 0.05}  # overfits fast, so val_auc stops improving
     cfg = _write(tmp_path / "cfg.yaml", yaml.safe_dump(values))
-    result = subprocess.run([sys.executable, "-m", "tfrec_video.train", "--config", cfg, "--verbose", "2",
+    result = subprocess.run([sys.executable, "-m", "tfrec_video", "train", "--config", cfg, "--verbose", "2",
                              "--no-export"], capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,7 +215,7 @@ def test_a_killed_run_resumes_from_its_last_backup(tmp_path, tiny_cache):
     cache, _ = tiny_cache
     values = _run_config(tmp_path, cache, epochs=5, projector=False, tensorboard=False)
     cfg = _write(tmp_path / "cfg.yaml", yaml.safe_dump(values))
-    command = [sys.executable, "-m", "tfrec_video.train", "--config", cfg, "--verbose", "2", "--no-export"]
+    command = [sys.executable, "-m", "tfrec_video", "train", "--config", cfg, "--verbose", "2", "--no-export"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     history = tmp_path / "run" / HISTORY_FILE
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -274,7 +274,7 @@ def test_train_on_two_workers_with_tf_config(tmp_path, tiny_cache):
     cfg = _write(tmp_path / "cfg.yaml", yaml.safe_dump(values))
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     script = tmp_path / "train_worker.py"
-    script.write_text("import sys\nfrom tfrec_video.train import main\nsys.exit(main())\n")
+    script.write_text("import sys\nfrom tfrec_video.cli import main\nsys.exit(main([\"train\", *sys.argv[1:]]))\n")
     processes, logs = [], []
     for index in range(2):
         logs.append(tmp_path / f"worker-{index}.log")

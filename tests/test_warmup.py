@@ -10,7 +10,8 @@ import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tfrec_video.export import WARMUP_FILE, export_saved_model
+from tfrec_video.serving.export import export_saved_model
+from tfrec_video.serving.warmup import WARMUP_FILE
 from toy import small_model, toy_data
 
 SIGNATURES = {"serving_default", "retrieve", "rank", "embed_query", "embed_video"}

@@ -7,6 +7,25 @@ TensorFlow first resolves `tf.keras`. TensorFlow resolves it lazily, on the firs
 attribute access of `tf.keras`, so setting the variable here works even when the
 user ran `import tensorflow` first. If something already resolved `tf.keras` to
 Keras 3, we say so plainly instead of letting TFRS fail deep inside its import.
+
+The layers, bottom to top (a module imports only from its own layer and those
+below; `tests/test_layout.py` enforces it):
+
+    errors, config_fields, distribute,     the base: no other tfrec_video import
+      deprecated_paths
+    data                                   schema, files, tables, formats, pipeline
+    evaluation                             metrics, whole-catalog ranking, report, plots
+    datasets                               the built-in dataset with a planted truth
+    features                               vocabularies, WordPiece, PCA
+    towers                                 Keras layers: raw features in, embeddings out
+    models                                 VideoRecModel, the ranking head, saving, baselines
+    training                               fit_model, callbacks, run configs
+    serving                                export for TF Serving, loading an export
+    media_embedding                        the offline embed step
+    cli                                    the `tfrec-video` commands (`python -m tfrec_video`)
+
+The old flat module paths (`tfrec_video.export`, `tfrec_video.schema`, ...) still
+import, with a `DeprecationWarning`, until the release `deprecated_paths` names.
 """
 
 import os as _os
@@ -38,3 +57,7 @@ def _check_keras_2():
 
 
 _check_keras_2()
+
+from tfrec_video import deprecated_paths as _deprecated_paths  # noqa: E402  (after the Keras check)
+
+_deprecated_paths.install()

@@ -27,10 +27,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from tfrec_video.data import io as data_io
+from tfrec_video.data import files as data_files
+from tfrec_video.data.schema import Feature, TableSchema
 from tfrec_video.data.validation import RaggedColumn, _BadValue, batch_to_dense, check_values, row_of_value
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import Feature, TableSchema
 
 READ_BATCH = 4096
 _WRITE_CHUNK = 8192
@@ -85,7 +85,7 @@ def write(path: str, num_rows: int, columns: Dict[str, RaggedColumn], schema: Ta
     """Writes validated ragged columns to `path` as UTF-8 CSV with a header row."""
     del compression  # `write_table` has already run `check_writable`.
     cells = [_cells(f, columns[f.name]) for f in schema]
-    with data_io.open_file(path, "wb") as sink:
+    with data_files.open_file(path, "wb") as sink:
         buffer = _io.StringIO()
         writer = _csv.writer(buffer, lineterminator="\n")
         writer.writerow(schema.names)
@@ -106,10 +106,10 @@ class _Rows:
 
     def __init__(self, path: str):
         self.path = path
-        if data_io.file_size(path) == 0:
+        if data_files.file_size(path) == 0:
             raise DataValidationError("empty file (0 bytes)", file=path,
                                       expected="a header row and at least one row")
-        self.handle = _io.TextIOWrapper(data_io.open_file(path, "rb"), encoding="utf-8", newline="")
+        self.handle = _io.TextIOWrapper(data_files.open_file(path, "rb"), encoding="utf-8", newline="")
         self.reader = _csv.reader(self.handle, strict=True)
         self.row = -1
         header = self._next()

@@ -29,8 +29,8 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.data.schema import TableSchema
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import TableSchema
 
 ON_MISSING = ("error", "default")
 
@@ -175,10 +175,10 @@ def check_ids_in_catalog(impression_paths: Union[str, Sequence[str]], schema: Ta
 
     >>> check_ids_in_catalog("impressions/", impressions_schema(), catalog["video_id"])  # doctest: +SKIP
     """
-    from tfrec_video.data import io as data_io
+    from tfrec_video.data.tables import open_table
 
     known = set(_id_list(catalog_ids))
-    files, module, _ = data_io._open_table(impression_paths, schema, format)
+    files, module, _ = open_table(impression_paths, schema, format)
     video_only = schema.select(["video_id"])
     for path in files:
         for offset, batch in module.iter_batches(path, video_only, validate=False, dense=True):

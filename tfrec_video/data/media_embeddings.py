@@ -26,9 +26,10 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfrec_video.data.io import is_local, list_files, read_table_numpy, table_columns
+from tfrec_video.data.files import is_local, list_files
+from tfrec_video.data.schema import Feature, TableSchema, as_strings
+from tfrec_video.data.tables import read_table_numpy, table_columns
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import Feature, TableSchema, as_strings
 
 log = logging.getLogger(__name__)
 # Written by the embedding step in its output directory; it records the widths.

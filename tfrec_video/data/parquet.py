@@ -31,10 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tfrec_video.data import io as data_io
+from tfrec_video.data import files as data_files
+from tfrec_video.data.schema import Feature, TableSchema
 from tfrec_video.data.validation import RaggedColumn, batch_to_dense, check_values, row_of_value
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import Feature, TableSchema
 
 # Rows per record batch handed to tf.data: amortises the Python hop per batch.
 READ_BATCH = 4096
@@ -83,7 +83,7 @@ def write(path: str, num_rows: int, columns: Dict[str, RaggedColumn], schema: Ta
     arrow_schema = pa.schema([pa.field(f.name, _arrow_type(f), nullable=False) for f in schema])
     row_bytes = sum(_row_bytes(f, columns[f.name], num_rows) for f in schema)
     group = int(min(1 << 20, max(1024, _ROW_GROUP_BYTES // max(row_bytes, 1.0))))
-    with data_io.open_file(path, "wb") as sink:
+    with data_files.open_file(path, "wb") as sink:
         with pq.ParquetWriter(sink, arrow_schema) as writer:
             for start in range(0, num_rows, group):
                 stop = min(start + group, num_rows)
@@ -102,13 +102,13 @@ class _Opened:
     def __init__(self, path: str):
         self.path = path
         self.handle = None
-        if data_io.file_size(path) == 0:
+        if data_files.file_size(path) == 0:
             raise DataValidationError("empty file (0 bytes)", file=path, expected="a Parquet file with rows")
         try:
-            if data_io.is_local(path):
+            if data_files.is_local(path):
                 self.file = pq.ParquetFile(path)
             else:
-                self.handle = data_io.open_file(path, "rb")
+                self.handle = data_files.open_file(path, "rb")
                 self.file = pq.ParquetFile(self.handle)
         except (pa.ArrowException, OSError, ValueError) as e:
             self.close()

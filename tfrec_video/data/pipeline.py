@@ -28,11 +28,12 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.io import count_rows, list_files, read_table, read_table_numpy, shard_files, table_format
+from tfrec_video.data.files import list_files, shard_files, table_format
 from tfrec_video.data.join import check_ids_in_catalog, join_catalog
+from tfrec_video.data.schema import TableSchema
+from tfrec_video.data.tables import count_rows, read_table, read_table_numpy
 from tfrec_video.distribute import num_workers
 from tfrec_video.errors import ConfigError
-from tfrec_video.schema import TableSchema
 
 # Raw media stays out of training batches: the embedding step turns it into vectors first.
 CONTENT_FEATURES = ("title", "category", "duration_s", "image_embedding", "audio_embedding")

@@ -31,10 +31,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data import io as data_io
+from tfrec_video.data import files as data_files
+from tfrec_video.data.schema import Feature, TableSchema
 from tfrec_video.data.validation import RaggedColumn, batch_to_dense, check_values
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import Feature, TableSchema
 
 try:  # The file-system plugins (s3://, az://, hdfs://) register on import.
     import tensorflow_io  # noqa: F401
@@ -148,7 +148,7 @@ def _corrupt(path: str, row: Optional[int], err: Exception) -> DataValidationErr
 
 def read_columns(path: str) -> List[str]:
     """The column names of a TFRecord file: the keys of its first record."""
-    if data_io.file_size(path) == 0:
+    if data_files.file_size(path) == 0:
         raise DataValidationError("empty file (0 bytes)", file=path, expected="at least one record")
     try:
         first = next(iter(_dataset(path, compression_of(path)).take(1)), None)

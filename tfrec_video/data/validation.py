@@ -25,8 +25,8 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfrec_video.data.schema import Feature, TableSchema
 from tfrec_video.errors import DataValidationError
-from tfrec_video.schema import Feature, TableSchema
 
 
 class RaggedColumn(NamedTuple):

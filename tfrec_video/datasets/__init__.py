@@ -1,5 +1,10 @@
 """Datasets shipped with tfrec_video: the built-in synthetic dataset with a planted truth.
 
+`datasets/` holds the built-in dataset (`datasets/builtin/`: generator, raw media,
+planted truth). It may import only `tfrec_video.data`, `tfrec_video.evaluation.metrics`
+and the base modules `tfrec_video.errors` / `tfrec_video.config_fields`; never
+features, towers, models, training, serving or cli.
+
 * `BuiltinConfig`: sizes, seed and every noise level of the benchmark.
 * `generate(out_dir, config)`: writes catalog, train/test impressions, raw media
   and the ground truth; `ensure_builtin()` caches it by config hash.
@@ -12,41 +17,7 @@ Example:
 >>> load_manifest(path)["files"]["train"]                                           # doctest: +SKIP
 """
 
-from tfrec_video.datasets.builtin import (
-    DATASET_VERSION,
-    FILLER_WORDS,
-    LANGUAGES,
-    MANIFEST,
-    TOPICS,
-    BuiltinConfig,
-    Topic,
-    add_cli,
-    default_cache_dir,
-    ensure_builtin,
-    generate,
-    load_manifest,
-    run_generate_cli,
-    summary,
-)
-from tfrec_video.datasets.truth import DEVICES, GroundTruth, auc, oracle_auc
+from tfrec_video.datasets import builtin
+from tfrec_video.datasets.builtin import *  # noqa: F401,F403  (exactly the names of builtin.__all__)
 
-__all__ = [
-    "BuiltinConfig",
-    "DATASET_VERSION",
-    "DEVICES",
-    "FILLER_WORDS",
-    "GroundTruth",
-    "LANGUAGES",
-    "MANIFEST",
-    "TOPICS",
-    "Topic",
-    "add_cli",
-    "auc",
-    "default_cache_dir",
-    "ensure_builtin",
-    "generate",
-    "load_manifest",
-    "oracle_auc",
-    "run_generate_cli",
-    "summary",
-]
+__all__ = list(builtin.__all__)

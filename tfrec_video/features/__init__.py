@@ -1,7 +1,8 @@
 """Preprocessing learned from data: vocabularies, WordPiece, normalisation statistics.
 
 These live inside the model (as lookup layers and constants), so an exported
-SavedModel takes raw features.
+SavedModel takes raw features. `adapt` learns them all from the catalog and the
+training impressions. May import `tfrec_video.data` and the base modules.
 """
 
 from tfrec_video.features.pca import fit_pca

@@ -34,8 +34,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 
+from tfrec_video.data.schema import as_strings
 from tfrec_video.features.pca import fit_pca
-from tfrec_video.schema import as_strings
 from tfrec_video.features.wordpiece import learn_title_vocabulary
 
 

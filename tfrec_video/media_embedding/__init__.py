@@ -2,9 +2,10 @@
 
 * `decode`: media files to float images and framed mono waveforms (tf.io, tensorflow-io).
 * `encoders`: TF Hub handles, SavedModels and `.tflite` files as `MediaModel`s.
-* `step`: `run_embed` and the `tfrec-video embed` command (sharded, resumable output).
+* `step`: `run_embed`, what `tfrec-video embed` runs (sharded, resumable output).
 
 The output joins into the catalog with `tfrec_video.data.media_embeddings.attach_embeddings`.
+May import towers (the in-graph encoders' loading conventions), data and the base modules.
 """
 
 from tfrec_video.media_embedding.decode import MediaError, frames, read_audio, read_image

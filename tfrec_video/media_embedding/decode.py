@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.io import open_file
+from tfrec_video.data.files import open_file
 
 
 class MediaError(Exception):

@@ -17,7 +17,7 @@ Why it exists: it is the reference point every report compares against.
 `VideoRecModel` adds content towers, watch history, hashed OOV buckets and id
 dropout; `report.json` shows what each buys by putting this baseline's
 `id_only_recall@K` beside the model's `recall@K`, on the same test clicks and
-the same catalog (`tfrec_video.evaluation.evaluate(..., baselines=...)`).
+the same catalog (`tfrec_video.evaluation.report.evaluate(..., baselines=...)`).
 
 Its documented weakness is cold start. A video that is not in the training
 impressions has no row of its own: it falls into the one shared OOV row, so
@@ -54,8 +54,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.errors import ConfigError, DataValidationError
-from tfrec_video.schema import TableSchema, as_strings
 
 
 def _id_tower(vocabulary: Sequence[str], embedding_dim: int, seed: int, name: str) -> tf.keras.Sequential:
@@ -99,10 +99,10 @@ class IdOnlyTwoTower(tfrs.Model):
         self.user_model = _id_tower(self.user_ids, self.embedding_dim, self.seed, "user_model")
         self.video_model = _id_tower(self.video_ids, self.embedding_dim, self.seed + 1, "video_model")
         # The tutorial's task: softmax cross-entropy over the batch, summed over rows. No metrics:
-        # whole-catalog top-K is computed once, by tfrec_video.evaluation, not per training step.
+        # whole-catalog top-K is computed once, by tfrec_video.evaluation.report, not per training step.
         self.task = tfrs.tasks.Retrieval()
 
-    # -- the interface tfrec_video.evaluation uses --------------------------------------------------
+    # -- the interface tfrec_video.evaluation.report uses --------------------------------------------------
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """User embeddings `[batch, embedding_dim]` (not normalised: scores are plain dot products)."""
         return self.user_model(features["user_id"], training=training)
@@ -185,7 +185,7 @@ def fit_id_only_baseline(
     if not learning_rate > 0:
         raise ConfigError(f"fit_id_only_baseline: learning_rate must be > 0, got {learning_rate!r}.")
     # Imported here so that `tfrec_video.models` does not pull in the data layer (and tensorflow_io).
-    from tfrec_video.data.io import read_table
+    from tfrec_video.data.tables import read_table
 
     tf.keras.utils.set_random_seed(seed)
     users: set = set()

@@ -20,7 +20,7 @@ scale does not depend on the click-through rate. Unclicked rows still supply
 their videos as in-batch negatives; those videos were sampled by exposure, which
 is what the logQ correction (estimated from training impression counts in
 `Vocabularies`) removes. Whole-catalog top-K metrics are never computed per
-training step; `tfrec_video.evaluation` computes them at evaluation time.
+training step; `tfrec_video.evaluation.report` computes them at evaluation time.
 
 Under `tf.distribute` every replica computes this loss on its own slice of the
 global batch, and `train_step` divides it by the number of replicas before the
@@ -58,10 +58,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import Vocabularies
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.ranking_head import RankingHead
-from tfrec_video.errors import ConfigError
 from tfrec_video.towers import CandidateTower, CatalogTable, IdEmbedding, QueryTower
 
 # `catalog=` value meaning "the catalog table's contents come from restored weights".

@@ -1,4 +1,9 @@
-"""Towers: raw features in, embeddings out. Each layer here round-trips through `get_config`."""
+"""Towers: raw features in, embeddings out. Each layer here round-trips through `get_config`.
+
+One Keras layer per module: the query and candidate towers and their parts (id
+embeddings, the title CNN, history pooling, PCA whitening, media encoders and
+their byte checks) and `CatalogTable`. May import features, data and the base modules.
+"""
 
 from tfrec_video.towers.candidate import CandidateTower
 from tfrec_video.towers.catalog_table import CatalogTable

@@ -66,7 +66,7 @@ from tfrec_video.config_fields import check_known, field_names, from_mapping
 from tfrec_video.distribute import STRATEGIES
 from tfrec_video.errors import ConfigError
 from tfrec_video.models.config import ModelConfig
-from tfrec_video.training import TrainingConfig
+from tfrec_video.training.fit import TrainingConfig
 
 BUILTIN_SIZES = ("tiny", "default")
 # Validation metrics EarlyStopping and the best-checkpoint choice can follow (K of the recall is free).

@@ -5,7 +5,7 @@ the validation losses (computed batch by batch). Retrieval quality needs the
 whole catalog, which a per-batch metric cannot see, so:
 
 * `RetrievalRecall` scores every validation click against the whole catalog at
-  the end of each epoch (one exact matmul, `tfrec_video.evaluation`'s ranking)
+  the end of each epoch (one exact matmul, `tfrec_video.evaluation.ranking`)
   and adds `val_recall_at_K` to the epoch's logs. Placed before
   `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` and `CSVLogger` in the
   callback list, it is seen by all of them like any other validation metric.
@@ -26,9 +26,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.io import read_table
-from tfrec_video.evaluation import CatalogRanker, embed_catalog
-from tfrec_video.schema import TableSchema, as_strings
+from tfrec_video.data.schema import TableSchema, as_strings
+from tfrec_video.data.tables import read_table
+from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog
 
 # Metadata columns written for the projector, when the catalog has them.
 PROJECTOR_COLUMNS = ("video_id", "title", "category")

@@ -1,7 +1,7 @@
 """The training report's PNG plots: loss curves, Recall@K against K, click-probability calibration.
 
 Each function draws from plain data — a Keras `History.history`-style dict of
-per-epoch lists, or the `report.json` sections that `tfrec_video.evaluation.evaluate`
+per-epoch lists, or the `report.json` sections that `tfrec_video.evaluation.report.evaluate`
 writes (`recall_curve`, `calibration`) — so a plot can be redrawn from a saved
 report without the model. Drawing uses matplotlib's non-interactive `Agg`
 backend (no display needed) and each file is written to a temporary name and

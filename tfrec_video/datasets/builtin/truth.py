@@ -42,7 +42,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from tfrec_video.metrics import auc  # noqa: F401  (re-exported: truth.auc)
+from tfrec_video.evaluation.metrics import auc  # noqa: F401  (re-exported: truth.auc)
 
 DEVICES = ("phone", "tablet", "tv", "desktop")
 

@@ -9,7 +9,7 @@ leaves and quantises them, searching a fraction of the catalog instead.
 `tensorflow_model_server` does not link (tensorflow/recommenders#182), so a
 SavedModel containing a ScaNN index fails to load there. Use this for offline
 or in-process work (batch candidate generation, notebooks, evaluation sweeps);
-`tfrec_video.export` stays brute force, or export `embed_query` /
+`tfrec_video.serving.export` stays brute force, or export `embed_query` /
 `embed_video` and build your own ANN service.
 
 Install with `pip install -e ".[scann]"` (ScaNN 1.3.4, built for TF 2.17, Linux x86-64).

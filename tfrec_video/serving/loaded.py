@@ -1,7 +1,7 @@
-"""`ExportedModel`: an exported SavedModel behind the interface `tfrec_video.evaluation` uses.
+"""`ExportedModel`: an exported SavedModel behind the interface `tfrec_video.evaluation.report` uses.
 
-`tfrec_video.export.export_saved_model` writes a version directory whose
-signatures take plain feature tensors (see `tfrec_video.export`). This module
+`tfrec_video.serving.export.export_saved_model` writes a version directory whose
+signatures take plain feature tensors (see `tfrec_video.serving.export`). This module
 loads one and answers the duck-typed calls `evaluation.evaluate` makes of a
 model, so a SavedModel is evaluated by exactly the code that evaluates a Keras
 `VideoRecModel`:
@@ -93,7 +93,7 @@ class ExportedModel:
         missing = [name for name in REQUIRED_SIGNATURES if name not in signatures]
         if missing:
             raise ConfigError(f"{self.path}: the SavedModel lacks the signatures {missing} (it has "
-                              f"{sorted(signatures.keys())}); export it with tfrec_video.export.export_saved_model.")
+                              f"{sorted(signatures.keys())}); export it with tfrec_video.serving.export.export_saved_model.")
         self._embed_query = signatures["embed_query"]
         self._embed_video = signatures["embed_video"]
         self._rank = signatures["rank"]

@@ -14,7 +14,7 @@ A `Feature` says what one column holds:
 
 Example:
 
->>> from tfrec_video.schema import catalog_schema, impressions_schema
+>>> from tfrec_video.data.schema import catalog_schema, impressions_schema
 >>> cat = catalog_schema(image_dim=1024, audio_dim=128)
 >>> cat["image_embedding"].shape
 (1024,)

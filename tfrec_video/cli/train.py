@@ -1,6 +1,6 @@
-"""`tfrec-video train --config cfg.yaml` (also `python -m tfrec_video.train`): a Keras training script.
+"""`tfrec-video train --config cfg.yaml` (also `python -m tfrec_video train`): a Keras training script.
 
-One run, from a YAML/JSON `RunConfig` (`tfrec_video.train_config`) and flags:
+One run, from a YAML/JSON `RunConfig` (`tfrec_video.training.run_config`) and flags:
 
 1. read the catalog (and join `tfrec-video embed` output into it), adapt the
    vocabularies, build the model under the chosen `tf.distribute` strategy;
@@ -36,7 +36,7 @@ files again, and the run refuses to resume when they came out differently
 Example:
 
     tfrec-video train --config cfg.yaml --set training.epochs=5 --output-dir runs/five
-    python -m tfrec_video.train --config cfg.yaml --strategy mirrored
+    python -m tfrec_video train --config cfg.yaml --strategy mirrored
 """
 
 import argparse
@@ -44,12 +44,11 @@ import csv
 import json
 import math
 import os
-import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-from tfrec_video.train_config import RunConfig, STRATEGIES, dump_run_config, load_run_config
+from tfrec_video.training.run_config import RunConfig, STRATEGIES, dump_run_config, load_run_config
 
 BACKUP_DIR = "backup"
 HISTORY_FILE = "history.csv"
@@ -58,7 +57,7 @@ VOCABULARY_FILE = "vocabularies.json"
 
 def _resolve_data(config: RunConfig) -> dict:
     """The run's files, schemas and (for the built-in dataset) ground truth."""
-    from tfrec_video.schema import catalog_schema, impressions_schema
+    from tfrec_video.data.schema import catalog_schema, impressions_schema
 
     data = config.data
     if data.builtin is not None:
@@ -127,7 +126,7 @@ class _RunState:
 def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, state: _RunState) -> List:
     import tensorflow as tf
 
-    from tfrec_video.callbacks import EmbeddingProjector, RetrievalRecall
+    from tfrec_video.training.callbacks import EmbeddingProjector, RetrievalRecall
 
     cb = config.callbacks
     monitor, mode = cb.monitor, cb.monitor_mode()
@@ -182,7 +181,7 @@ def _number(cell) -> float:
 
 
 def _plots(history: dict, report: dict, out: str) -> Dict[str, str]:
-    from tfrec_video.plots import plot_calibration, plot_loss_curves, plot_recall_at_k
+    from tfrec_video.evaluation.plots import plot_calibration, plot_loss_curves, plot_recall_at_k
 
     plots = {}
     if history:
@@ -214,11 +213,11 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
 
     import tensorflow as tf
 
-    from tfrec_video.data.io import read_table
     from tfrec_video.data.pipeline import impressions_dataset, load_catalog
-    from tfrec_video.evaluation import evaluate, format_table, write_report
+    from tfrec_video.data.tables import read_table
+    from tfrec_video.evaluation.report import evaluate, format_table, write_report
     from tfrec_video.models.saving import save_model
-    from tfrec_video.training import click_counts, fit_model
+    from tfrec_video.training.fit import click_counts, fit_model
 
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
@@ -278,7 +277,7 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
         "replicas": int(strategy.num_replicas_in_sync), "strategy": config.strategy,
     }
     if config.export.enabled:
-        from tfrec_video.export import export_saved_model
+        from tfrec_video.serving.export import export_saved_model
 
         t = time.time()
         with worker_dir(config.export.dir, strategy) as directory:
@@ -301,8 +300,8 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags of `tfrec-video train` / `python -m tfrec_video.train`."""
-    parser.add_argument("--config", metavar="FILE", help="a YAML or JSON run config (see tfrec_video.train_config)")
+    """The flags of `tfrec-video train` / `python -m tfrec_video train`."""
+    parser.add_argument("--config", metavar="FILE", help="a YAML or JSON run config (see tfrec_video.training.run_config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.embedding_dim=32 (repeatable; YAML values)")
     parser.add_argument("--output-dir", help="where the run writes its checkpoints, logs, report and plots")
@@ -341,15 +340,5 @@ def add_cli(subparsers) -> None:
     """Registers `train` on the `tfrec-video` command line."""
     parser = subparsers.add_parser(
         "train", help="train from a YAML/JSON config: callbacks, resume, report.json, plots, export",
-        description=__doc__.split("\n\n")[0] + " See tfrec_video.train_config for the config file.")
+        description=__doc__.split("\n\n")[0] + " See tfrec_video.training.run_config for the config file.")
     add_arguments(parser)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from tfrec_video.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

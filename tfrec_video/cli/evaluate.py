@@ -4,7 +4,7 @@
     tfrec-video evaluate --model saved_models/video_rec/1 \\
         --catalog 'data/catalog/*.parquet' --train 'data/train/*.parquet' --test 'data/test/*.parquet'
 
-1. load the version directory (`tfrec_video.exported.ExportedModel`);
+1. load the version directory (`tfrec_video.serving.loaded.ExportedModel`);
 2. find the data: with `--data-dir`, a built-in dataset directory (the one
    `tfrec-video generate-data` or quickstart wrote, with `dataset.json`): its
    catalog, train and test splits and its ground truth (oracle keys); with
@@ -13,7 +13,7 @@
    `history` length and the image and audio dimensions of its signatures), and
    no oracle;
 3. train the ID-only baseline (`tfrec_video.models.id_only`) on the train split;
-4. evaluate with `tfrec_video.evaluation.evaluate`, the code quickstart uses, so
+4. evaluate with `tfrec_video.evaluation.report.evaluate`, the code quickstart uses, so
    the report has the same `retrieval`, `ranking`, `cold_start`, `warm_start`,
    `popularity` and `counts` sections and `id_only_*` keys; print the table.
 
@@ -26,15 +26,16 @@ import os
 import time
 from typing import Optional, Sequence, Union
 
-from tfrec_video.data.io import list_files, read_table
+from tfrec_video.data.files import list_files
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
+from tfrec_video.data.tables import read_table
 from tfrec_video.datasets import GroundTruth, load_manifest
 from tfrec_video.errors import ConfigError
-from tfrec_video.evaluation import evaluate, format_table, write_report
-from tfrec_video.exported import ExportedModel
+from tfrec_video.evaluation.report import evaluate, format_table, write_report
 from tfrec_video.models.id_only import fit_id_only_baseline
-from tfrec_video.schema import catalog_schema, impressions_schema
-from tfrec_video.training import video_counts
+from tfrec_video.serving.loaded import ExportedModel
+from tfrec_video.training.fit import video_counts
 
 Paths = Union[str, Sequence[str]]
 
@@ -164,3 +165,31 @@ def run_evaluate(
 
 def _describe(paths: Paths):
     return paths if isinstance(paths, str) else list(paths)
+
+
+def add_cli(subparsers) -> None:
+    """Registers `evaluate` on the `tfrec-video` command line."""
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate an exported SavedModel on test impressions; write report.json",
+        description="Evaluate an exported SavedModel version directory on test impressions and write report.json "
+                    "(the sections quickstart writes, with the ID-only baseline trained on --train). Give a "
+                    "built-in dataset with --data-dir (oracle metrics included), or your own files with --catalog, "
+                    "--train and --test (files, directories or quoted globs; TFRecord, Parquet or CSV).")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="an exported version directory, e.g. saved_models/video_rec/1")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="a built-in dataset directory (has dataset.json)")
+    p.add_argument("--catalog", nargs="+", default=None, metavar="GLOB", help="catalog files")
+    p.add_argument("--train", nargs="+", default=None, metavar="GLOB",
+                   help="training impressions (cold start, popularity and the ID-only baseline)")
+    p.add_argument("--test", nargs="+", default=None, metavar="GLOB", help="test impressions")
+    p.add_argument("--report", default="report.json", help="where to write report.json")
+    p.add_argument("--baseline-epochs", type=int, default=None, help="epochs of the ID-only baseline")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    if args.baseline_epochs is not None and args.baseline_epochs <= 0:
+        raise ConfigError(f"--baseline-epochs must be a positive integer, got {args.baseline_epochs}.")
+    run_evaluate(args.model, data_dir=args.data_dir, catalog=args.catalog, train=args.train, test=args.test,
+                 report_path=args.report, baseline_epochs=args.baseline_epochs)
+    return 0

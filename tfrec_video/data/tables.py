@@ -1,12 +1,9 @@
 """Reading and writing tables in any supported format, locally or remotely.
 
-A *table* (the catalog, the impressions) is one or more files of one format:
-
-| format     | extensions                                            | module                      |
-|------------|-------------------------------------------------------|-----------------------------|
-| `tfrecord` | `.tfrecord`, `.tfrec`, `.tfrecords` (+ `.gz` = GZIP)  | `tfrec_video.data.tfrecord` |
-| `parquet`  | `.parquet`, `.pq`                                     | `tfrec_video.data.parquet`  |
-| `csv`      | `.csv`                                                | `tfrec_video.data.csv`      |
+A *table* (the catalog, the impressions) is one or more files of one format
+(`tfrec_video.data.files` lists them and tells their format); each format has
+its module, `tfrec_video.data.tfrecord`, `parquet` and `csv`, and this module
+dispatches to it.
 
 A `TableSchema` says what every column must hold, and every reader checks it:
 `read_table` first streams over all files (bounded memory) and raises a
@@ -22,21 +19,16 @@ Example:
 
 >>> import tfrec_video
 >>> from tfrec_video.data import write_table, read_table
->>> from tfrec_video.schema import impressions_schema
+>>> from tfrec_video.data.schema import impressions_schema
 >>> schema = impressions_schema(history_length=3)
 >>> path = write_table({"user_id": ["u1"], "video_id": ["v9"], "clicked": [1],
 ...                     "history": [["v4", "v2"]]}, "/tmp/imp.tfrecord", schema)
 >>> row = next(iter(read_table(path, schema)))
 >>> row["history"].numpy()
 array([b'v4', b'v2', b''], dtype=object)
-
-Paths can be local or use any `tf.io.gfile` scheme: `gs://` natively, and
-`s3://`, `az://`, `hdfs://` through `tensorflow_io`, which
-`tfrec_video.data` imports.
 """
 
 import importlib
-import io as pyio
 import os
 import random
 import uuid
@@ -44,248 +36,47 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfrec_video.errors import ConfigError, DataValidationError
-from tfrec_video.schema import TableSchema
+from tfrec_video.data.files import (
+    TEMP_MARKER,
+    PathLike,
+    check_format,
+    detect_format,
+    files_format,
+    gfile,
+    is_local,
+    list_files,
+    path_str,
+    shard_files,
+)
+from tfrec_video.data.schema import TableSchema
+from tfrec_video.errors import DataValidationError
 
-FORMATS = ("tfrecord", "parquet", "csv")
-EXTENSIONS = {
-    ".tfrecord": "tfrecord", ".tfrec": "tfrecord", ".tfrecords": "tfrecord",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".csv": "csv",
-}
 _MODULES = {"tfrecord": "tfrec_video.data.tfrecord", "parquet": "tfrec_video.data.parquet",
             "csv": "tfrec_video.data.csv"}
-# Written next to the destination, then renamed over it (see `write_table`).
-TEMP_MARKER = ".tmp-"
-_SUPPORTED = ", ".join(list(EXTENSIONS) + [".tfrecord.gz", ".tfrec.gz", ".tfrecords.gz"])
-
-PathLike = Union[str, os.PathLike]
-
-
-# --------------------------------------------------------------------------
-# Paths and files.
-# --------------------------------------------------------------------------
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def is_local(path: str) -> bool:
-    """Whether `path` is a plain local path (no `scheme://`)."""
-    return "://" not in str(path)
-
-
-class _GFileIO(pyio.RawIOBase):
-    """A `tf.io.gfile.GFile` as a standard raw binary stream.
-
-    pyarrow and `io.TextIOWrapper` want the full `io` protocol (`closed`,
-    `readinto`, ...), which `GFile` lacks.
-    """
-
-    def __init__(self, path: str, mode: str):
-        super().__init__()
-        self._file = _gfile().GFile(path, mode)
-        self._mode = mode
-
-    def readable(self):
-        return "r" in self._mode
-
-    def writable(self):
-        return "w" in self._mode or "a" in self._mode
-
-    def seekable(self):
-        return self.readable()
-
-    def readinto(self, buffer):
-        data = self._file.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def write(self, data):
-        self._file.write(bytes(data))
-        return len(data)
-
-    def seek(self, offset, whence=0):
-        self._file.seek(offset, whence)
-        return self._file.tell()
-
-    def tell(self):
-        return self._file.tell()
-
-    def close(self):
-        if not self.closed:
-            self._file.close()
-        super().close()
-
-
-def open_file(path: str, mode: str):
-    """Opens `path` as a binary stream (`"rb"` or `"wb"`), locally or with `tf.io.gfile`."""
-    if is_local(path):
-        return open(path, mode)
-    raw = _GFileIO(path, mode)
-    return pyio.BufferedReader(raw, 1 << 20) if "r" in mode else pyio.BufferedWriter(raw, 1 << 20)
-
-
-def file_size(path: str) -> int:
-    """Size of `path` in bytes."""
-    if is_local(path):
-        return os.path.getsize(path)
-    return _gfile().stat(path).length
-
-
-def _as_str(path: PathLike) -> str:
-    return os.fspath(path) if isinstance(path, os.PathLike) else str(path)
-
-
-def detect_format(path: PathLike) -> str:
-    """The format of a file, from its extension.
-
-    Args:
-      path: a file name, local or remote. A trailing `.gz` is allowed on
-        TFRecord files (GZIP compression).
-
-    Returns:
-      `"tfrecord"`, `"parquet"` or `"csv"`.
-
-    Raises:
-      DataValidationError: for any other extension, naming the supported ones.
-
-    Example:
-
-    >>> detect_format("s3://bucket/impressions/part-0001.tfrecord.gz")
-    'tfrecord'
-    """
-    path = _as_str(path)
-    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
-    stem = name[:-3] if name.endswith(".gz") else name
-    ext = os.path.splitext(stem)[1]
-    fmt = EXTENSIONS.get(ext)
-    if fmt is None or (name.endswith(".gz") and fmt != "tfrecord"):
-        raise DataValidationError(
-            "unknown file format: cannot tell the format from the file name", file=path,
-            expected=f"one of the extensions {_SUPPORTED}, or pass format= one of {FORMATS}")
-    return fmt
-
-
-def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise DataValidationError(f"unknown format {fmt!r}", expected=f"one of {FORMATS}")
-    return fmt
 
 
 def _module(fmt: str):
-    return importlib.import_module(_MODULES[_check_format(fmt)])
-
-
-def _is_data_name(name: str, format: Optional[str]) -> bool:
-    base = name.rstrip("/").rsplit("/", 1)[-1]
-    # Hidden files, Spark/Hadoop markers (_SUCCESS, .crc) and our own unfinished writes.
-    if not base or base.startswith((".", "_")) or TEMP_MARKER in base:
-        return False
-    if format is not None:
-        return True
-    try:
-        detect_format(base)
-        return True
-    except DataValidationError:
-        return False
-
-
-def list_files(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> List[str]:
-    """Expands files, directories and glob patterns into a sorted list of files.
-
-    Args:
-      paths: a path or a list of paths. Each is a file, a directory (its data
-        files: names with a known extension, or every visible file when
-        `format` is given; not recursive) or a glob pattern (`*`, `?`, `[...]`).
-        Local or any `tf.io.gfile` scheme.
-      format: the format, if known; lets directories hold files without
-        extensions (`part-00000`).
-
-    Returns:
-      The files, sorted and without duplicates. Hidden files, names starting
-      with `_` (`_SUCCESS`) and unfinished writes are skipped in directories
-      and glob matches.
-
-    Raises:
-      DataValidationError: if a path matches nothing or no file is found.
-
-    Example:
-
-    >>> list_files(["data/impressions/", "extra/*.parquet"])  # doctest: +SKIP
-    ['data/impressions/part-0.parquet', 'data/impressions/part-1.parquet', 'extra/x.parquet']
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if format is not None:
-        _check_format(format)
-    gfile = _gfile()
-    found = set()
-    for raw in paths:
-        path = _as_str(raw)
-        if any(c in path for c in "*?["):
-            matches = [m for m in gfile.glob(path) if not gfile.isdir(m) and _is_data_name(m, format)]
-            if not matches:
-                raise DataValidationError(f"the pattern {path!r} matches no data file", file=path)
-            found.update(matches)
-        elif gfile.isdir(path):
-            entries = [gfile.join(path, e) for e in gfile.listdir(path)]
-            files = [e for e in entries if not gfile.isdir(e) and _is_data_name(e, format)]
-            if not files:
-                raise DataValidationError(
-                    "the directory holds no data files", file=path,
-                    expected=f"files with one of the extensions {_SUPPORTED}")
-            found.update(files)
-        elif gfile.exists(path):
-            found.add(path)
-        else:
-            raise DataValidationError("no such file or directory", file=path)
-    if not found:
-        raise DataValidationError("no input files given", expected="a file, a directory or a glob pattern")
-    return sorted(found)
-
-
-def _formats_of(files: Sequence[str], format: Optional[str]) -> str:
-    if format is not None:
-        return _check_format(format)
-    first = detect_format(files[0])
-    for f in files[1:]:
-        other = detect_format(f)
-        if other != first:
-            raise DataValidationError(
-                f"files {files[0]!r} ({first}) and {f!r} ({other}) have different formats; "
-                "one table must be in one format", file=f, expected=first)
-    return first
-
-
-def table_format(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> str:
-    """The format of a table's files (`"tfrecord"`, `"parquet"` or `"csv"`), which must all agree.
-
-    Example:
-
-    >>> table_format("data/train/*.parquet")  # doctest: +SKIP
-    'parquet'
-    """
-    return _formats_of(list_files(paths, format), format)
+    return importlib.import_module(_MODULES[check_format(fmt)])
 
 
 def table_columns(paths: Union[PathLike, Sequence[PathLike]], format: Optional[str] = None) -> List[str]:
     """The column names of a table's first file (`read_table` checks that the others agree)."""
     files = list_files(paths, format)
-    return list(_module(_formats_of(files, format)).read_columns(files[0]))
+    return list(_module(files_format(files, format)).read_columns(files[0]))
 
 
-def _open_table(paths, schema: TableSchema, format: Optional[str]):
-    """Files, format module and the sub-schema of the columns they share."""
+def open_table(paths, schema: TableSchema, format: Optional[str]):
+    """The files of a table, their format module and the sub-schema of the columns they share.
+
+    Raises:
+      DataValidationError: a file's columns do not fit `schema`, or the files disagree on them.
+    """
     from tfrec_video.data import validation
 
     if not isinstance(schema, TableSchema):
         raise TypeError(f"schema must be a TableSchema, got {type(schema).__name__}")
     files = list_files(paths, format)
-    module = _module(_formats_of(files, format))
+    module = _module(files_format(files, format))
     columns = []
     for f in files:
         names = module.read_columns(f)
@@ -293,11 +84,6 @@ def _open_table(paths, schema: TableSchema, format: Optional[str]):
         columns.append(names)
     validation.check_same_columns(files, columns)
     return files, module, schema.select(columns[0])
-
-
-# --------------------------------------------------------------------------
-# Public API.
-# --------------------------------------------------------------------------
 
 
 def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSchema,
@@ -332,7 +118,7 @@ def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSche
     Example:
 
     >>> import numpy as np
-    >>> from tfrec_video.schema import catalog_schema
+    >>> from tfrec_video.data.schema import catalog_schema
     >>> schema = catalog_schema(image_dim=4, audio_dim=2)
     >>> write_table({"video_id": ["v1", "v2"], "title": ["Cats", "猫"],
     ...              "image_embedding": np.zeros([2, 4], np.float32)},
@@ -341,8 +127,8 @@ def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSche
     """
     from tfrec_video.data import validation
 
-    path = _as_str(path)
-    fmt = _check_format(format) if format is not None else detect_format(path)
+    path = path_str(path)
+    fmt = check_format(format) if format is not None else detect_format(path)
     module = _module(fmt)
     num_rows, ragged, sub = validation.normalize_columns(columns, schema, file=path)
     if hasattr(module, "check_writable"):  # Format-specific limits, checked before any file exists.
@@ -353,22 +139,22 @@ def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSche
     if directory:
         if is_local(path):
             os.makedirs(directory, exist_ok=True)
-        elif not _gfile().exists(directory):
-            _gfile().makedirs(directory)
+        elif not gfile().exists(directory):
+            gfile().makedirs(directory)
     temp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
     try:
         module.write(temp, num_rows, ragged, sub, compression=compression)
         if is_local(path):
             os.replace(temp, path)
         else:
-            _gfile().rename(temp, path, overwrite=True)
+            gfile().rename(temp, path, overwrite=True)
     except BaseException:
         try:
             if is_local(temp):
                 if os.path.exists(temp):
                     os.remove(temp)
-            elif _gfile().exists(temp):
-                _gfile().remove(temp)
+            elif gfile().exists(temp):
+                gfile().remove(temp)
         except Exception:  # Keep the original error; a stray temp file is harmless to readers.
             pass
         raise
@@ -421,11 +207,11 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
 
     Example:
 
-    >>> from tfrec_video.schema import impressions_schema
+    >>> from tfrec_video.data.schema import impressions_schema
     >>> ds = read_table("data/impressions/", impressions_schema())  # doctest: +SKIP
     >>> ds = ds.batch(4096).prefetch(2)  # doctest: +SKIP
     """
-    files, module, sub = _open_table(paths, schema, format)
+    files, module, sub = open_table(paths, schema, format)
     if validate:
         for f in files:
             for _ in module.iter_batches(f, sub, validate=True, dense=False):
@@ -452,35 +238,13 @@ def count_rows(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
     >>> count_rows("data/train/", impressions_schema())  # doctest: +SKIP
     480000
     """
-    files, module, sub = _open_table(paths, schema, format)
+    files, module, sub = open_table(paths, schema, format)
     one_column = sub.select([next(iter(sub)).name])
     total = 0
     for path in files:
         for _, batch in module.iter_batches(path, one_column, validate=False, dense=True):
             total += len(next(iter(batch.values())))
     return total
-
-
-def shard_files(files: Sequence[str], index: int, count: int) -> List[str]:
-    """The files of share `index` out of `count`: positions `index`, `index + count`, ...
-
-    Raises:
-      ConfigError: `index` is not in `[0, count)`, or there are fewer files than
-        shares (a share would be empty, and its worker would have nothing to train on).
-
-    Example:
-
-    >>> shard_files(["a", "b", "c", "d", "e"], 1, 2)
-    ['b', 'd']
-    """
-    if not 0 <= int(index) < int(count):
-        raise ConfigError(f"shard index {index} is not in [0, {count}).")
-    if len(files) < count:
-        raise ConfigError(
-            f"{len(files)} input file(s) cannot be split between {count} workers: each worker reads whole files, "
-            f"so the table needs at least one file per worker (better, many). Write it as {count} or more "
-            f"files (write_table one part per file), or train on fewer workers. Files: {list(files)[:5]}")
-    return list(files)[int(index)::int(count)]
 
 
 def _sharding_options(policy: str):
@@ -542,12 +306,12 @@ def read_table_numpy(paths: Union[PathLike, Sequence[PathLike]], schema: TableSc
 
     Example:
 
-    >>> from tfrec_video.schema import catalog_schema
+    >>> from tfrec_video.data.schema import catalog_schema
     >>> catalog = read_table_numpy("data/catalog.parquet", catalog_schema())  # doctest: +SKIP
     >>> catalog["title"][0]  # doctest: +SKIP
     'How to brew coffee'
     """
-    files, module, sub = _open_table(paths, schema, format)
+    files, module, sub = open_table(paths, schema, format)
     parts: Dict[str, List[np.ndarray]] = {f.name: [] for f in sub}
     for path in files:
         for offset, batch in module.iter_batches(path, sub, validate=validate, dense=True):

@@ -1,13 +1,9 @@
-"""Offline evaluation: retrieval over the whole catalog, ranking on every impression.
+"""The evaluation report: retrieval over the whole catalog, ranking on every impression.
 
 Retrieval is measured on the test split's clicked impressions. For each one the
-query embedding is scored against every catalog video (a batched matmul, exact),
+query embedding is scored against every catalog video (`CatalogRanker`, exact),
 and the rank of the clicked video gives Recall@K and NDCG@K (one relevant item,
-so NDCG@K = 1/log2(rank + 2) when rank < K). `CatalogRanker` does this in one
-traced function: the rank is a count of scores at or above the true video's,
-taken from the same score matrix, so no top-k is sorted and rounding can never
-put the true video above itself (TFRS's `FactorizedTopK` scores it twice and
-can; `benchmarks/evaluation.py` compares the two). Ranking is measured on all test
+so NDCG@K = 1/log2(rank + 2) when rank < K). Ranking is measured on all test
 impressions: AUC and log-loss of the click probability.
 
 Each retrieval metric is also reported on two subsets of test clicks:
@@ -32,146 +28,25 @@ as `report.json`.
 
 Example:
 
->>> import numpy as np
->>> ranks_from_scores(np.array([[0.1, 0.9, 0.4]]), np.array([2]))
-array([1])
+>>> report = evaluate(model, catalog, test, train_clicks)   # doctest: +SKIP
+>>> print(format_table(report))                             # doctest: +SKIP
 """
 
 import json
 import math
 import os
 import re
-import weakref
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.metrics import auc, logloss
-from tfrec_video.schema import as_strings
+from tfrec_video.data.schema import as_strings
+from tfrec_video.evaluation.metrics import DEFAULT_KS, auc, calibration, logloss, recall_curve, retrieval_metrics
+from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog, ranks_from_scores
 
-DEFAULT_KS = (10, 50, 100)
-# Cut-offs of the report's Recall@K curve (those up to the catalog size).
-CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-CALIBRATION_BINS = 10
-_EMBED_VIDEOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Scorer names of evaluate(); a baseline may not take one.
 _RESERVED = ("model", "oracle", "popularity")
-
-
-def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """0-based rank of each row's `target` column among that row's scores (ties pessimistic)."""
-    true = scores[np.arange(len(target)), target]
-    return np.count_nonzero(scores >= true[:, None], axis=1) - 1
-
-
-class CatalogRanker:
-    """Exact 0-based ranks of each query's true video among a whole catalog of embeddings.
-
-    The batched matmul + count evaluator that `evaluate` and the
-    `RetrievalRecall` callback use: scores = queries @ videos^T (`tf.matmul`),
-    and the rank of the true video is the number of other videos scoring at or
-    above it (ties count against it, as in `ranks_from_scores`). Queries are
-    scored in chunks that keep the score matrix near `max_scores` floats, so a
-    1M-video catalog does not need gigabytes per batch.
-
-    Args:
-      video_embeddings: `[num_videos, dim]` catalog embeddings (`embed_catalog`).
-      max_scores: upper bound on the floats of one chunk's score matrix.
-
-    Example:
-
-    >>> ranker = CatalogRanker(np.eye(3, dtype=np.float32))
-    >>> ranker(np.array([[0.1, 0.9, 0.4]], np.float32), np.array([2])).tolist()
-    [1]
-    """
-
-    def __init__(self, video_embeddings: np.ndarray, max_scores: int = 1 << 26):
-        videos = np.asarray(video_embeddings, np.float32)
-        if videos.ndim != 2 or not len(videos):
-            raise ValueError(f"CatalogRanker: expected [num_videos, dim] embeddings, got shape {videos.shape}.")
-        self.num_videos, self.dim = videos.shape
-        self._videos = tf.constant(videos)
-        self._chunk = max(1, int(max_scores) // self.num_videos)
-        self._ranks = tf.function(self._count, input_signature=[
-            tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64)])
-
-    def _count(self, queries, target):
-        scores = tf.matmul(queries, self._videos, transpose_b=True)
-        true = tf.gather(scores, target, axis=1, batch_dims=1)
-        return tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
-
-    def __call__(self, queries: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Ranks `[n]` of `target` (catalog rows) for `queries` `[n, dim]`."""
-        queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
-        target = np.asarray(target, np.int64).reshape(-1)
-        if len(queries) != len(target):
-            raise ValueError(f"CatalogRanker: {len(queries)} queries but {len(target)} targets.")
-        if len(target) and (target.min() < 0 or target.max() >= self.num_videos):
-            raise ValueError(f"CatalogRanker: targets must be catalog rows in [0, {self.num_videos}).")
-        ranks = [self._ranks(queries[i:i + self._chunk], target[i:i + self._chunk]).numpy()
-                 for i in range(0, len(target), self._chunk)]
-        return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
-
-
-def retrieval_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS, prefix: str = "") -> Dict[str, float]:
-    """Recall@K and NDCG@K from 0-based ranks of the relevant item."""
-    ranks = np.asarray(ranks)
-    out = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"{prefix}recall@{k}"] = float(hit.mean()) if len(ranks) else float("nan")
-        out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else float("nan")
-    return out
-
-
-def recall_curve(ranks: np.ndarray, num_videos: int, ks: Sequence[int] = CURVE_KS) -> Dict[str, list]:
-    """Recall@K for every K of `ks` up to `num_videos` (and `num_videos` itself): the report's curve."""
-    ranks = np.asarray(ranks)
-    cut = sorted({k for k in ks if k < num_videos} | {int(num_videos)})
-    recall = [float((ranks < k).mean()) if len(ranks) else None for k in cut]
-    return {"k": cut, "recall": recall}
-
-
-def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> Dict[str, object]:
-    """A reliability table of click probabilities: equal-width bins over [0, 1].
-
-    Returns:
-      `{"bin_lower", "bin_upper", "mean_predicted", "observed_rate", "count"}`
-      lists over the non-empty bins, and `ece`, the expected calibration error
-      (the count-weighted mean of |observed rate - mean predicted|).
-    """
-    labels = np.asarray(labels, np.float64).reshape(-1)
-    probabilities = np.asarray(probabilities, np.float64).reshape(-1)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
-    out = {"bin_lower": [], "bin_upper": [], "mean_predicted": [], "observed_rate": [], "count": []}
-    gap = 0.0
-    for b in range(bins):
-        members = index == b
-        n = int(members.sum())
-        if not n:
-            continue
-        predicted, observed = float(probabilities[members].mean()), float(labels[members].mean())
-        for key, value in (("bin_lower", float(edges[b])), ("bin_upper", float(edges[b + 1])),
-                           ("mean_predicted", predicted), ("observed_rate", observed), ("count", n)):
-            out[key].append(value)
-        gap += n * abs(observed - predicted)
-    out["ece"] = gap / len(labels) if len(labels) else None
-    return out
-
-
-def embed_catalog(model, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Video embeddings `[num_videos, dim]` of the whole catalog, in catalog order."""
-    names = model.video_feature_names
-    data = tf.data.Dataset.from_tensor_slices({n: catalog[n] for n in names}).batch(batch_size)
-    # One traced function per model: callbacks call this every epoch. It holds the model weakly,
-    # or the cache would keep every model alive.
-    embed = _EMBED_VIDEOS.get(model)
-    if embed is None:
-        ref = weakref.ref(model)
-        embed = _EMBED_VIDEOS.setdefault(model, tf.function(lambda f: ref().embed_videos(f, training=False)))
-    return np.concatenate([embed(batch).numpy() for batch in data], axis=0)
 
 
 def _embedding_ranker(video_matrix: np.ndarray, queries: Callable) -> Callable:
@@ -229,7 +104,7 @@ def evaluate(
     """Evaluates a trained model on test impressions.
 
     The model is duck-typed, so a Keras `VideoRecModel` and an exported
-    SavedModel (`tfrec_video.exported.ExportedModel`) go through the same code.
+    SavedModel (`tfrec_video.serving.loaded.ExportedModel`) go through the same code.
     It needs `video_feature_names`, `embed_videos(features, training=False)`
     (`[batch, dim]`), and `model(features, training=False)` returning a dict
     with `query_embedding` (`[batch, dim]`) and `click_probability` (`[batch]`)

@@ -25,13 +25,13 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.io import read_table
 from tfrec_video.data.pipeline import distributed_impressions
+from tfrec_video.data.schema import TableSchema, as_strings
+from tfrec_video.data.tables import read_table
 from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.video_rec import VideoRecModel, dtype_policy
-from tfrec_video.schema import TableSchema, as_strings
 
 
 # `TrainingConfig.mixed_precision` values and the Keras dtype policy each one means.

@@ -18,15 +18,15 @@ import sys
 import time
 from typing import Optional
 
-from tfrec_video.data.io import read_table
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
+from tfrec_video.data.schema import catalog_schema, impressions_schema
+from tfrec_video.data.tables import read_table
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin, load_manifest
-from tfrec_video.evaluation import evaluate, format_table, write_report
-from tfrec_video.export import export_saved_model
+from tfrec_video.evaluation.report import evaluate, format_table, write_report
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.id_only import fit_id_only_baseline
-from tfrec_video.schema import catalog_schema, impressions_schema
-from tfrec_video.training import TrainingConfig, click_counts, fit_model
+from tfrec_video.serving.export import export_saved_model
+from tfrec_video.training.fit import TrainingConfig, click_counts, fit_model
 
 _SERVE_CHECK = """
 import sys, json
@@ -138,3 +138,28 @@ def run_quickstart(
         f"(loaded in a fresh process; top videos for a known user: {served['video_ids'][0][:5]})")
     say(f"time: {timings}")
     return report
+
+
+def add_cli(subparsers) -> None:
+    """Registers `quickstart` on the `tfrec-video` command line."""
+    p = subparsers.add_parser("quickstart", help="train, evaluate and export on the built-in dataset")
+    p.add_argument("--data-dir", default=None, help="dataset cache directory (default ~/.cache/tfrec_video/builtin)")
+    p.add_argument("--tiny", action="store_true", help="a tiny dataset and model: a smoke test in seconds")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size")
+    p.add_argument("--report", default="report.json", help="where to write report.json")
+    p.add_argument("--export-dir", default="saved_models", help="saved_models directory")
+    p.add_argument("--name", default="video_rec", help="exported model name")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    dataset_config = BuiltinConfig.tiny() if args.tiny else BuiltinConfig()
+    model_config = ModelConfig(embedding_dim=16, title_vocabulary_size=500) if args.tiny else ModelConfig()
+    defaults = TrainingConfig(batch_size=256, epochs=1) if args.tiny else TrainingConfig()
+    training_config = TrainingConfig(
+        batch_size=defaults.batch_size if args.batch_size is None else args.batch_size,
+        epochs=defaults.epochs if args.epochs is None else args.epochs, seed=defaults.seed)
+    run_quickstart(args.data_dir, dataset_config, model_config, training_config, report_path=args.report,
+                   export_dir=args.export_dir, model_name=args.name)
+    return 0

@@ -1,0 +1,10 @@
+"""The `tfrec-video` command line: one module per command, and `main` that dispatches.
+
+`quickstart`, `train` (also `run_training`, a whole run from a `RunConfig`), `embed`,
+`evaluate`, `export` and `generate_data`, each with `add_cli(subparsers)`. The top layer:
+it may import every other subpackage, and nothing in the package imports it.
+"""
+
+from tfrec_video.cli.main import build_parser, main
+
+__all__ = ["build_parser", "main"]

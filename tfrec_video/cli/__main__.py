@@ -1,0 +1,7 @@
+"""`python -m tfrec_video.cli COMMAND ...`: the same as `tfrec-video COMMAND ...`."""
+
+import sys
+
+from tfrec_video.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""`tfrec-video embed`: raw thumbnails and audio into `image_embedding` / `audio_embedding` features.
+
+    tfrec-video embed --catalog media.csv --image-model mobilenet.tflite --out emb.parquet
+
+The work is `tfrec_video.media_embedding.step.run_embed`; this module is its flags.
+"""
+
+import logging
+
+from tfrec_video.errors import ConfigError
+from tfrec_video.media_embedding.step import run_embed
+
+
+def add_cli(subparsers) -> None:
+    """Registers `embed` on the `tfrec-video` command line."""
+    p = subparsers.add_parser(
+        "embed", help="turn raw thumbnails and audio into image_embedding / audio_embedding features",
+        description="Embed the thumbnails and audio listed in a media CSV (video_id,thumbnail_path,audio_path; "
+                    "paths relative to the CSV) with pretrained encoders (TF Hub handle, SavedModel directory or "
+                    ".tflite file), into a sharded table that training reads directly. Re-running resumes.")
+    p.add_argument("--catalog", required=True, metavar="CSV", help="the media CSV")
+    p.add_argument("--image-model", metavar="MODEL", help="image encoder: hub URL, SavedModel dir or .tflite")
+    p.add_argument("--audio-model", metavar="MODEL", help="audio encoder: hub URL, SavedModel dir or .tflite")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output table directory, by extension: emb.parquet, emb.tfrecord, emb.tfrecord.gz")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--shard-size", type=int, default=1000, help="rows per output shard (the unit of resuming)")
+    p.add_argument("--zero-fill", action="store_true",
+                   help="write zeros for missing or broken media instead of leaving the video out")
+    p.add_argument("--image-size", type=int, help="image size for a hub model that does not declare one")
+    p.add_argument("--image-range", default="auto", metavar="LOW,HIGH",
+                   help="float pixel range a .tflite image model takes: auto (default) or e.g. -1,1")
+    p.add_argument("--image-output-key", help="output of a hub image model with several (dict key or index)")
+    p.add_argument("--audio-sample-rate", type=int, default=16000, help="the audio model's sample rate")
+    p.add_argument("--audio-clip-seconds", type=float, default=1.0, help="frame length of a hub audio model")
+    p.add_argument("--audio-output-key", help="output of a hub audio model with several (YAMNet: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)
+
+
+def _key(value):
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
+def _run_cli(args) -> int:
+    image_range = args.image_range
+    if image_range != "auto":
+        try:
+            image_range = tuple(float(v) for v in image_range.split(","))
+            assert len(image_range) == 2
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--image-range must be auto or LOW,HIGH, got {args.image_range!r}.") from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    summary = run_embed(args.catalog, args.out, image_model=args.image_model, audio_model=args.audio_model,
+                        batch_size=args.batch_size, shard_size=args.shard_size, zero_fill=args.zero_fill,
+                        image_size=args.image_size, image_range=image_range,
+                        image_output_key=_key(args.image_output_key), audio_sample_rate=args.audio_sample_rate,
+                        audio_clip_seconds=args.audio_clip_seconds, audio_output_key=_key(args.audio_output_key),
+                        progress=not args.quiet)
+    print(summary.describe())
+    return 0

@@ -1,0 +1,82 @@
+"""`tfrec-video generate-data`: write the built-in synthetic dataset to a directory."""
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional
+
+from tfrec_video.datasets import FORMATS, BuiltinConfig, generate
+from tfrec_video.errors import ConfigError
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Registers the `generate-data` sub-command on an argparse `subparsers` object.
+
+    The sub-command's handler is stored as the `func` default: call
+    `args.func(args)` after parsing; it returns an exit status.
+
+    Example:
+
+    >>> parser = argparse.ArgumentParser(prog="tfrec-video")
+    >>> add_cli(parser.add_subparsers(dest="command")) is not None
+    True
+    >>> args = parser.parse_args(["generate-data", "--out", "/tmp/d", "--tiny"])
+    >>> args.tiny, args.format
+    (True, 'parquet')
+    """
+    p = subparsers.add_parser(
+        "generate-data",
+        help="generate the built-in synthetic dataset (planted truth)",
+        description="Generate the built-in synthetic video-recommendation dataset: catalog, "
+                    "train/test impressions, raw media and the planted ground truth.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--format", choices=sorted(FORMATS), default="parquet", help="file format (default: parquet)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument("--n-videos", type=int, default=None, help="catalog size")
+    p.add_argument("--n-users", type=int, default=None, help="number of users")
+    p.add_argument("--impressions-per-user", type=float, default=None, help="mean impressions per user")
+    p.add_argument("--tiny", action="store_true", help="the tiny test config (150 videos, 120 users)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_generate_cli)
+    return p
+
+
+def run_generate_cli(args) -> int:
+    """Handler of `tfrec-video generate-data`; prints a summary and returns 0."""
+    overrides = {k: v for k, v in (("seed", args.seed), ("n_videos", args.n_videos), ("n_users", args.n_users),
+                                    ("impressions_per_user", args.impressions_per_user)) if v is not None}
+    try:
+        cfg = BuiltinConfig.tiny(**overrides) if args.tiny else BuiltinConfig(**overrides)
+    except ConfigError as e:
+        print(f"tfrec-video generate-data: {e}", file=sys.stderr)
+        return 2
+    start = time.time()
+    try:
+        m = generate(args.out, cfg, format=args.format, progress=not args.no_progress,
+                     overwrite=getattr(args, "overwrite", False))
+    except FileExistsError as e:
+        print(f"tfrec-video generate-data: {e}", file=sys.stderr)
+        return 2
+    print(summary(m, os.path.abspath(args.out), time.time() - start))
+    return 0
+
+
+def summary(manifest: dict, root: str, seconds: Optional[float] = None) -> str:
+    """A one-paragraph description of a generated dataset."""
+    c, ctr = manifest["counts"], manifest["ctr"]
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    n_files = len(manifest["files"]["train"]) + len(manifest["files"]["test"])
+    media = (f" {c['media_videos']} videos have raw media (thumbnails + WAV) listed in media/media.csv."
+             if c["media_videos"] else "")
+    return (
+        f"Generated the built-in dataset ({manifest['format']}, seed {manifest['config']['seed']}) in {root}{took}: "
+        f"{c['videos']} videos ({c['cold_start_videos']} cold-start, published only in the test period, "
+        f"{c['cold_start_videos_in_test']} of them shown), {c['users']} users, "
+        f"{c['train_impressions']} train and {c['test_impressions']} test impressions in {n_files} files "
+        f"(CTR {ctr['train']:.1%} train, {ctr['test']:.1%} test; oracle test AUC "
+        f"{manifest['oracle']['test_auc']:.3f}).{media} Catalog: catalog/, impressions: train/ and test/, "
+        f"ground truth for evaluation only: truth/, manifest: dataset.json."
+    )

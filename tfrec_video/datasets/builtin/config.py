@@ -1,0 +1,293 @@
+"""`BuiltinConfig` (sizes, seed and every noise level) and the generator's fixed constants.
+
+The constants here are not config on purpose: the seed-derivation tags
+(`_PART_*`, used by `_rng`) and the generation block sizes must never change
+what is drawn, and `DATASET_VERSION` names the generator's output in cache keys.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Dict, Tuple
+
+import numpy as np
+
+from tfrec_video.datasets.builtin.topics import TOPICS, Topic
+from tfrec_video.errors import ConfigError
+
+# Bump whenever the generator's output for a given config changes: caches keyed
+# on the config hash are then regenerated.
+DATASET_VERSION = "builtin-1"
+
+FORMATS = {"parquet": "parquet", "tfrecord": "tfrecord", "csv": "csv"}
+
+# Seed-derivation tags: every part of the generator draws from its own stream
+# `default_rng([seed, PART, block])`, so chunking and shard sizes never change
+# what is drawn.
+_PART_TOPICS, _PART_VIDEOS, _PART_USERS, _PART_PROJECTION = 1, 2, 3, 4
+_PART_EMBEDDINGS, _PART_TITLES, _PART_IMPRESSIONS, _PART_MEDIA = 5, 6, 7, 8
+
+# Generation block sizes: constants (not config) so results never depend on them.
+_USER_BLOCK = 1024
+_VIDEO_BLOCK = 4096
+
+_DAY = 86400
+# Older videos were published up to this long before the window starts.
+_BACKLOG_SECONDS = 180 * _DAY
+
+
+def _rng(seed: int, part: int, block: int = 0) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(part), int(block)])
+
+
+@dataclasses.dataclass
+class BuiltinConfig:
+    """Configuration of the built-in dataset.
+
+    The defaults make a quickstart dataset (3000 videos, 4000 users, about
+    215k impressions, 12% CTR) that generates in about 4 seconds and that a
+    model trains on in a few minutes on 2 CPU cores.
+    The noise levels below ARE the benchmark: they were chosen so that every
+    content feature is useful but none is perfect, and so that the oracle AUC
+    is well below 1. Do not lower them to make a model look good.
+
+    Args:
+      seed: random seed; the same config gives byte-identical files.
+      n_videos: catalog size.
+      n_users: number of users.
+      n_topics: number of latent topics (2 to `len(TOPICS)` = 20).
+      impressions_per_user: mean impressions per user before the removal of
+        repeated (user, video) pairs (an average user loses a few percent).
+      image_dim: length of `image_embedding` (1024, like MobileNet features).
+      audio_dim: length of `audio_embedding` (128, like VGGish).
+      history_length: at most this many previous clicks in `history`.
+      cold_start_fraction: fraction of videos published inside the test period
+        (never in training impressions); shows whether content features help.
+      test_fraction: the last fraction of the time window that is the test split.
+      window_days: length of the impression time window, in days.
+      start_timestamp: start of the window (seconds since the epoch; default
+        2024-01-01 00:00 UTC).
+      n_media_videos: videos that get a real thumbnail and WAV clip.
+      catalog_rows_per_shard: rows per catalog file.
+      impressions_rows_per_shard: rows per train/test file.
+      video_topic_concentration: Dirichlet concentration of video topic
+        mixtures (per topic, relative to a uniform share). 0.05 gives 1-2
+        dominant topics (the dominant one holds 70% of the mass on average);
+        larger values blur topics together.
+      user_topic_concentration: same for user preferences; 0.2 gives 1-3 liked
+        topics.
+      title_noise_word_fraction: probability that a title word is a noise word
+        (a filler word or any topic's word) instead of a word of the video's
+        topics. 0.3: titles are informative, but a third of the words mislead or
+        carry nothing. Measured: a bag-of-words probe finds the dominant topic
+        of about 68% of cold videos from the title alone.
+      image_noise_std: standard deviation of the isotropic Gaussian noise added
+        to the unit-variance topic signal of `image_embedding`; the
+        per-dimension signal-to-noise ratio is `1 / image_noise_std**2`. The
+        signal lives in an `n_topics`-dimensional subspace, so what matters
+        is the SNR after projecting onto it:
+        `image_dim / (n_topics * image_noise_std**2)`. Default 6.0: per-dimension
+        SNR 0.03, topic-space SNR 1.8. Measured: a ridge probe trained on the
+        warm catalog's embeddings (with topic labels, which a recommender
+        never gets) finds the dominant topic of 76-83% of cold videos,
+        against 99% for noise-free embeddings.
+      audio_noise_std: the same for `audio_embedding`. Default 3.0: with 128
+        dimensions that is a topic-space SNR of 0.9 (noisier than images);
+        the same probe scores 68-76%.
+      category_noise: probability that a video's category is a random category
+        instead of its dominant topic's.
+      language_mix: probabilities of English, Chinese and mixed-language titles.
+      duration_sigma: log-scale standard deviation of durations around the
+        dominant topic's typical duration.
+      popularity_sigma: log-scale standard deviation of popularity
+        (`pop = exp(popularity_sigma * z)`); larger is more heavy-tailed.
+      popularity_exponent: exposure weight is `pop ** popularity_exponent`; 0
+        shows videos uniformly, 1 in proportion to popularity.
+      exposure_popularity_fraction: the exposure mix: the fraction of
+        impressions drawn from global popularity; the rest are drawn from the
+        user's topics (the platform's previous recommender was half-decent).
+      click_scale: weight of the topic affinity `cos(theta_u, theta_v)` (in
+        [0, 1]) in the click logit.
+      click_bias: intercept of the click logit.
+      popularity_click_weight: weight of the standardised log-popularity in the
+        click logit (small: popularity mostly drives exposure, not clicks).
+      user_bias_std: standard deviation of per-user click propensity offsets.
+      context_effect: strength of the context term (device x duration, hour).
+      activity_sigma: log-scale standard deviation of user activity (how many
+        impressions a user gets, relative to the mean).
+      device_loyalty: fraction of a user's impressions on their preferred device.
+      media_pixel_noise_std: per-pixel Gaussian noise of the raw thumbnails
+        (0-255 scale), on top of per-video brightness and stripe-phase jitter.
+      media_audio_noise_std: white noise of the raw WAV clips, relative to a
+        unit-amplitude tone (before peak normalisation).
+
+    Example:
+
+    >>> cfg = BuiltinConfig(n_videos=500, n_users=400, seed=7)
+    >>> BuiltinConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    seed: int = 0
+    n_videos: int = 3000
+    n_users: int = 4000
+    n_topics: int = 16
+    impressions_per_user: float = 60.0
+    image_dim: int = 1024
+    audio_dim: int = 128
+    history_length: int = 20
+    cold_start_fraction: float = 0.1
+    test_fraction: float = 0.2
+    window_days: int = 56
+    start_timestamp: int = 1704067200
+    n_media_videos: int = 40
+    catalog_rows_per_shard: int = 20000
+    impressions_rows_per_shard: int = 100000
+    # Noise levels and the click model: the difficulty of the benchmark.
+    video_topic_concentration: float = 0.05
+    user_topic_concentration: float = 0.2
+    title_noise_word_fraction: float = 0.3
+    image_noise_std: float = 6.0
+    audio_noise_std: float = 3.0
+    category_noise: float = 0.1
+    language_mix: Tuple[float, float, float] = (0.5, 0.3, 0.2)
+    duration_sigma: float = 0.7
+    popularity_sigma: float = 1.2
+    popularity_exponent: float = 1.0
+    exposure_popularity_fraction: float = 0.5
+    click_scale: float = 4.0
+    click_bias: float = -4.5
+    popularity_click_weight: float = 0.3
+    user_bias_std: float = 0.5
+    context_effect: float = 0.5
+    activity_sigma: float = 0.6
+    device_loyalty: float = 0.7
+    media_pixel_noise_std: float = 18.0
+    media_audio_noise_std: float = 0.15
+
+    def __post_init__(self):
+        if isinstance(self.language_mix, list):
+            self.language_mix = tuple(self.language_mix)
+        self.validate()
+
+    @classmethod
+    def tiny(cls, **overrides) -> "BuiltinConfig":
+        """A small config for tests: 150 videos, 120 users, about 2100 impressions
+        (3000 drawn, minus repeats in a small catalog), several shards per
+        split; generates in about 0.3 seconds.
+
+        Args:
+          **overrides: fields to change (for example `seed=1`).
+        """
+        fields = dict(n_videos=150, n_users=120, impressions_per_user=25.0, n_media_videos=8,
+                      catalog_rows_per_shard=100, impressions_rows_per_shard=1000)
+        fields.update(overrides)
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of every field."""
+        d = dataclasses.asdict(self)
+        d["language_mix"] = list(self.language_mix)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BuiltinConfig":
+        """Inverse of `to_dict`; unknown keys raise `ConfigError` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"BuiltinConfig: unknown field(s) {unknown}; known fields are {sorted(names)}.")
+        return cls(**d)
+
+    def config_hash(self) -> str:
+        """A short hash of the config and the generator version (names cache dirs)."""
+        payload = json.dumps({"config": self.to_dict(), "version": DATASET_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+    def validate(self) -> None:
+        """Raises `ConfigError` (a `ValueError`) naming the first bad field."""
+
+        def fail(name, expected):
+            raise ConfigError(f"BuiltinConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
+
+        def is_int(x):
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+        def is_num(x):
+            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+                and math.isfinite(float(x))
+
+        if not is_int(self.seed) or self.seed < 0:
+            fail("seed", "a non-negative integer")
+        for name in ("n_videos", "n_users", "image_dim", "audio_dim", "history_length", "window_days",
+                     "catalog_rows_per_shard", "impressions_rows_per_shard"):
+            if not is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                fail(name, "a positive integer")
+        if self.n_videos < 2:
+            fail("n_videos", "at least 2")
+        if not is_int(self.n_topics) or not 2 <= self.n_topics <= len(TOPICS):
+            fail("n_topics", f"an integer from 2 to {len(TOPICS)}")
+        if not is_num(self.impressions_per_user) or self.impressions_per_user <= 0:
+            fail("impressions_per_user", "a positive number")
+        if not is_int(self.start_timestamp) or self.start_timestamp < _BACKLOG_SECONDS:
+            fail("start_timestamp", f"an integer timestamp of at least {_BACKLOG_SECONDS}")
+        if not is_int(self.n_media_videos) or not 0 <= self.n_media_videos <= self.n_videos:
+            fail("n_media_videos", f"an integer from 0 to n_videos ({self.n_videos})")
+        for name in ("cold_start_fraction",):
+            v = getattr(self, name)
+            if not is_num(v) or not 0 <= v < 1:
+                fail(name, "a number in [0, 1)")
+        if round(self.cold_start_fraction * self.n_videos) > self.n_videos - 1:
+            fail("cold_start_fraction", "small enough to leave at least one non-cold-start video")
+        if not is_num(self.test_fraction) or not 0 < self.test_fraction < 1:
+            fail("test_fraction", "a number in (0, 1)")
+        for name in ("title_noise_word_fraction", "category_noise", "exposure_popularity_fraction",
+                     "device_loyalty"):
+            v = getattr(self, name)
+            if not is_num(v) or not 0 <= v <= 1:
+                fail(name, "a number in [0, 1]")
+        for name in ("video_topic_concentration", "user_topic_concentration"):
+            v = getattr(self, name)
+            if not is_num(v) or v <= 0:
+                fail(name, "a positive number")
+        for name in ("image_noise_std", "audio_noise_std", "duration_sigma", "popularity_sigma",
+                     "popularity_exponent", "click_scale", "popularity_click_weight", "user_bias_std",
+                     "context_effect", "activity_sigma", "media_pixel_noise_std", "media_audio_noise_std"):
+            v = getattr(self, name)
+            if not is_num(v) or v < 0:
+                fail(name, "a non-negative number")
+        if not is_num(self.click_bias):
+            fail("click_bias", "a finite number")
+        mix = self.language_mix
+        if (not isinstance(mix, tuple) or len(mix) != 3 or not all(is_num(x) and x >= 0 for x in mix)
+                or abs(sum(mix) - 1.0) > 1e-6):
+            fail("language_mix", "three non-negative probabilities (English, Chinese, mixed) summing to 1")
+
+    # Derived quantities -------------------------------------------------------
+
+    @property
+    def end_timestamp(self) -> int:
+        return self.start_timestamp + self.window_days * _DAY
+
+    @property
+    def split_timestamp(self) -> int:
+        """First second of the test period."""
+        return self.start_timestamp + int(round((1.0 - self.test_fraction) * self.window_days * _DAY))
+
+    @property
+    def topics(self) -> Tuple[Topic, ...]:
+        return TOPICS[: self.n_topics]
+
+    @property
+    def categories(self) -> Tuple[str, ...]:
+        seen = []
+        for t in self.topics:
+            if t.category not in seen:
+                seen.append(t.category)
+        return tuple(seen)
+
+    def click_params(self) -> Dict[str, float]:
+        return {"click_bias": float(self.click_bias), "click_scale": float(self.click_scale),
+                "popularity_click_weight": float(self.popularity_click_weight),
+                "context_effect": float(self.context_effect)}

@@ -1,0 +1,147 @@
+"""The latent variables of the built-in dataset: `_Latents`.
+
+Topic mixtures, popularity, publish times, languages, durations and categories
+of videos; topic preferences, click propensities, activity, devices and peak
+hours of users; and the exposure indices that draw the video of an impression.
+"""
+
+from typing import Tuple
+
+import numpy as np
+
+from tfrec_video.datasets.builtin import truth as truth_lib
+from tfrec_video.datasets.builtin.config import (
+    _BACKLOG_SECONDS,
+    _PART_TOPICS,
+    _PART_USERS,
+    _PART_VIDEOS,
+    BuiltinConfig,
+    _rng,
+)
+from tfrec_video.datasets.builtin.topics import _DEVICE_PROBS, DEVICES
+
+
+def _ids(prefix: str, n: int) -> np.ndarray:
+    width = max(5, len(str(n - 1)))
+    return np.array([f"{prefix}{i:0{width}d}" for i in range(n)], dtype=object)
+
+
+def _dirichlet(rng: np.random.Generator, alpha: np.ndarray, n: int) -> np.ndarray:
+    # Gamma draws instead of rng.dirichlet: explicit, and small alphas stay exact
+    # (a row of all-zero draws, astronomically rare, becomes its largest-alpha topic).
+    g = rng.standard_gamma(np.broadcast_to(alpha, (n, alpha.size)))
+    s = g.sum(axis=1, keepdims=True)
+    empty = s[:, 0] <= 0
+    if np.any(empty):
+        g[empty, int(np.argmax(alpha))] = 1.0
+        s = g.sum(axis=1, keepdims=True)
+    return g / s
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class _Latents:
+    """Every per-video and per-user latent variable (O(n_videos + n_users) memory)."""
+
+    def __init__(self, cfg: BuiltinConfig):
+        self.cfg = cfg
+        K = cfg.n_topics
+        V, U = cfg.n_videos, cfg.n_users
+
+        rng = _rng(cfg.seed, _PART_TOPICS)
+        share = np.arange(1, K + 1, dtype=np.float64) ** -0.6
+        self.topic_share = rng.permutation(share / share.sum())
+
+        # Videos.
+        rng = _rng(cfg.seed, _PART_VIDEOS)
+        theta = _dirichlet(rng, cfg.video_topic_concentration * K * self.topic_share, V)
+        self.video_theta = theta.astype(np.float32)
+        self.video_unit = _unit_rows(self.video_theta.astype(np.float64))
+        self.dominant = np.argmax(self.video_theta, axis=1).astype(np.int64)
+        self.zpop = rng.standard_normal(V).astype(np.float32)
+        self.popularity = np.exp(cfg.popularity_sigma * self.zpop.astype(np.float64)).astype(np.float32)
+        self.exposure_weight = np.exp(cfg.popularity_exponent * cfg.popularity_sigma * self.zpop.astype(np.float64))
+
+        n_cold = int(round(cfg.cold_start_fraction * V))
+        self.is_cold = np.zeros(V, dtype=bool)
+        self.is_cold[rng.choice(V, size=n_cold, replace=False)] = True
+        start, split, end = cfg.start_timestamp, cfg.split_timestamp, cfg.end_timestamp
+        warm = np.flatnonzero(~self.is_cold)
+        backlog = rng.random(warm.size) < 0.5
+        backlog[0] = True   # at least one video exists when the window opens
+        pub = np.empty(V, dtype=np.int64)
+        pub[warm] = np.where(
+            backlog,
+            rng.integers(start - _BACKLOG_SECONDS, start, warm.size),
+            rng.integers(start, split, warm.size),
+        )
+        cold = np.flatnonzero(self.is_cold)
+        pub[cold] = rng.integers(split, split + max(1, (end - split) // 2), cold.size)
+        self.publish_time = pub
+
+        self.language = rng.choice(3, size=V, p=np.asarray(cfg.language_mix, np.float64)).astype(np.int8)
+        medians = np.array([t.median_duration_s for t in cfg.topics], dtype=np.float64)
+        dur = medians[self.dominant] * np.exp(cfg.duration_sigma * rng.standard_normal(V))
+        self.duration = np.clip(np.round(dur, 1), 5.0, 4 * 3600.0).astype(np.float32)
+        self.zdur = truth_lib.standardized_log_duration(self.duration).astype(np.float32)
+
+        categories = cfg.categories
+        cat_of_topic = np.array([categories.index(t.category) for t in cfg.topics], dtype=np.int64)
+        noisy = rng.random(V) < cfg.category_noise
+        self.category = np.where(noisy, rng.integers(0, len(categories), V), cat_of_topic[self.dominant])
+
+        # Users.
+        rng = _rng(cfg.seed, _PART_USERS)
+        self.user_theta = _dirichlet(rng, cfg.user_topic_concentration * K * self.topic_share, U).astype(np.float32)
+        self.user_unit = _unit_rows(self.user_theta.astype(np.float64))
+        self.user_bias = (cfg.user_bias_std * rng.standard_normal(U)).astype(np.float32)
+        s = cfg.activity_sigma
+        self.activity = np.exp(s * rng.standard_normal(U) - s * s / 2.0)
+        self.pref_device = rng.choice(len(DEVICES), size=U, p=np.asarray(_DEVICE_PROBS)).astype(np.int64)
+        # Peak hours: most people watch in the evening, some at lunch, a few any time.
+        kind = rng.choice(3, size=U, p=[0.6, 0.25, 0.15])
+        peak = np.where(kind == 0, rng.normal(20.5, 1.5, U),
+                        np.where(kind == 1, rng.normal(12.5, 1.5, U), rng.uniform(0, 24, U)))
+        self.peak_hour = np.mod(np.round(peak), 24).astype(np.int64)
+
+        self.video_ids = _ids("v", V)
+        self.user_ids = _ids("u", U)
+        self._build_exposure_index()
+
+    def _build_exposure_index(self):
+        # Popularity exposure: videos in publish order, with the cumulative
+        # exposure weight, so "sample among videos published by t" is a prefix
+        # of this order: searchsorted for the prefix, then for the draw.
+        order = np.argsort(self.publish_time, kind="stable")
+        self.pop_order = order
+        self.pop_pub = self.publish_time[order]
+        self.pop_cum = np.cumsum(self.exposure_weight[order])
+        # Topic exposure: videos sorted by (dominant topic, publish time); a
+        # topic's videos published by t are a contiguous run of this order.
+        order = np.lexsort((self.publish_time, self.dominant))
+        self.top_order = order
+        self.top_key = (self.dominant[order] << 40) + self.publish_time[order]
+        self.top_cum = np.cumsum(self.exposure_weight[order])
+        self.top_start = np.searchsorted(self.dominant[order], np.arange(self.cfg.n_topics), side="left")
+
+    def sample_popular(self, t: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Videos drawn by exposure weight among those published at times `t` (r ~ U[0,1))."""
+        k = np.searchsorted(self.pop_pub, t, side="right")     # >= 1: a backlog video exists
+        j = np.searchsorted(self.pop_cum, r * self.pop_cum[k - 1], side="right")
+        return self.pop_order[np.minimum(j, k - 1)]
+
+    def sample_topic(self, z: np.ndarray, t: np.ndarray, r: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Videos of dominant topic `z` drawn by exposure weight among those published by `t`.
+
+        Returns (videos, ok): `ok` is False where topic `z` had no published video yet.
+        """
+        k0 = self.top_start[z]
+        k1 = np.searchsorted(self.top_key, (z << 40) + t, side="right")
+        ok = k1 > k0
+        base = np.where(k0 > 0, self.top_cum[np.maximum(k0 - 1, 0)], 0.0)
+        mass = np.where(ok, self.top_cum[np.maximum(k1 - 1, 0)] - base, 0.0)
+        j = np.searchsorted(self.top_cum, base + r * mass, side="right")
+        j = np.clip(j, k0, np.maximum(k1 - 1, k0))
+        return self.top_order[np.minimum(j, self.cfg.n_videos - 1)], ok

@@ -1,0 +1,23 @@
+"""Serving: a trained model into a TF Serving SavedModel, and an export loaded back.
+
+`export` (`ServingModule`, `export_saved_model`), `warmup` (the warmup requests),
+`loaded` (`ExportedModel`: an export behind the interface evaluation uses) and
+`scann` (approximate retrieval, in process only). May import models, towers,
+training, features, evaluation, data and the base modules; never media_embedding or cli.
+"""
+
+from tfrec_video.serving.export import ServingModule, export_saved_model, next_version
+from tfrec_video.serving.loaded import ExportedModel
+from tfrec_video.serving.scann import ScannRetriever
+from tfrec_video.serving.warmup import WARMUP_FILE, warmup_requests, write_warmup_requests
+
+__all__ = [
+    "ExportedModel",
+    "ScannRetriever",
+    "ServingModule",
+    "WARMUP_FILE",
+    "export_saved_model",
+    "next_version",
+    "warmup_requests",
+    "write_warmup_requests",
+]
