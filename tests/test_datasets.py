@@ -1,4 +1,4 @@
-"""Tests of the built-in dataset: determinism, the planted truth, media, formats, caching."""
+"""Tests of the built-in dataset: determinism, the planted truth, splits, media, formats, caching."""
 
 import argparse
 import collections
@@ -14,8 +14,9 @@ import pytest
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrec_video.cli.generate_data import add_cli
+from tfrec_video.cli.generate_data import add_cli, summary
 from tfrec_video.data import read_table, read_table_numpy
+from tfrec_video.data.pipeline import builtin_splits
 from tfrec_video.datasets import (
     FILLER_WORDS,
     TOPICS,
@@ -34,6 +35,7 @@ from tfrec_video.errors import ConfigError
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]")
+SPLITS = ("train", "validation", "test")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,7 @@ def tables(tiny):
         "config": cfg,
         "catalog": read_table_numpy(m["files"]["catalog"], catalog_schema(cfg.image_dim, cfg.audio_dim)),
         "train": read_table_numpy(m["files"]["train"], imp),
+        "validation": read_table_numpy(m["files"]["validation"], imp),
         "test": read_table_numpy(m["files"]["test"], imp),
         "truth": GroundTruth.load(tiny),
     }
@@ -64,6 +67,10 @@ def _all_files(root):
     for d, _, files in os.walk(root):
         out += [os.path.relpath(os.path.join(d, f), root) for f in files]
     return sorted(out)
+
+
+def _sorted_rows(columns):   # the rows of a table as sorted tuples: an order-free comparison
+    return sorted(zip(*[[tuple(x) if np.ndim(x) else x for x in columns[n].tolist()] for n in sorted(columns)]))
 
 
 # -- determinism -----------------------------------------------------------------
@@ -103,15 +110,16 @@ def test_shard_size_changes_only_the_split_into_files(tiny, tmp_path):
 
 def test_clicks_follow_the_true_probability(tables, tiny):
     gt = tables["truth"]
-    prob = {"train": gt.train_click_prob(), "test": gt.test_click_prob()}
-    for split in ("train", "test"):
+    prob = {"train": gt.train_click_prob(), "validation": gt.validation_click_prob(), "test": gt.test_click_prob()}
+    for split in SPLITS:
         clicked = tables[split]["clicked"]
         assert prob[split].shape == clicked.shape
         assert prob[split][clicked == 1].mean() > prob[split][clicked == 0].mean() + 0.05
     np.testing.assert_array_equal(gt.test_clicked(), tables["test"]["clicked"])
+    np.testing.assert_array_equal(gt.validation_clicked(), tables["validation"]["clicked"])
     assert oracle_auc(tiny) > 0.6
-    all_clicked = np.concatenate([tables["train"]["clicked"], tables["test"]["clicked"]])
-    assert auc(all_clicked, np.concatenate([prob["train"], prob["test"]])) > 0.7
+    all_clicked = np.concatenate([tables[split]["clicked"] for split in SPLITS])
+    assert auc(all_clicked, np.concatenate([prob[split] for split in SPLITS])) > 0.7
     ctr = tables["manifest"]["ctr"]["overall"]
     assert 0.03 < ctr < 0.2
 
@@ -135,6 +143,7 @@ def test_cold_start_videos_are_only_in_test(tables):
     cold = set(gt.video_ids[gt.cold_start])
     assert len(cold) == round(0.1 * 150)
     assert cold.isdisjoint(tables["train"]["video_id"])
+    assert cold.isdisjoint(tables["validation"]["video_id"])
     assert cold & set(tables["test"]["video_id"])
     assert gt.is_cold_start(sorted(cold)).all()
     split = tables["manifest"]["time"]["split"]
@@ -144,10 +153,16 @@ def test_cold_start_videos_are_only_in_test(tables):
 
 
 def test_time_split_and_publish_times(tables):
-    gt, split = tables["truth"], tables["manifest"]["time"]["split"]
-    assert (tables["train"]["timestamp"] < split).all()
-    assert (tables["test"]["timestamp"] >= split).all()
-    for name in ("train", "test"):
+    gt, cfg, tm = tables["truth"], tables["config"], tables["manifest"]["time"]
+    # Train, then validation (the 10% of the window just before the test period), then test (the last 20%).
+    assert tm["split"] == cfg.start_timestamp + round(0.8 * cfg.window_days * 86400) == cfg.split_timestamp
+    assert tm["validation"] == tm["split"] - round(0.1 * cfg.window_days * 86400) == cfg.validation_timestamp
+    assert gt.params["time"] == tm
+    train, val, test = (tables[name]["timestamp"] for name in SPLITS)
+    assert (train < tm["validation"]).all() and (test >= tm["split"]).all()
+    assert ((val >= tm["validation"]) & (val < tm["split"])).all()
+    for name in SPLITS:
+        assert tables[name]["clicked"].sum() > 0, name   # many tests need clicks in every tiny split
         t = tables[name]
         publish = gt.publish_time[gt.video_index(t["video_id"])]
         assert (t["timestamp"] >= publish).all(), "a video was shown before it was published"
@@ -155,10 +170,63 @@ def test_time_split_and_publish_times(tables):
         assert set(t["device"]) <= set(("phone", "tablet", "tv", "desktop"))
 
 
+def test_validation_fraction_moves_rows_from_train_only(tables, tiny, tmp_path):
+    """validation_fraction only relabels train rows: test/ and its truth are byte-identical."""
+    none = str(tmp_path / "no-validation")
+    m = generate(none, BuiltinConfig.tiny(validation_fraction=0), progress=False)
+    assert not any(p.startswith("validation") or "/validation" in p for p in _all_files(none))
+    assert not any(k.startswith("validation") for k in [*m["files"], *m["ctr"], *m["time"], *m["counts"]])
+    # Test split and its truth: the same bytes with and without a validation split.
+    test_files = [f for f in _all_files(tiny) if "test/" in f]   # test/ and truth/*/test/
+    assert len(test_files) >= 3 and test_files == [f for f in _all_files(none) if "test/" in f]
+    _, mismatch, errors = filecmp.cmpfiles(tiny, none, test_files, shallow=False)
+    assert mismatch == [] and errors == []
+    # The old train rows are exactly the new train + validation rows.
+    train = read_table_numpy(load_manifest(none)["files"]["train"], impressions_schema(20))
+    moved = {k: np.concatenate([tables["train"][k], tables["validation"][k]]) for k in train}
+    assert len(tables["validation"]["user_id"]) > 0 and _sorted_rows(train) == _sorted_rows(moved)
+    # Readers of a dataset without a validation split.
+    gt = GroundTruth.load(none)
+    assert gt.validation_click_prob().shape == (0,) and gt.validation_clicked().shape == (0,)
+    np.testing.assert_array_equal(np.sort(gt.train_click_prob()), np.sort(np.concatenate(
+        [tables["truth"].train_click_prob(), tables["truth"].validation_click_prob()])))
+    assert set(builtin_splits(none)) == {"catalog", "train", "test"}
+    os.makedirs(os.path.join(none, "validation"))   # an empty validation/ folder is no split either
+    assert set(builtin_splits(none)) == {"catalog", "train", "test"}
+    text = summary(load_manifest(none), "/data")
+    assert "validation" not in text and f"{m['counts']['train_impressions']} train and" in text
+
+
+def test_splits_partition_every_drawn_impression(tables):
+    """Every impression the generator draws is in exactly one split, the one its timestamp says."""
+    from tfrec_video.datasets.builtin.config import _USER_BLOCK
+    from tfrec_video.datasets.builtin.impressions import _impression_block
+    from tfrec_video.datasets.builtin.latents import _Latents
+
+    cfg, tm = tables["config"], tables["manifest"]["time"]
+    assert cfg.n_users <= _USER_BLOCK   # the tiny dataset's users fit in one block
+    lat = _Latents(cfg)
+    drawn = _impression_block(cfg, lat, 0)
+    t = drawn["timestamp"]
+    key = list(zip(lat.user_ids[drawn["user"]].astype(str).tolist(), lat.video_ids[drawn["video"]].astype(str).tolist(),
+                   t.tolist()))
+    expected = {"train": t < tm["validation"], "validation": (t >= tm["validation"]) & (t < tm["split"]),
+                "test": t >= tm["split"]}
+    for split in SPLITS:
+        got = tables[split]
+        written = sorted(zip(got["user_id"].tolist(), got["video_id"].tolist(), got["timestamp"].tolist()))
+        assert written == sorted(k for k, m in zip(key, expected[split]) if m), split
+
+
+def test_builtin_splits_returns_validation(tiny):
+    splits = builtin_splits(tiny)
+    assert splits == {name: os.path.join(tiny, name) for name in ("catalog", "train", "validation", "test")}
+
+
 def test_history_is_earlier_clicks_newest_first(tables):
     L = tables["config"].history_length
     rows = collections.defaultdict(list)
-    for name in ("train", "test"):
+    for name in SPLITS:
         t = tables[name]
         for u, ts, v, c, h in zip(t["user_id"], t["timestamp"], t["video_id"], t["clicked"], t["history"]):
             rows[u].append((int(ts), v, int(c), [x for x in h if x]))
@@ -262,10 +330,19 @@ def test_manifest_lists_readable_files(tables, tiny):
     assert m["root"] == os.path.abspath(tiny) and m["format"] == "parquet"
     assert m["schema"]["image_dim"] == 1024 and m["schema"]["history_length"] == 20
     assert len(m["files"]["catalog"]) == 2 and len(m["files"]["train"]) >= 2
-    assert all(os.path.exists(p) for p in m["files"]["catalog"] + m["files"]["train"] + m["files"]["test"])
-    assert m["counts"]["train_impressions"] == len(tables["train"]["user_id"])
-    assert m["counts"]["test_impressions"] == len(tables["test"]["user_id"])
-    assert m["counts"]["train_clicks"] == tables["train"]["clicked"].sum()
+    assert len(m["files"]["validation"]) >= 1 and all(not os.path.isabs(p) for p in stored["files"]["validation"])
+    listed = m["files"]["catalog"] + m["files"]["train"] + m["files"]["validation"] + m["files"]["test"]
+    assert all(os.path.exists(p) for p in listed)
+    on_disk = sorted(f for f in _all_files(tiny) if f.split("/")[0] in SPLITS)
+    assert on_disk == sorted(os.path.relpath(p, tiny) for s in SPLITS for p in m["files"][s])
+    for split in SPLITS:
+        n, clicks = len(tables[split]["user_id"]), int(tables[split]["clicked"].sum())
+        assert m["counts"][f"{split}_impressions"] == n > 0, split
+        assert m["counts"][f"{split}_clicks"] == clicks > 0, split
+        assert m["ctr"][split] == pytest.approx(clicks / n), split
+    total = sum(len(tables[s]["user_id"]) for s in SPLITS)
+    assert m["ctr"]["overall"] == pytest.approx(sum(tables[s]["clicked"].sum() for s in SPLITS) / total)
+    assert all(len(tables["truth"].params["click_prob_files"][s]) == len(m["files"][s]) for s in SPLITS)
     assert tables["catalog"]["image_embedding"].shape == (150, 1024)
     assert tables["catalog"]["audio_embedding"].shape == (150, 128)
     ds = read_table(m["files"]["train"], impressions_schema(20))
@@ -294,10 +371,21 @@ def test_every_format_holds_the_same_data(tables, tmp_path, fmt):
     ("n_videos", 0), ("n_users", -3), ("image_noise_std", -0.1), ("audio_noise_std", float("nan")),
     ("title_noise_word_fraction", 1.5), ("test_fraction", 1.0), ("n_topics", 99), ("language_mix", (0.5, 0.5, 0.5)),
     ("n_media_videos", 10 ** 9), ("seed", -1), ("impressions_rows_per_shard", 0),
+    ("validation_fraction", -0.1), ("validation_fraction", 1.0), ("validation_fraction", float("nan")),
+    ("validation_fraction", "0.1"), ("validation_fraction", 0.8),   # 0.8 + test_fraction 0.2 leaves no train
 ])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"BuiltinConfig.{field}"):
         BuiltinConfig(**{field: value})
+
+
+def test_validation_fraction_bounds():
+    assert BuiltinConfig(validation_fraction=0).validation_timestamp == BuiltinConfig().split_timestamp
+    BuiltinConfig(test_fraction=0.5, validation_fraction=0.49)
+    with pytest.raises(ConfigError, match=r"BuiltinConfig.validation_fraction must be less than 1 - test_fraction"):
+        BuiltinConfig(test_fraction=0.5, validation_fraction=0.5)
+    with pytest.raises(ConfigError, match=r"BuiltinConfig.validation_fraction must be a number in \[0, 1\)"):
+        BuiltinConfig(validation_fraction=True)
 
 
 def test_config_round_trip_and_hash():
@@ -337,9 +425,10 @@ def test_ensure_builtin_caches_and_regenerates_incomplete(tmp_path, monkeypatch)
     assert ensure_builtin(config=cfg, progress=False) == path
     assert os.path.exists(manifest) and os.path.exists(os.path.join(path, "train", "part-00000.parquet"))
     # A dataset with a missing file is regenerated too.
-    os.remove(os.path.join(path, "test", "part-00000.parquet"))
-    ensure_builtin(config=cfg, progress=False)
-    assert os.path.exists(os.path.join(path, "test", "part-00000.parquet"))
+    for split in ("test", "validation"):
+        os.remove(os.path.join(path, split, "part-00000.parquet"))
+        ensure_builtin(config=cfg, progress=False)
+        assert os.path.exists(os.path.join(path, split, "part-00000.parquet")), split
     assert [e for e in os.listdir(tmp_path / "cache") if ".tmp-" in e] == []
 
 
@@ -353,6 +442,7 @@ def test_cli_generate_data(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cold-start" in text and "CTR" in text and out in text
     m = load_manifest(out)
+    assert f"{m['counts']['validation_impressions']} validation" in text and "validation/" in text
     assert m["config"]["seed"] == 3 and m["config"]["n_users"] == 60 and m["format"] == "csv"
     # Refuses to overwrite without --overwrite.
     args = parser.parse_args(["generate-data", "--out", out, "--tiny", "--no-progress"])

@@ -68,15 +68,26 @@ def summary(manifest: dict, root: str, seconds: Optional[float] = None) -> str:
     """A one-paragraph description of a generated dataset."""
     c, ctr = manifest["counts"], manifest["ctr"]
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    n_files = len(manifest["files"]["train"]) + len(manifest["files"]["test"])
+    # Datasets without a validation split (validation_fraction=0, or older ones) have no validation keys.
+    n_val = c.get("validation_impressions", 0)
+    splits = ("train", "validation", "test") if n_val else ("train", "test")
+    n_files = sum(len(manifest["files"].get(split, [])) for split in splits)
     media = (f" {c['media_videos']} videos have raw media (thumbnails + WAV) listed in media/media.csv."
              if c["media_videos"] else "")
+    if n_val:
+        counts = (f"{c['train_impressions']} train, {n_val} validation and {c['test_impressions']} test "
+                  f"impressions")
+        rates = f"{ctr['train']:.1%} train, {ctr['validation']:.1%} validation, {ctr['test']:.1%} test"
+        dirs = "train/, validation/ and test/"
+    else:
+        counts = f"{c['train_impressions']} train and {c['test_impressions']} test impressions"
+        rates = f"{ctr['train']:.1%} train, {ctr['test']:.1%} test"
+        dirs = "train/ and test/"
     return (
         f"Generated the built-in dataset ({manifest['format']}, seed {manifest['config']['seed']}) in {root}{took}: "
         f"{c['videos']} videos ({c['cold_start_videos']} cold-start, published only in the test period, "
         f"{c['cold_start_videos_in_test']} of them shown), {c['users']} users, "
-        f"{c['train_impressions']} train and {c['test_impressions']} test impressions in {n_files} files "
-        f"(CTR {ctr['train']:.1%} train, {ctr['test']:.1%} test; oracle test AUC "
-        f"{manifest['oracle']['test_auc']:.3f}).{media} Catalog: catalog/, impressions: train/ and test/, "
+        f"{counts} in {n_files} files (CTR {rates}; oracle test AUC "
+        f"{manifest['oracle']['test_auc']:.3f}).{media} Catalog: catalog/, impressions: {dirs}, "
         f"ground truth for evaluation only: truth/, manifest: dataset.json."
     )

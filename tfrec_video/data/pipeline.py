@@ -194,8 +194,26 @@ def _per_replica_batch(batch_size: int, replicas: int) -> int:
 
 
 def builtin_splits(dataset_dir: str) -> Dict[str, str]:
-    """Directories of the built-in dataset's tables: `catalog`, `train`, `test`."""
+    """Directories of the built-in dataset's tables: `catalog`, `train`, `test`,
+    and `validation` when the dataset has one.
+
+    `catalog`, `train` and `test` are always returned and must hold data files
+    (else `DataValidationError` naming the directory). `validation` is returned
+    only when the dataset has a `validation/` directory with data files in it:
+    datasets generated with `validation_fraction=0` (and those from before
+    validation splits) have none.
+    """
     splits = {name: os.path.join(dataset_dir, name) for name in ("catalog", "train", "test")}
     for name, path in splits.items():
         list_files(path)  # raises a clear error naming the directory when it is empty
+    from tfrec_video.errors import DataValidationError
+
+    validation = os.path.join(dataset_dir, "validation")
+    if os.path.isdir(validation):
+        try:
+            list_files(validation)
+        except DataValidationError:
+            pass  # an empty validation/ folder: no validation split
+        else:
+            splits["validation"] = validation
     return splits

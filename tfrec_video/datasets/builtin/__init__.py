@@ -19,9 +19,10 @@ Generative story
    puts most mass on 1-2 topics; its dominant topic is `argmax theta_v`. It has
    a popularity `pop_v = exp(popularity_sigma * zpop_v)`, `zpop_v ~ N(0, 1)`
    (log-normal, heavy-tailed), and a publish time: half of the non-cold videos
-   are older than the impression window, the other half are published during
-   the training period; a `cold_start_fraction` of videos are published inside
-   the first half of the test period, so they are in no training impression.
+   are older than the impression window, the other half are published inside
+   it before the test period (in the train or validation period); a
+   `cold_start_fraction` of videos are published inside the first half of the
+   test period, so they are in no train or validation impression.
 3. **Titles.** 3-8 words. Each word is, with probability
    `title_noise_word_fraction`, a noise word (drawn uniformly from filler words
    such as "best"/"最新" and all topics' words, so it may point at a wrong
@@ -61,7 +62,12 @@ Generative story
 9. **History** of an impression: the ids of the videos this user clicked
    strictly before it, newest first, at most `history_length`.
 10. **Split by time.** Impressions in the last `test_fraction` of the window are
-    the test split, the others the train split.
+    the test split; those in the `validation_fraction` of the window just
+    before it are the validation split (the latest training-period data, held
+    out for choosing epochs and early stopping; none when it is 0); the
+    earlier ones are the train split. The split only labels rows: nothing drawn
+    depends on it, so changing `validation_fraction` moves rows between train
+    and validation and leaves the test split byte-identical.
 11. **Raw media.** `n_media_videos` videos get a real 64x64 PNG (every third a
     JPEG) thumbnail whose colour and stripes depend on the dominant topic, and a
     1 s 16 kHz WAV clip with tones at topic frequencies weighted by `theta_v`
@@ -73,6 +79,7 @@ Output layout (`generate`)::
       dataset.json                 manifest; written last (its presence means "complete")
       catalog/part-00000.parquet   video_id, title, category, duration_s, image_embedding, audio_embedding
       train/part-00000.parquet     user_id, history, hour, device, video_id, clicked, timestamp
+      validation/part-00000.parquet  (only when validation_fraction > 0)
       test/part-00000.parquet
       media/media.csv              video_id,thumbnail_path,audio_path (paths relative to the CSV)
       media/thumbnails/<video_id>.png|.jpg
@@ -100,7 +107,7 @@ Example:
 >>> from tfrec_video.datasets import BuiltinConfig, generate, ensure_builtin
 >>> manifest = generate("/tmp/builtin-tiny", BuiltinConfig.tiny(), progress=False)  # doctest: +SKIP
 >>> manifest["counts"]["train_impressions"]                                      # doctest: +SKIP
-1693
+1523
 >>> path = ensure_builtin()   # the default config, cached    # doctest: +SKIP
 """
 

@@ -101,7 +101,12 @@ def load_manifest(path: str) -> dict:
 
     Returns:
       The manifest dict, with `root` (the absolute dataset folder) added and
-      every path under `files` made absolute.
+      every path under `files` made absolute. A dataset with a validation
+      split lists it under `files["validation"]`, `counts`
+      (`validation_impressions`, `validation_clicks`), `ctr["validation"]` and
+      `time["validation"]` (its first second); one without (a config with
+      `validation_fraction=0`, or a dataset from before validation splits)
+      has none of these keys.
 
     Raises:
       FileNotFoundError: no `dataset.json`: not a built-in dataset, or an
@@ -147,7 +152,8 @@ def _is_complete(path: str, cfg: BuiltinConfig, fmt: str) -> bool:
     if m.get("version") != DATASET_VERSION or m.get("format") != fmt or m.get("config") != cfg.to_dict():
         return False
     files = m["files"]
-    listed = files["catalog"] + files["train"] + files["test"] + files.get("media", [])
+    listed = (files["catalog"] + files["train"] + files.get("validation", []) + files["test"]
+              + files.get("media", []))
     return all(os.path.exists(f) for f in listed) and os.path.isdir(os.path.join(m["root"], truth_lib.TRUTH_DIR))
 
 

@@ -18,7 +18,7 @@ from tfrec_video.errors import ConfigError
 
 # Bump whenever the generator's output for a given config changes: caches keyed
 # on the config hash are then regenerated.
-DATASET_VERSION = "builtin-1"
+DATASET_VERSION = "builtin-2"   # 2: the validation split
 
 FORMATS = {"parquet": "parquet", "tfrecord": "tfrecord", "csv": "csv"}
 
@@ -65,12 +65,20 @@ class BuiltinConfig:
       cold_start_fraction: fraction of videos published inside the test period
         (never in training impressions); shows whether content features help.
       test_fraction: the last fraction of the time window that is the test split.
+      validation_fraction: the fraction of the time window just before the test
+        period that is the validation split (for choosing epochs and early
+        stopping): the latest training-period impressions, held out the way a
+        real user would, never test-period ones. Default 0.1, so with the
+        default `test_fraction` the window is 70% train, 10% validation and
+        20% test. 0 means no validation split (no `validation/` folder).
+        `validation_fraction + test_fraction` must be below 1.
       window_days: length of the impression time window, in days.
       start_timestamp: start of the window (seconds since the epoch; default
         2024-01-01 00:00 UTC).
       n_media_videos: videos that get a real thumbnail and WAV clip.
       catalog_rows_per_shard: rows per catalog file.
-      impressions_rows_per_shard: rows per train/test file.
+      impressions_rows_per_shard: rows per train/test file (validation files hold
+        `validation_fraction` of that, so the splits have about as many files).
       video_topic_concentration: Dirichlet concentration of video topic
         mixtures (per topic, relative to a uniform share). 0.05 gives 1-2
         dominant topics (the dominant one holds 70% of the mass on average);
@@ -139,6 +147,7 @@ class BuiltinConfig:
     history_length: int = 20
     cold_start_fraction: float = 0.1
     test_fraction: float = 0.2
+    validation_fraction: float = 0.1
     window_days: int = 56
     start_timestamp: int = 1704067200
     n_media_videos: int = 40
@@ -242,6 +251,11 @@ class BuiltinConfig:
             fail("cold_start_fraction", "small enough to leave at least one non-cold-start video")
         if not is_num(self.test_fraction) or not 0 < self.test_fraction < 1:
             fail("test_fraction", "a number in (0, 1)")
+        if not is_num(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
+            fail("validation_fraction", "a number in [0, 1)")
+        if self.validation_fraction + self.test_fraction >= 1:
+            fail("validation_fraction", f"less than 1 - test_fraction ({1 - self.test_fraction:g}), so that "
+                 "some of the window is left for the train split")
         for name in ("title_noise_word_fraction", "category_noise", "exposure_popularity_fraction",
                      "device_loyalty"):
             v = getattr(self, name)
@@ -274,6 +288,12 @@ class BuiltinConfig:
     def split_timestamp(self) -> int:
         """First second of the test period."""
         return self.start_timestamp + int(round((1.0 - self.test_fraction) * self.window_days * _DAY))
+
+    @property
+    def validation_timestamp(self) -> int:
+        """First second of the validation period (the train period ends just before it);
+        `split_timestamp` when `validation_fraction` is 0."""
+        return self.split_timestamp - int(round(self.validation_fraction * self.window_days * _DAY))
 
     @property
     def topics(self) -> Tuple[Topic, ...]:

@@ -176,7 +176,9 @@ class GroundTruth:
       popularity: [n_videos] popularity (exposure weight is `popularity ** popularity_exponent`).
       publish_time: [n_videos] publish timestamps (seconds since the epoch).
       cold_start: [n_videos] True for videos published inside the test period.
-      params: the click-model parameters and time split (`truth.json`).
+      params: the click-model parameters and time splits (`truth.json`; `time`
+        holds the first second of the test period, `split`, and of the
+        validation period, `validation`, when there is one).
       topic_names: names of the K topics.
 
     Example:
@@ -306,7 +308,9 @@ class GroundTruth:
         return sigmoid(self.click_logits(user_ids, video_ids, hour=hour, device=device))
 
     def _split_arrays(self, key: str, split: str) -> np.ndarray:
-        parts = [np.load(os.path.join(self.root, f), allow_pickle=False) for f in self.params[key][split]]
+        # A dataset without a validation split has no entry for it: no rows.
+        files = self.params[key].get(split, [])
+        parts = [np.load(os.path.join(self.root, f), allow_pickle=False) for f in files]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def _split_prob(self, split: str) -> np.ndarray:
@@ -325,6 +329,16 @@ class GroundTruth:
     def train_click_prob(self) -> np.ndarray:
         """Same as `test_click_prob`, for the `train/` shards."""
         return self._split_prob("train")
+
+    def validation_clicked(self) -> np.ndarray:
+        """Same as `test_clicked`, for the `validation/` shards (empty when the
+        dataset has no validation split)."""
+        return self._split_arrays("clicked_files", "validation")
+
+    def validation_click_prob(self) -> np.ndarray:
+        """Same as `test_click_prob`, for the `validation/` shards (empty when the
+        dataset has no validation split)."""
+        return self._split_prob("validation")
 
     def is_cold_start(self, video_ids: Sequence[str]) -> np.ndarray:
         """Bool array: whether each video was published inside the test period

@@ -1,7 +1,8 @@
 """Writing the built-in dataset: shard writers, raw media, the truth and the manifest.
 
 `_generate_into(root, cfg, fmt, progress)` writes one complete dataset folder
-(catalog, train/test impressions, media, `truth/` and `dataset.json` last);
+(catalog, train/validation/test impressions, media, `truth/` and `dataset.json`
+last);
 `generate` in `api` wraps it with the temporary-folder-then-rename dance.
 """
 
@@ -171,6 +172,16 @@ def _write_truth_latents(root: str, cfg: BuiltinConfig, lat: _Latents, w_img, w_
     return list(videos), list(users)
 
 
+def _time_section(cfg: BuiltinConfig) -> dict:
+    """The `time` entry of the manifest and truth.json: window start and end, the
+    first second of the test period (`split`) and, when there is a validation
+    split, of the validation period (`validation`)."""
+    time = {"start": cfg.start_timestamp, "split": cfg.split_timestamp, "end": cfg.end_timestamp}
+    if cfg.validation_fraction > 0:
+        time["validation"] = cfg.validation_timestamp
+    return time
+
+
 def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> dict:
     from tfrec_video.data import write_table
 
@@ -190,8 +201,11 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
             bar.update(len(block["video_id"]))
         catalog.close()
 
-    # Impressions, 1024 users at a time.
-    split_t = cfg.split_timestamp
+    # Impressions, 1024 users at a time. The time split only labels rows: what
+    # is drawn never depends on it, so a validation split moves rows from train
+    # to validation and leaves the test split byte-identical.
+    split_t, val_t = cfg.split_timestamp, cfg.validation_timestamp
+    splits = ("train", "validation", "test") if cfg.validation_fraction > 0 else ("train", "test")
     vid_str = lat.video_ids.astype(str)          # fixed-width unicode: fast fancy indexing
     uid_str = lat.user_ids.astype(str)
     devices = np.array(DEVICES)
@@ -205,20 +219,26 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         table["history"] = [row[:k] for row, k in zip(ids, lens.tolist())]
         return table
 
+    # Validation files are as much smaller as the split is: it then has about as many files as the
+    # training split, which a multi-worker run splits between its workers too.
+    rows_per_shard = {split: cfg.impressions_rows_per_shard for split in splits}
+    rows_per_shard["validation"] = max(1, round(cfg.impressions_rows_per_shard * cfg.validation_fraction))
     writers = {
-        split: _ShardWriter(root, split, ext, imp_schema, cfg.impressions_rows_per_shard, write_table,
+        split: _ShardWriter(root, split, ext, imp_schema, rows_per_shard[split], write_table,
                             aux_dirs={"_prob": f"{tdir}/click_prob/{split}", "_clicked": f"{tdir}/clicked/{split}"},
                             finish=finish)
-        for split in ("train", "test")
+        for split in splits
     }
-    clicks = {"train": 0, "test": 0}
-    videos_seen = {"train": np.zeros(cfg.n_videos, bool), "test": np.zeros(cfg.n_videos, bool)}
+    clicks = {split: 0 for split in splits}
+    videos_seen = {split: np.zeros(cfg.n_videos, bool) for split in splits}
     n_blocks = (cfg.n_users + _USER_BLOCK - 1) // _USER_BLOCK
     with _progress(progress, cfg.n_users, "built-in impressions", "user") as bar:
         for b in range(n_blocks):
             rows = _impression_block(cfg, lat, b)
-            is_test = rows["timestamp"] >= split_t
-            for split, mask in (("train", ~is_test), ("test", is_test)):
+            t = rows["timestamp"]
+            masks = {"train": t < val_t, "validation": (t >= val_t) & (t < split_t), "test": t >= split_t}
+            for split in splits:
+                mask = masks[split]
                 clicks[split] += int(rows["clicked"][mask].sum())
                 videos_seen[split][rows["video"][mask]] = True
                 writers[split].add({
@@ -240,7 +260,8 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         if w.rows == 0:
             raise ConfigError(
                 f"BuiltinConfig produced no {split} impressions; raise n_users or impressions_per_user "
-                f"(or move test_fraction away from 0/1)."
+                f"(or move test_fraction and validation_fraction away from 0/1; validation_fraction=0 "
+                f"writes no validation split)."
             )
 
     media_files, n_media = _write_media(root, cfg, lat)
@@ -274,7 +295,7 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         "popularity_exponent": cfg.popularity_exponent,
         "image_noise_std": cfg.image_noise_std,
         "audio_noise_std": cfg.audio_noise_std,
-        "time": {"start": cfg.start_timestamp, "split": split_t, "end": cfg.end_timestamp},
+        "time": _time_section(cfg),
         "video_arrays": video_arrays,
         "user_arrays": user_arrays,
         "projections": {"image": f"{tdir}/projections/W_image.npy", "audio": f"{tdir}/projections/W_audio.npy"},
@@ -283,7 +304,7 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
     }
     _write_json(os.path.join(root, tdir, "truth.json"), truth_json)
 
-    n_train, n_test = writers["train"].rows, writers["test"].rows
+    n_rows = {split: w.rows for split, w in writers.items()}
     cold = lat.is_cold
     manifest = {
         "name": "tfrec_video built-in dataset",
@@ -303,25 +324,21 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
             "cold_start_videos": int(cold.sum()),
             "cold_start_videos_in_test": int((cold & videos_seen["test"]).sum()),
             "users": cfg.n_users,
-            "train_impressions": n_train,
-            "test_impressions": n_test,
-            "train_clicks": clicks["train"],
-            "test_clicks": clicks["test"],
+            **{f"{split}_impressions": n_rows[split] for split in splits},
+            **{f"{split}_clicks": clicks[split] for split in splits},
             "media_videos": n_media,
             "topics": cfg.n_topics,
             "categories": len(cfg.categories),
         },
         "ctr": {
-            "train": clicks["train"] / n_train,
-            "test": clicks["test"] / n_test,
-            "overall": (clicks["train"] + clicks["test"]) / (n_train + n_test),
+            **{split: clicks[split] / n_rows[split] for split in splits},
+            "overall": sum(clicks.values()) / sum(n_rows.values()),
         },
         "oracle": {"test_auc": oracle},
-        "time": {"start": cfg.start_timestamp, "split": split_t, "end": cfg.end_timestamp},
+        "time": _time_section(cfg),
         "files": {
             "catalog": catalog.files,
-            "train": writers["train"].files,
-            "test": writers["test"].files,
+            **{split: w.files for split, w in writers.items()},
             "media_csv": "media/media.csv" if n_media else None,
             "media": media_files,
             "truth": tdir,
