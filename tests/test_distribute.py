@@ -194,10 +194,11 @@ batch = {k: v[:64] for k, v in impressions.items()}
 
 def build(strategy, initial=None, **overrides):
     # Plain SGD, whose step is proportional to the gradient (unlike Adam), so a wrongly scaled loss shows.
-    # No id dropout: two processes of random draws would differ.
+    # No id or ranking dropout: two processes of random draws would differ.
     tf.keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = VideoRecModel(ModelConfig(**SMALL, video_id_dropout=0.0, user_id_dropout=0.0, **overrides),
+        model = VideoRecModel(ModelConfig(**SMALL, video_id_dropout=0.0, user_id_dropout=0.0, ranking_dropout=0.0,
+                                          **overrides),
                               vocabularies, catalog=catalog)
         model(batch)
         if initial is not None:
@@ -230,17 +231,24 @@ initial = one.get_weights()
 with tf.GradientTape() as tape:
     loss = (one.compute_loss({k: v[:32] for k, v in batch.items()}, training=True)
             + one.compute_loss({k: v[32:] for k, v in batch.items()}, training=True)) / 2
-one.optimizer.apply_gradients(zip(tape.gradient(loss, one.trainable_weights), one.trainable_weights))
+    # The ranking head's L2 penalty is part of every step's loss.
+    total = loss + tf.add_n(one.losses)
+one.optimizer.apply_gradients(zip(tape.gradient(total, one.trainable_weights), one.trainable_weights))
 after_two, loss_two = fit(build(mirrored, initial), steps=1)
 result["joint"] = dict(diff=max_diff([w.numpy() for w in one.trainable_weights], after_two),
                        loss_halves=float(loss), loss_two=loss_two)
-# fit_model from Parquet files: the input comes from distribute_datasets_from_function.
-model, history = fit_model(load_catalog(os.path.join(data_dir, "catalog"), catalog_schema(8, 4)),
-                           os.path.join(data_dir, "train_parquet"), impressions_schema(5), ModelConfig(**SMALL),
-                           TrainingConfig(batch_size=64, epochs=2, shuffle_buffer=256), verbose=0, strategy=mirrored)
+# fit_model from Parquet files: the input comes from distribute_datasets_from_function. With validation
+# data, HeadSelection, the calibration and the list blend run under the strategy too.
+files = os.path.join(data_dir, "train_parquet")
+model, history = fit_model(load_catalog(os.path.join(data_dir, "catalog"), catalog_schema(8, 4)), files,
+                           impressions_schema(5), ModelConfig(**SMALL),
+                           TrainingConfig(batch_size=64, epochs=4, shuffle_buffer=256, head_patience=1),
+                           validation_paths=files, verbose=0, strategy=mirrored)
 probability = model({k: v[:8] for k, v in impressions.items()})["click_probability"].numpy()
 result["fit_model"] = dict(loss=history.history["loss"], finite=bool(np.isfinite(probability).all()),
-                           variable=type(model.query_tower.mlp.trainable_weights[0]).__name__)
+                           variable=type(model.query_tower.mlp.trainable_weights[0]).__name__,
+                           selection=history.selection, calibration=history.calibration,
+                           list_blend=history.list_blend["weights"], trained_heads=model.trained_heads)
 with open(out, "w") as f:
     json.dump(result, f)
 '''
@@ -345,8 +353,11 @@ def test_mirrored_strategy_on_two_cpus_takes_one_devices_step(data_dir, tmp_path
     joint = result["joint"]
     assert joint["diff"] < 1e-5 and joint["loss_two"] == pytest.approx(joint["loss_halves"], rel=1e-5), joint
     fitted = result["fit_model"]
-    assert len(fitted["loss"]) == 2 and np.isfinite(fitted["loss"]).all() and fitted["finite"], fitted
+    assert 2 <= len(fitted["loss"]) <= 4 and np.isfinite(fitted["loss"]).all() and fitted["finite"], fitted
     assert fitted["variable"] == "MirroredVariable"
+    selection = fitted["selection"]
+    assert 1 <= selection["retrieval_epoch"] <= len(fitted["loss"]) and fitted["trained_heads"] == "both"
+    assert fitted["calibration"]["scale"] > 0 and len(fitted["list_blend"]) == 3
 
 
 @pytest.mark.slow

@@ -56,3 +56,13 @@ def test_catalog_ranker_rejects_bad_targets_and_shapes():
         ranker(np.ones((2, 3), np.float32), np.array([0]))
     with pytest.raises(ValueError, match=r"\[num_videos, dim\]"):
         CatalogRanker(np.ones(3, np.float32))
+
+
+def test_format_table_shows_the_hit_rates_at_the_served_length():
+    from tfrec_video.evaluation.report import format_table
+
+    report = {"retrieval": {"hr@5": 0.25, "recall@100": 0.5}, "serving": {"hr@5": 0.3, "n": 5}}
+    table = format_table(report)
+    assert "retrieval.hr@5                      0.2500" in table and "serving.hr@5" in table
+    assert "hr@10" not in table
+    assert "retrieval.recall@100                0.5000" in table

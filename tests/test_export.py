@@ -51,6 +51,37 @@ def test_serving_default_matches_the_in_process_two_stage_pipeline(exported):
         np.testing.assert_allclose(served["retrieval_score"].numpy()[i], scores[i, candidates[order]], atol=1e-5)
 
 
+def test_serving_default_follows_a_fitted_list_blend(exported, tmp_path):
+    """With ListBlend weights set (as fit_list_blend sets them), the export serves the blend's order."""
+    model, catalog, impressions, _ = exported
+    weights = [5.0, 0.7, 0.4]
+    model.list_blend.set_weights_to(weights)
+    try:
+        blended = tf.saved_model.load(export_lib.export_saved_model(model, catalog, str(tmp_path), k=K, n=N))
+    finally:
+        model.list_blend.set_weights_to([0.0, 0.0, 1.0])
+    rows = np.arange(0, 40, 5)
+    queries = _queries(model, impressions, rows)
+    served = blended.signatures["serving_default"](**queries)
+    scores = model.embed_queries(queries, training=False).numpy() @ embed_catalog(model, catalog).T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    counts = np.asarray(model.vocabularies.video_counts, np.float64)
+    share = dict(zip(model.vocabularies.video_ids, counts / counts.sum()))
+    floor = min(share.values())
+    for i, candidates in enumerate(top):
+        features = {name: tf.repeat(queries[name][i:i + 1], K, axis=0) for name in model.query_feature_names}
+        for name in model.video_feature_names:
+            features[name] = tf.constant(np.asarray(catalog[name])[candidates])
+        logits = model.rank_logits(features, training=False).numpy()
+        log_q = np.log([share.get(v, floor) for v in np.asarray(catalog["video_id"])[candidates]])
+        blend = weights[0] * scores[i, candidates] + weights[1] * log_q + weights[2] * logits
+        order = np.argsort(-blend, kind="stable")[:N]
+        assert served["video_ids"].numpy()[i].tolist() == [v.encode() for v in
+                                                            np.asarray(catalog["video_id"])[candidates[order]]]
+        np.testing.assert_allclose(served["click_probability"].numpy()[i], 1 / (1 + np.exp(-logits[order])),
+                                   atol=1e-5)
+
+
 def test_unknown_and_empty_inputs_give_sane_output(exported):
     model, catalog, impressions, loaded = exported
     odd = {"user_id": tf.constant(["", "never-seen-user", impressions["user_id"][0]]),

@@ -78,7 +78,8 @@ def test_train_step_scales_the_loss_and_unscales_the_gradients():
     catalog, impressions = toy_data(n_rows=128)
     batch = {k: v[:64] for k, v in impressions.items()}
     vocabularies = adapt(catalog, impressions, title_vocabulary_size=80)
-    config = ModelConfig(**SMALL, video_id_dropout=0.0, user_id_dropout=0.0)
+    # No dropout: its masks are drawn in the compute dtype, so float16 and float32 draw different ones.
+    config = ModelConfig(**SMALL, video_id_dropout=0.0, user_id_dropout=0.0, ranking_dropout=0.0)
     steps = []
     for policy in (None, "mixed_float16"):
         tf.keras.utils.set_random_seed(0)

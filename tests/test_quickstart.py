@@ -48,6 +48,14 @@ def test_quickstart_trains_reports_and_exports(quickstart_run):
     assert "retrieval.recall@100" in result.stdout and "ranking.auc" in result.stdout
     assert "cold_start.id_only_recall@100" in result.stdout
     assert "baseline_s" in report["timings"]
+    # The ranking stage's report: each head's epoch, calibration, the served list against retrieval's,
+    # and the click-MLP baseline.
+    training = report["training"]
+    assert training["selection"]["retrieval_epoch"] >= 1 and training["selection"]["ranking_epoch"] >= 1
+    assert training["calibration"]["scale"] > 0 and training["list_blend"]["order"] in ("blend", "retrieval", "clicks")
+    assert 0.0 <= report["ranking"]["ece"] <= 1.0 and 0.0 < report["ranking"]["mlp_baseline_auc"] <= 1.0
+    assert 0.0 <= report["serving"]["hr@10"] <= 1.0 and 0.0 <= report["retrieval"]["hr@10"] <= 1.0
+    assert "serving.hr@10" in result.stdout and "ranking.ece" in result.stdout
 
 
 @pytest.mark.slow

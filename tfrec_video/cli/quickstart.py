@@ -26,6 +26,7 @@ from tfrec_video.evaluation.report import evaluate, format_table, write_report
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.id_only import fit_id_only_baseline
 from tfrec_video.serving.export import export_saved_model
+from tfrec_video.training.baselines import click_mlp_baseline
 from tfrec_video.training.fit import TrainingConfig, click_counts, fit_model
 
 _SERVE_CHECK = """
@@ -49,6 +50,10 @@ print(json.dumps({"signatures": sorted(model.signatures.keys()),
                   "video_ids": [[v.decode() for v in row] for row in out["video_ids"].numpy().tolist()],
                   "click_probability": out["click_probability"].numpy().round(4).tolist()}))
 """
+
+
+# The most epochs quickstart trains; each head stops at its own best validation epoch before that.
+QUICKSTART_EPOCHS = 12
 
 
 def check_servable(version_dir: str, known_user: str) -> dict:
@@ -101,12 +106,18 @@ def run_quickstart(
     catalog = load_catalog(splits["catalog"], cat_schema)
 
     t = time.time()
-    model, history = fit_model(catalog, splits["train"], imp_schema, model_config, training_config, verbose=verbose)
+    # With the dataset's validation split, each head keeps its best epoch and the clicks are calibrated.
+    model, history = fit_model(catalog, splits["train"], imp_schema, model_config, training_config,
+                               validation_paths=splits.get("validation"), verbose=verbose)
     timings["train_s"] = round(time.time() - t, 1)
 
     t = time.time()
     # fit_model validated these files already.
     baseline = fit_id_only_baseline(splits["train"], imp_schema, seed=training_config.seed, validate=False)
+    click_mlp = {}
+    if "validation" in splits:
+        click_mlp = click_mlp_baseline(catalog, splits["train"], splits["validation"], splits["test"], imp_schema,
+                                       model.vocabularies, seed=training_config.seed)
     timings["baseline_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -115,6 +126,7 @@ def run_quickstart(
     test = impressions_dataset(splits["test"], catalog, imp_schema, batch_size=4096).unbatch()
     report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
                       train_click_counts=counts, truth=GroundTruth.load(dataset_dir), baselines={"id_only": baseline})
+    report["ranking"].update(click_mlp)
     timings["evaluate_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -125,7 +137,9 @@ def run_quickstart(
 
     report.update({
         "training": {"final_loss": float(history.history["loss"][-1]), "epochs": training_config.epochs,
-                     "batch_size": training_config.batch_size},
+                     "epochs_run": len(history.epoch), "batch_size": training_config.batch_size,
+                     "selection": history.selection, "calibration": history.calibration,
+                     "list_blend": history.list_blend},
         "export": {"path": os.path.abspath(version_dir), "signatures": served["signatures"],
                    "fresh_process_recommendation": served["video_ids"][0]},
         "dataset": {"path": os.path.abspath(dataset_dir), "config": manifest.get("config")},
@@ -156,7 +170,8 @@ def add_cli(subparsers) -> None:
 def _run_cli(args) -> int:
     dataset_config = BuiltinConfig.tiny() if args.tiny else BuiltinConfig()
     model_config = ModelConfig(embedding_dim=16, title_vocabulary_size=500) if args.tiny else ModelConfig()
-    defaults = TrainingConfig(batch_size=256, epochs=1) if args.tiny else TrainingConfig()
+    # Epochs are an upper bound: HeadSelection ends each head's training at its best validation epoch.
+    defaults = TrainingConfig(batch_size=256, epochs=2) if args.tiny else TrainingConfig(epochs=QUICKSTART_EPOCHS)
     training_config = TrainingConfig(
         batch_size=defaults.batch_size if args.batch_size is None else args.batch_size,
         epochs=defaults.epochs if args.epochs is None else args.epochs, seed=defaults.seed)

@@ -68,7 +68,8 @@ def _resolve_data(config: RunConfig) -> dict:
         directory = ensure_builtin(data.builtin_dir, dataset_config, progress=False)
         splits = builtin_splits(directory)
         return {"catalog": splits["catalog"], "train": splits["train"], "test": splits["test"],
-                "validation": data.validation, "embeddings": data.embeddings, "dataset_dir": directory,
+                "validation": data.validation or splits.get("validation"), "embeddings": data.embeddings,
+                "dataset_dir": directory,
                 "truth": GroundTruth.load(directory),
                 "catalog_schema": catalog_schema(dataset_config.image_dim, dataset_config.audio_dim),
                 "impressions_schema": impressions_schema(dataset_config.history_length)}
@@ -134,7 +135,8 @@ def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, st
     if data["validation"] is not None:
         ks = sorted({k for k in (cb.recall_k, cb.monitored_recall_k()) if k})
         callbacks += [RetrievalRecall(data["validation"], catalog, data["impressions_schema"], k=k) for k in ks]
-        if cb.early_stopping:
+        # HeadSelection (training.select_heads, added by fit_model) stops and restores each head itself.
+        if cb.early_stopping and not config.training.select_heads:
             callbacks.append(tf.keras.callbacks.EarlyStopping(monitor, mode=mode, patience=cb.patience,
                                                               restore_best_weights=True, verbose=1))
     if cb.checkpoint:
@@ -211,8 +213,6 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
 
-    import tensorflow as tf
-
     from tfrec_video.data.pipeline import impressions_dataset, load_catalog
     from tfrec_video.data.tables import read_table
     from tfrec_video.evaluation.report import evaluate, format_table, write_report
@@ -247,14 +247,17 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
     callbacks = _callbacks(config, data, catalog, out, chief, state)
     model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
                                      config.training, validation_paths=data["validation"], callbacks=callbacks,
-                                     verbose=verbose, strategy=strategy)
+                                     verbose=verbose, strategy=strategy, served_k=config.export.k,
+                                     served_n=config.export.n)
     timings["train_s"] = round(time.time() - t, 1)
     if chief and os.path.isdir(backup) and not os.listdir(backup):
         os.rmdir(backup)  # BackupAndRestore empties it when training finishes
     if not chief and os.path.exists(_worker_history_path()):
         os.remove(_worker_history_path())
-    stopped = next((c.stopped_epoch for c in callbacks if isinstance(c, tf.keras.callbacks.EarlyStopping)), 0)
     history = read_history(os.path.join(out, HISTORY_FILE)) if chief else dict(keras_history.history)
+    # 1-based, as in the Keras log: the last epoch that ran, when a callback stopped before `epochs`.
+    epochs_total = len(next(iter(history.values()), []))
+    stopped = epochs_total if 0 < epochs_total < config.training.epochs else None
 
     # Every worker saves and exports (a save all-reduces sync-on-read variables); only the chief's
     # copies land in output_dir and export.dir, the others go to temporary dirs (`worker_dir`).
@@ -266,15 +269,25 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
         counts = click_counts(read_table(data["train"], data["impressions_schema"], validate=False))
         test = impressions_dataset(data["test"], catalog, data["impressions_schema"], batch_size=4096).unbatch()
         report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
-                          train_click_counts=counts, truth=data["truth"])
+                          train_click_counts=counts, truth=data["truth"], served_k=config.export.k,
+                          served_n=config.export.n)
+        if data["validation"] is not None:
+            from tfrec_video.training.baselines import click_mlp_baseline
+
+            report["ranking"].update(click_mlp_baseline(catalog, data["train"], data["validation"], data["test"],
+                                                        data["impressions_schema"], model.vocabularies,
+                                                        seed=config.training.seed))
         timings["evaluate_s"] = round(time.time() - t, 1)
     report["training"] = {
-        "epochs_run": len(keras_history.epoch), "epochs_total": len(next(iter(history.values()), [])),
+        "epochs_run": len(keras_history.epoch), "epochs_total": epochs_total,
         "resumed": resuming, "resumed_from_epoch": state.first_epoch if resuming else None,
-        "stopped_early_at_epoch": int(stopped) if stopped else None,
+        "stopped_early_at_epoch": stopped,
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "history": {k: [v if math.isfinite(v) else None for v in values] for k, values in history.items()},
         "replicas": int(strategy.num_replicas_in_sync), "strategy": config.strategy,
+        "selection": getattr(keras_history, "selection", None),
+        "calibration": getattr(keras_history, "calibration", None),
+        "list_blend": getattr(keras_history, "list_blend", None),
     }
     if config.export.enabled:
         from tfrec_video.serving.export import export_saved_model

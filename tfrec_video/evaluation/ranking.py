@@ -54,10 +54,19 @@ class CatalogRanker:
         if videos.ndim != 2 or not len(videos):
             raise ValueError(f"CatalogRanker: expected [num_videos, dim] embeddings, got shape {videos.shape}.")
         self.num_videos, self.dim = videos.shape
-        self._videos = tf.constant(videos)
+        # A variable, so that `set_videos` reuses the traced function (a callback ranks every epoch).
+        self._videos = tf.Variable(videos, trainable=False)
         self._chunk = max(1, int(max_scores) // self.num_videos)
         self._ranks = tf.function(self._count, input_signature=[
             tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64)])
+
+    def set_videos(self, video_embeddings: np.ndarray) -> None:
+        """Replaces the catalog embeddings by ones of the same shape (the same videos, a newer model)."""
+        videos = np.asarray(video_embeddings, np.float32)
+        if videos.shape != (self.num_videos, self.dim):
+            raise ValueError(f"CatalogRanker: expected embeddings of shape {(self.num_videos, self.dim)}, "
+                             f"got {videos.shape}.")
+        self._videos.assign(videos)
 
     def _count(self, queries, target):
         scores = tf.matmul(queries, self._videos, transpose_b=True)

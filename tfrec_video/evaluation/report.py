@@ -44,6 +44,7 @@ import tensorflow as tf
 from tfrec_video.data.schema import as_strings
 from tfrec_video.evaluation.metrics import DEFAULT_KS, auc, calibration, logloss, recall_curve, retrieval_metrics
 from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog, ranks_from_scores
+from tfrec_video.evaluation.served import served_lists
 
 # Scorer names of evaluate(); a baseline may not take one.
 _RESERVED = ("model", "oracle", "popularity")
@@ -100,6 +101,8 @@ def evaluate(
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 1024,
     baselines: Optional[Mapping[str, object]] = None,
+    served_k: Optional[int] = 100,
+    served_n: int = 10,
 ) -> Dict[str, Dict[str, float]]:
     """Evaluates a trained model on test impressions.
 
@@ -131,12 +134,20 @@ def evaluate(
         adds `b_recall@K` and `b_ndcg@K` to the `retrieval`, `cold_start` and
         `warm_start` sections. Names are letters, digits and `_`, and not
         `model`, `oracle` or `popularity`.
+      served_k: candidates retrieved before ranking in the served list (the
+        export's `k`), or None to skip the `serving` section. The model must
+        then have `encode_catalog`, `encode_queries` and `rank_candidates` (a
+        `VideoRecModel`) or `served_lists` (an `ExportedModel`, whose own `k`
+        and `n` count); see `tfrec_video.evaluation.served`.
+      served_n: the length of the served list.
 
     Returns:
       A nested dict with `retrieval`, `ranking`, `cold_start`, `warm_start`,
       `popularity` and `counts` sections (oracle keys present when `truth` is given),
-      and the data of the report's plots: `recall_curve` (`recall_curve`) and
-      `calibration` (`calibration`).
+      `serving` (`hr@n` of the served list, beside `retrieval`'s `hr@n` of
+      retrieval's own top n, on the same clicks), `ranking.ece` (the expected
+      calibration error), and the data of the report's plots: `recall_curve`
+      (`recall_curve`) and `calibration` (`calibration`).
     """
     baselines = dict(baselines or {})
     for name in baselines:
@@ -163,6 +174,8 @@ def evaluate(
     if truth is not None:
         rankers["oracle"] = _score_ranker(_oracle_scorer(truth, index_of, len(catalog_ids)))
 
+    lists = None if served_k is None else served_lists(model, catalog, served_k, served_n)
+    hits = {"retrieved": [], "served": [], "width": None}
     forward = tf.function(lambda f: model(f, training=False))
     probs, labels, cold_flags = [], [], []
     ranks = {name: [] for name in rankers}
@@ -179,6 +192,11 @@ def evaluate(
         rows, target = np.flatnonzero(clicked)[known], target[known]
         for name, rank in rankers.items():
             ranks[name].append(rank(batch, out, rows, target))
+        if lists is not None:
+            retrieved, served = lists({name: tf.gather(value, rows) for name, value in batch.items()})
+            hits["retrieved"].append((retrieved == target[:, None]).any(axis=1))
+            hits["served"].append((served == target[:, None]).any(axis=1))
+            hits["width"] = int(served.shape[1])
         cold_flags.append(np.array([v not in warm for v in vids[known]], bool))
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     cat = (lambda xs, dtype=np.int64: np.concatenate(xs) if xs else np.zeros(0, dtype))
@@ -197,6 +215,13 @@ def evaluate(
         "recall_curve": recall_curve(model_ranks, len(catalog_ids)),
         "calibration": calibration(labels, probs),
     }
+    report["ranking"]["ece"] = report["calibration"]["ece"]
+    if lists is not None:
+        n = hits["width"] or served_n  # an export's own n, else served_n (at most the catalog size)
+        retrieved_hits, served_hits = cat(hits["retrieved"], bool), cat(hits["served"], bool)
+        report["retrieval"][f"hr@{n}"] = float(retrieved_hits.mean()) if len(retrieved_hits) else float("nan")
+        report["serving"] = {f"hr@{n}": float(served_hits.mean()) if len(served_hits) else float("nan"),
+                             "k": int(served_k), "n": n, "clicks": int(len(served_hits))}
     if truth is not None:
         true_p = np.asarray(truth.test_click_prob(), np.float64)
         if len(true_p) != len(labels):
@@ -219,7 +244,8 @@ def _finite(report):
 # The headline rows of the metrics table printed by `tfrec-video quickstart` and `evaluate`.
 TABLE_ROWS = (
     ("retrieval", "recall@100"), ("retrieval", "oracle_recall@100"), ("retrieval", "id_only_recall@100"),
-    ("retrieval", "ndcg@10"), ("ranking", "auc"), ("ranking", "oracle_auc"), ("ranking", "logloss"),
+    ("retrieval", "ndcg@10"), ("retrieval", "hr@10"), ("serving", "hr@10"), ("ranking", "auc"),
+    ("ranking", "oracle_auc"), ("ranking", "mlp_baseline_auc"), ("ranking", "logloss"), ("ranking", "ece"),
     ("cold_start", "recall@100"), ("cold_start", "id_only_recall@100"), ("warm_start", "recall@100"),
     ("popularity", "recall@100"),
 )
@@ -228,7 +254,10 @@ TABLE_ROWS = (
 def format_table(report: Mapping[str, Mapping[str, float]], rows: Sequence = TABLE_ROWS) -> str:
     """The report's headline metrics as a two-column text table (`n/a` where a value is missing or None)."""
     lines = [f"{'metric':<32}{'value':>10}", "-" * 42]
+    served_n = report.get("serving", {}).get("n")
     for section, key in rows:
+        if key.startswith("hr@") and served_n is not None:
+            key = f"hr@{served_n}"  # the hit rates are at the served list's length
         value = report.get(section, {}).get(key)
         lines.append(f"{section + '.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ Example:
 
 import collections
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -60,6 +60,14 @@ class Vocabularies:
       audio_pca: the same for `audio_embedding`.
       catalog_size: number of videos in the catalog given to `adapt` (the
         model's in-graph `CatalogTable` has one row per catalog video).
+      user_impressions: impressions of each of `user_ids` (the ranking head's
+        count features), or None when the impressions had no `clicked` column.
+      user_clicks: clicks of each of `user_ids`.
+      video_clicks: clicks of each of `video_ids` (their impressions are `video_counts`).
+      click_rate: the training click-through rate.
+      user_prior_strength: the weight, in impressions, of the prior that shrinks a
+        user's click rate towards `click_rate` (`click_rate_prior`).
+      video_prior_strength: the same for videos.
     """
 
     user_ids: List[str]
@@ -77,12 +85,19 @@ class Vocabularies:
     image_pca: Optional[dict] = None
     audio_pca: Optional[dict] = None
     catalog_size: Optional[int] = None
+    user_impressions: Optional[List[int]] = None
+    user_clicks: Optional[List[int]] = None
+    video_clicks: Optional[List[int]] = None
+    click_rate: Optional[float] = None
+    user_prior_strength: Optional[float] = None
+    video_prior_strength: Optional[float] = None
 
     def __post_init__(self):
-        if len(self.video_ids) != len(self.video_counts):
-            raise ValueError(
-                f"Vocabularies: {len(self.video_ids)} video_ids but {len(self.video_counts)} video_counts."
-            )
+        for ids, name in (("video_ids", "video_counts"), ("video_ids", "video_clicks"),
+                          ("user_ids", "user_impressions"), ("user_ids", "user_clicks")):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(getattr(self, ids)):
+                raise ValueError(f"Vocabularies: {len(getattr(self, ids))} {ids} but {len(values)} {name}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,6 +115,35 @@ class Vocabularies:
         counts = np.asarray(self.video_counts, np.float64)
         total = counts.sum()
         return (counts / total).astype(np.float32) if total > 0 else counts.astype(np.float32)
+
+
+def click_rate_prior(impressions: np.ndarray, clicks: np.ndarray) -> Tuple[float, float]:
+    """`(rate, strength)` of the Beta prior of per-id click rates, by the method of moments.
+
+    The spread of the observed rates beyond what binomial noise explains is the
+    true spread `tau^2`; a Beta prior with mean `rate` and that variance has
+    `strength = rate (1 - rate) / tau^2 - 1` pseudo-impressions. Ids whose rates
+    barely differ get a strong prior (their counts say little), ids that differ a
+    lot a weak one. Clipped to [1, 10,000] impressions. With no impressions at
+    all there is nothing to estimate: `(0.5, 1.0)`.
+
+    Example:
+
+    >>> rate, strength = click_rate_prior(np.array([100] * 50 + [10] * 50), np.array([10] * 50 + [1] * 50))
+    >>> round(rate, 3), strength
+    (0.1, 10000.0)
+    """
+    impressions = np.asarray(impressions, np.float64)
+    clicks = np.asarray(clicks, np.float64)
+    seen = impressions > 0
+    total = impressions[seen].sum()
+    rate = float(np.clip(clicks[seen].sum() / total, 1e-4, 1 - 1e-4)) if total else 0.5
+    if not seen.any():
+        return rate, 1.0
+    spread = (np.sum(impressions[seen] * (clicks[seen] / impressions[seen] - rate) ** 2)
+              - seen.sum() * rate * (1 - rate)) / total
+    strength = rate * (1 - rate) / spread - 1 if spread > 0 else np.inf
+    return rate, float(np.clip(strength, 1.0, 1e4))
 
 
 def _ranked(counter: collections.Counter, max_size: Optional[int]) -> List[str]:
@@ -144,14 +188,22 @@ def adapt(
     """
     users: collections.Counter = collections.Counter()
     videos: collections.Counter = collections.Counter()
+    user_clicks: collections.Counter = collections.Counter()
+    video_clicks: collections.Counter = collections.Counter()
     devices: collections.Counter = collections.Counter()
+    has_clicks = True
     history_length = None
     has_hour = False
     has_device = False
     for batch in _iter_batches(impressions):
-        for name, counter in (("user_id", users), ("video_id", videos)):
-            ids, counts = np.unique(as_strings(batch[name]), return_counts=True)
+        has_clicks = has_clicks and "clicked" in batch
+        for name, counter, clicked in (("user_id", users, user_clicks), ("video_id", videos, video_clicks)):
+            ids, inverse, counts = np.unique(as_strings(batch[name]), return_inverse=True, return_counts=True)
             counter.update(dict(zip(ids.tolist(), counts.tolist())))
+            if has_clicks:
+                per_id = np.bincount(inverse.reshape(-1), weights=np.asarray(batch["clicked"]).reshape(-1),
+                                     minlength=len(ids))
+                clicked.update(dict(zip(ids.tolist(), per_id.astype(np.int64).tolist())))
         if "device" in batch:
             has_device = True
             ids, counts = np.unique(as_strings(batch["device"]), return_counts=True)
@@ -174,8 +226,21 @@ def adapt(
     def dim(name):
         return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
 
+    user_ids = _ranked(users, max_users)
+    counts = {}
+    if has_clicks:
+        # The priors come from every id, not only the capped vocabularies: they describe the data.
+        all_users, all_videos = list(users), list(videos)
+        rate, user_strength = click_rate_prior(np.array([users[u] for u in all_users]),
+                                               np.array([user_clicks[u] for u in all_users]))
+        _, video_strength = click_rate_prior(np.array([videos[v] for v in all_videos]),
+                                             np.array([video_clicks[v] for v in all_videos]))
+        counts = dict(user_impressions=[int(users[u]) for u in user_ids],
+                      user_clicks=[int(user_clicks[u]) for u in user_ids],
+                      video_clicks=[int(video_clicks[v]) for v in video_ids], click_rate=rate,
+                      user_prior_strength=user_strength, video_prior_strength=video_strength)
     return Vocabularies(
-        user_ids=_ranked(users, max_users),
+        user_ids=user_ids,
         video_ids=video_ids,
         video_counts=[int(videos[v]) for v in video_ids],
         title_tokens=learn_title_vocabulary(as_strings(catalog["title"]), title_vocabulary_size),
@@ -190,4 +255,5 @@ def adapt(
         image_pca=fit_pca(catalog["image_embedding"], media_components) if "image_embedding" in catalog else None,
         audio_pca=fit_pca(catalog["audio_embedding"], media_components) if "audio_embedding" in catalog else None,
         catalog_size=int(len(catalog["video_id"])),
+        **counts,
     )

@@ -34,7 +34,11 @@ import tensorflow as tf
 from tfrec_video.errors import ConfigError
 from tfrec_video.models.video_rec import VideoRecModel
 
-FORMAT = "tfrec_video.model/1"
+FORMAT = "tfrec_video.model/2"
+# Models saved by tfrec_video 0.1 load with the ranking features they were built without.
+_LEGACY_FORMATS = {"tfrec_video.model/1": {"ranking_dropout": 0.0, "ranking_l2": 0.0, "ranking_target_attention": False,
+                                           "ranking_count_features": False, "ranking_calibration": False,
+                                           "list_blend": False}}
 CONFIG_FILE = "model.json"
 WEIGHTS = "weights"
 
@@ -97,10 +101,14 @@ def load_model(directory: str) -> VideoRecModel:
             saved = json.load(f)
     except (OSError, ValueError) as error:
         raise ConfigError(f"{path}: unreadable model config: {error}") from None
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("class") != "VideoRecModel":
+    known = (FORMAT, *_LEGACY_FORMATS)
+    if not isinstance(saved, dict) or saved.get("format") not in known or saved.get("class") != "VideoRecModel":
         raise ConfigError(f"{path}: expected format {FORMAT!r} of a VideoRecModel, got "
                           f"{saved.get('format') if isinstance(saved, dict) else type(saved).__name__!r}.")
-    model = VideoRecModel.from_config(saved["config"])
+    config = saved["config"]
+    if saved["format"] in _LEGACY_FORMATS:
+        config = dict(config, config={**_LEGACY_FORMATS[saved["format"]], **config["config"]})
+    model = VideoRecModel.from_config(config)
     model(_dummy_batch(model), training=False)
     try:
         status = tf.train.Checkpoint(model=model).read(os.path.join(directory, WEIGHTS))

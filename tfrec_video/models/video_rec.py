@@ -10,8 +10,9 @@
         ├─ retrieval: tfrs.tasks.Retrieval(q, c) in-batch softmax over the batch's videos,
         │    temperature, logQ correction, accidental-hit removal;
         │    sample_weight = clicked, so only clicked rows are positives
-        └─ ranking:   RankingHead([qf, cf, q ⊙ c]) ──► logit; tfrs.tasks.Ranking with
-             sigmoid cross-entropy on every impression (clicked or not)
+        └─ ranking:   RankingHead([qf, cf, q ⊙ c, TargetAttention(watched, c), user and video
+             ClickCounts]) ──► logit; tfrs.tasks.Ranking with sigmoid cross-entropy on
+             every impression (clicked or not)
 
     loss = retrieval_weight · L_retrieval + ranking_weight · L_ranking
 
@@ -51,8 +52,7 @@ Example:
 ['click_probability', 'query_embedding', 'retrieval_score', 'video_embedding']
 """
 
-import contextlib
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -61,8 +61,10 @@ import tensorflow_recommenders as tfrs
 from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import Vocabularies
 from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.dtype_policy import dtype_policy
+from tfrec_video.models.list_blend import ListBlend
 from tfrec_video.models.ranking_head import RankingHead
-from tfrec_video.towers import CandidateTower, CatalogTable, IdEmbedding, QueryTower
+from tfrec_video.towers import CandidateTower, CatalogTable, ClickCounts, IdEmbedding, QueryTower, TargetAttention
 
 # `catalog=` value meaning "the catalog table's contents come from restored weights".
 CATALOG_FROM_WEIGHTS = "from_weights"
@@ -70,37 +72,6 @@ CATALOG_FROM_WEIGHTS = "from_weights"
 _CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float32",
                    "image_embedding": "float32", "audio_embedding": "float32", "thumbnail": "string",
                    "audio": "string"}
-
-
-@contextlib.contextmanager
-def dtype_policy(name: Optional[str]) -> Iterator[None]:
-    """Keras's global dtype policy set to `name` inside a `with` block, and restored after it.
-
-    A Keras layer takes the global policy when it is created, and some layers
-    are created only when the model first runs (a `Dense` inside a layer's
-    `build`), so a model must be built, and first called, inside the block.
-
-    Args:
-      name: a Keras policy name (`"mixed_float16"`, `"mixed_bfloat16"`,
-        `"float32"`), or None to leave the policy alone.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> with dtype_policy("mixed_float16"):
-    ...     layer = tf.keras.layers.Dense(2)
-    >>> layer.compute_dtype, layer.dtype, tf.keras.mixed_precision.global_policy().name
-    ('float16', 'float32', 'float32')
-    """
-    if name is None:
-        yield
-        return
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 class VideoRecModel(tfrs.Model):
@@ -173,7 +144,24 @@ class VideoRecModel(tfrs.Model):
             self.catalog_table = CatalogTable(size, self.content_columns, name="catalog_table")
             if not isinstance(catalog, str):
                 self.catalog_table.set_catalog(catalog)
-        self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, name="ranking_head")
+        # Without a ranking loss the head is not trained, and its L2 penalty must not move it either.
+        self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, dropout=config.ranking_dropout,
+                                        l2=config.ranking_l2 if config.ranking_weight > 0 else 0.0,
+                                        calibration=config.ranking_calibration, name="ranking_head")
+        self.target_attention = None
+        if config.ranking_target_attention and v.history_length:
+            self.target_attention = TargetAttention(name="target_attention")
+        self.user_click_counts = self.video_click_counts = None
+        if config.ranking_count_features and v.user_impressions is not None:
+            self.user_click_counts = ClickCounts(v.user_impressions, v.user_clicks, config.user_oov_buckets,
+                                                 v.click_rate, v.user_prior_strength, name="user_click_counts")
+            self.video_click_counts = ClickCounts(v.video_counts, v.video_clicks, config.video_oov_buckets,
+                                                  v.click_rate, v.video_prior_strength, name="video_click_counts")
+        self.list_blend = ListBlend(name="list_blend") if config.list_blend else None
+        self._count_rng = tf.random.Generator.from_seed(config.seed + 7)
+        # What train_step updates: "both" (joint training) or "ranking" (the ranking head alone on frozen
+        # towers; see tfrec_video.training.head_selection). Read when the train function is traced.
+        self.trained_heads = "both"
         # The tasks and loss trackers are float32 whatever the global policy: a mixed_float16 layer casts
         # its first input to float16, and the retrieval softmax and the losses must stay float32.
         with dtype_policy("float32"):
@@ -243,29 +231,110 @@ class VideoRecModel(tfrs.Model):
         return tf.reshape(tf.gather(embedded, position), shape)
 
 
-    def encode_queries(self, features: Mapping[str, tf.Tensor], training=None):
-        """`(encoding, embedding)` of users: the ranking head's user features and the retrieval embedding."""
-        encoding = self.query_tower.encode(features, training=training,
-                                           history_embeddings=self._history_embeddings(features, training=training))
-        return encoding, self.query_tower.project(encoding, training=training)
+    def encode_queries(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        """What the two stages need of users: `encoding` (the ranking head's user features), `embedding`
+        (the retrieval query), and, when the ranking head uses them, the watched videos' embeddings
+        (`history`, `history_mask`) and the user's count row (`user_index`)."""
+        history = self._history_embeddings(features, training=training)
+        encoding = self.query_tower.encode(features, training=training, history_embeddings=history)
+        query = {"encoding": encoding, "embedding": self.query_tower.project(encoding, training=training)}
+        if self.target_attention is not None:
+            ids = features["history"]
+            query["history"] = history if history is not None else self.video_embedding(ids, training=training)
+            query["history_mask"] = tf.not_equal(ids, "")
+        if self.user_click_counts is not None:
+            query["user_index"] = self._count_index(self.query_tower.user_embedding, features["user_id"],
+                                                    self.config.user_id_dropout, training)
+        return query
 
-    def encode_videos(self, features: Mapping[str, tf.Tensor], training=None):
-        """`(encoding, embedding)` of videos. Serving precomputes the encodings of the whole catalog, so
-        ranking retrieved candidates needs no tokenizer or CNN per request."""
+    def encode_videos(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        """What the two stages need of videos: `encoding` and `embedding`, the target the watched videos
+        are compared with (`target`, only when it is not `embedding`) and the video's count row
+        (`video_index`). Serving precomputes all but `embedding` for the whole catalog, so ranking the
+        retrieved candidates needs no tokenizer or CNN per request."""
         encoding = self.candidate_tower.encode(features, training=training)
-        return encoding, self.candidate_tower.project(encoding, training=training)
+        video = {"encoding": encoding, "embedding": self.candidate_tower.project(encoding, training=training)}
+        if self.target_attention is not None and self.catalog_table is None:
+            # Without history content the watched videos are id embeddings: compare them with the candidate's.
+            video["target"] = self.video_embedding(features["video_id"], training=training)
+        if self.video_click_counts is not None:
+            video["video_index"] = self._count_index(self.video_embedding, features["video_id"],
+                                                     self.config.video_id_dropout, training)
+        if self.list_blend is not None:
+            index = self.video_embedding.lookup(features["video_id"])
+            video["log_popularity"] = tf.math.log(tf.gather(self._sampling_probability, index))
+        return video
 
-    def rank_logits_from_encodings(self, query_encoding, query_embedding, video_encoding, video_embedding,
-                                   training=None) -> tf.Tensor:
-        """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row."""
+    def _count_index(self, ids_layer, ids, dropout, training):
+        """Count rows of `ids`; in training, ids are hidden with the id dropout's rate (row 0: no counts),
+        so the ranking head also learns users and videos it has no counts for, like new ones."""
+        index = ids_layer.lookup(ids)
+        if training and dropout > 0:
+            index = tf.where(self._count_rng.uniform(tf.shape(index)) < dropout, tf.zeros_like(index), index)
+        return index
+
+    def rank_logits_from_parts(self, query: Mapping[str, tf.Tensor], video: Mapping[str, tf.Tensor], training=None,
+                               clicked: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row.
+
+        `clicked` (training only) takes each row's own click out of the count features."""
         dtype = self.ranking_head.compute_dtype  # the encodings' dtype; the embeddings are float32
-        parts = [query_encoding, video_encoding, query_embedding * video_embedding]
+        product = query["embedding"] * video["embedding"]
+        # The retrieval score itself, not only its terms: an MLP sums 64 products only roughly, and the
+        # fine order among retrieved candidates rests on it.
+        parts = [query["encoding"], video["encoding"], product, tf.reduce_sum(product, axis=-1, keepdims=True)]
+        if self.target_attention is not None:
+            parts.append(self.target_attention(query["history"], query["history_mask"],
+                                               video.get("target", video["embedding"])))
+        if self.user_click_counts is not None:
+            parts.append(self.user_click_counts(query["user_index"], clicked=clicked))
+            parts.append(self.video_click_counts(video["video_index"], clicked=clicked))
         return self.ranking_head(tf.concat([tf.cast(part, dtype) for part in parts], axis=-1), training=training)
 
-    def _forward(self, features, training=None):
-        qf, q = self.encode_queries(features, training=training)
-        cf, c = self.encode_videos(features, training=training)
-        return q, c, self.rank_logits_from_encodings(qf, q, cf, c, training=training)
+    def encode_catalog(self, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> Dict[str, tf.Tensor]:
+        """`encode_videos` of a whole catalog (column arrays), in catalog order: what serving precomputes."""
+        parts: Dict[str, list] = {}
+        names = self.video_feature_names
+        for start in range(0, len(catalog["video_id"]), batch_size):
+            batch = {name: tf.constant(np.asarray(catalog[name])[start:start + batch_size]) for name in names}
+            for name, value in self.encode_videos(batch, training=False).items():
+                parts.setdefault(name, []).append(value)
+        return {name: tf.concat(values, axis=0) for name, values in parts.items()}
+
+    def rank_candidates(self, query: Mapping[str, tf.Tensor], catalog_parts: Mapping[str, tf.Tensor],
+                        rows: tf.Tensor) -> tf.Tensor:
+        """Click logits `[batch, k]` of the catalog rows `rows` (`[batch, k]`) for each user of `query`.
+
+        `catalog_parts` is `encode_catalog`'s output without `embedding` (re-projected here from the
+        encodings of the k candidates, a small MLP, so serving keeps one copy of the catalog's embeddings:
+        the index's)."""
+        per_query = tf.shape(rows)[1]
+        flat = tf.reshape(rows, [-1])
+        video = {name: tf.gather(values, flat) for name, values in catalog_parts.items() if name != "embedding"}
+        video["embedding"] = self.candidate_tower.project(video["encoding"], training=False)
+        logits = self.rank_logits_from_parts(
+            {name: tf.repeat(value, per_query, axis=0) for name, value in query.items()}, video, training=False)
+        return tf.reshape(logits, tf.shape(rows))
+
+    def list_order_scores(self, retrieval_scores: tf.Tensor, catalog_parts: Mapping[str, tf.Tensor],
+                          rows: tf.Tensor, click_logits: tf.Tensor) -> tf.Tensor:
+        """The scores `[batch, k]` that order the served list: `ListBlend`'s, or the click logits."""
+        if self.list_blend is None:
+            return click_logits
+        return self.list_blend(retrieval_scores, tf.gather(catalog_parts["log_popularity"], rows), click_logits)
+
+    @property
+    def ranking_variables(self):
+        """The trainable variables only the ranking stage uses (the head and the target attention)."""
+        layers = [self.ranking_head] + ([self.target_attention] if self.target_attention is not None else [])
+        return [variable for layer in layers for variable in layer.trainable_variables]
+
+    def _forward(self, features, training=None, clicked=None, towers_training=None):
+        towers_training = training if towers_training is None else towers_training
+        query = self.encode_queries(features, training=towers_training)
+        video = self.encode_videos(features, training=towers_training)
+        logits = self.rank_logits_from_parts(query, video, training=training, clicked=clicked)
+        return query["embedding"], video["embedding"], logits
 
     def rank_logits(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """Click logits `[batch]` for the (user, video) pairs in `features`."""
@@ -289,9 +358,14 @@ class VideoRecModel(tfrs.Model):
         else:
             features = inputs
         clicked = tf.reshape(tf.cast(features["clicked"], tf.float32), [-1])
-        q, c, logits = self._forward(features, training=training)
+        # Training the ranking head alone: the towers run as at inference (no dropout), and only the
+        # ranking loss is computed.
+        ranking_only = bool(training) and self.trained_heads == "ranking"
+        # In training the rows are the ones adapt counted: their own clicks leave their count features.
+        q, c, logits = self._forward(features, training=training, clicked=clicked if training else None,
+                                     towers_training=False if ranking_only else training)
         loss = tf.constant(0.0)
-        if self.config.retrieval_weight > 0:
+        if self.config.retrieval_weight > 0 and not ranking_only:
             sampling = None
             if self.config.logq_correction:
                 index = self.video_embedding.lookup(features["video_id"])
@@ -307,12 +381,12 @@ class VideoRecModel(tfrs.Model):
             retrieval_loss = summed / tf.maximum(tf.reduce_sum(clicked), 1.0)
             self.retrieval_loss_tracker.update_state(retrieval_loss)
             loss += self.config.retrieval_weight * retrieval_loss
-        if self.config.ranking_weight > 0:
+        if self.config.ranking_weight > 0 or ranking_only:
             # [rows, 1]: one loss per row, summed, then divided by the rows (0 for a replica left without any).
             ranking_loss = self.ranking_task(labels=clicked[:, None], predictions=logits[:, None]) / tf.maximum(
                 tf.cast(tf.size(clicked), tf.float32), 1.0)
             self.ranking_loss_tracker.update_state(ranking_loss)
-            loss += self.config.ranking_weight * ranking_loss
+            loss += (1.0 if ranking_only else self.config.ranking_weight) * ranking_loss
         return loss
 
     def train_step(self, inputs):
@@ -325,6 +399,8 @@ class VideoRecModel(tfrs.Model):
           `num_replicas_in_sync` first (what Keras does for compiled losses); the
           step is then the gradient of the mean over the global batch, whatever
           the number of replicas.
+        * Heads: with `trained_heads = "ranking"` only `ranking_variables` are updated,
+          from the ranking loss alone (the second phase of `HeadSelection`).
         * Mixed precision: with a `LossScaleOptimizer` (what `compile` makes of
           the optimizer under `mixed_float16`) the loss is scaled up before the
           float16 backward pass, so small gradients do not flush to zero, and the
@@ -342,10 +418,11 @@ class VideoRecModel(tfrs.Model):
             step_loss = total_loss / replicas
             if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
                 step_loss = self.optimizer.get_scaled_loss(step_loss)
-        gradients = tape.gradient(step_loss, self.trainable_variables)
+        variables = self.ranking_variables if self.trained_heads == "ranking" else self.trainable_variables
+        gradients = tape.gradient(step_loss, variables)
         if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
             gradients = self.optimizer.get_unscaled_gradients(gradients)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.optimizer.apply_gradients(zip(gradients, variables))
         return self._logs(loss, regularization_loss)
 
     def test_step(self, inputs):

@@ -133,18 +133,15 @@ class ServingModule(tf.Module):
         else:
             self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")
             self.catalog.set_catalog(catalog)
-        encodings, embeddings = [], []
-        for start in range(0, num_videos, 4096):
-            batch = {name: tf.constant(np.asarray(catalog[name])[start:start + 4096]) for name in self.video_names}
-            encoding, embedding = model.encode_videos(batch, training=False)
-            encodings.append(encoding)
-            embeddings.append(embedding)
-        # The ranking head's video features of every catalog video, computed once here: ranking the
-        # retrieved candidates is then a gather, not a tokenizer + CNN pass per request. (Their
-        # embeddings live in the index; the candidates' are re-projected, a small MLP on k rows.)
-        self.catalog_encoding = tf.Variable(tf.concat(encodings, axis=0), trainable=False, name="catalog_encoding")
+        parts = model.encode_catalog(catalog)
+        embeddings = parts.pop("embedding")
+        # What the ranking head reads of every catalog video, computed once here: ranking the retrieved
+        # candidates is then a gather, not a tokenizer + CNN pass per request.
+        self.catalog_encoding = tf.Variable(parts.pop("encoding"), trainable=False, name="catalog_encoding")
+        self.catalog_parts = {name: tf.Variable(values, trainable=False, name=f"catalog_{name}")
+                              for name, values in sorted(parts.items())}
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
-        self.index.index(tf.concat(embeddings, axis=0), tf.range(num_videos, dtype=tf.int64))
+        self.index.index(embeddings, tf.range(num_videos, dtype=tf.int64))
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
@@ -161,20 +158,15 @@ class ServingModule(tf.Module):
         return {"video_ids": tf.gather(self.catalog.ids, rows + 1), "retrieval_score": scores}
 
     def _recommend(self, features):
-        # The user is encoded once, the candidates' encodings are gathered from the catalog's.
-        query_encoding, query = self.model.encode_queries(features, training=False)
-        scores, rows = self.index(query)
-        per_query = tf.shape(rows)[1]
-        video_encoding = tf.gather(self.catalog_encoding, tf.reshape(rows, [-1]))
-        logits = self.model.rank_logits_from_encodings(
-            tf.repeat(query_encoding, per_query, axis=0), tf.repeat(query, per_query, axis=0),
-            video_encoding, self.model.candidate_tower.project(video_encoding, training=False), training=False)
-        probability = tf.reshape(tf.sigmoid(logits), tf.shape(rows))
-        top_probability, order = tf.math.top_k(probability, k=self.n)
-        top_rows = tf.gather(rows, order, batch_dims=1)
+        # The user is encoded once, the candidates' parts are gathered from the catalog's.
+        query = self.model.encode_queries(features, training=False)
+        scores, rows = self.index(query["embedding"])
+        parts = dict(self.catalog_parts, encoding=self.catalog_encoding)
+        logits = self.model.rank_candidates(query, parts, rows)
+        _, order = tf.math.top_k(self.model.list_order_scores(scores, parts, rows, logits), k=self.n)
         return {
-            "video_ids": tf.gather(self.catalog.ids, top_rows + 1),
-            "click_probability": top_probability,
+            "video_ids": tf.gather(self.catalog.ids, tf.gather(rows, order, batch_dims=1) + 1),
+            "click_probability": tf.sigmoid(tf.gather(logits, order, batch_dims=1)),
             "retrieval_score": tf.gather(scores, order, batch_dims=1),
         }
 

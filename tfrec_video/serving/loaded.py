@@ -145,6 +145,22 @@ class ExportedModel:
         """Video embeddings `[batch, dim]` from the `embed_video` signature (`training` is ignored)."""
         return self._embed_video(**self._inputs(self._embed_video, features))["video_embedding"]
 
+    def served_lists(self, features: Mapping[str, tf.Tensor]):
+        """`(retrieve's top n ids, serving_default's ids)`, each `[batch, n]`: what the export serves.
+
+        Raises:
+          ConfigError: the SavedModel lacks the `retrieve` or `serving_default` signature.
+        """
+        signatures = self._loaded.signatures
+        missing = [name for name in ("retrieve", "serving_default") if name not in signatures]
+        if missing:
+            raise ConfigError(f"{self.path}: the SavedModel lacks the signatures {missing}.")
+        served = signatures["serving_default"]
+        served_ids = served(**self._inputs(served, features))["video_ids"]
+        retrieve = signatures["retrieve"]
+        retrieved_ids = retrieve(**self._inputs(retrieve, features))["video_ids"][:, :served_ids.shape[1]]
+        return retrieved_ids.numpy(), served_ids.numpy()
+
     def __call__(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
         """`query_embedding` and `click_probability` of a batch of impressions (user features + `video_id`)."""
         return {

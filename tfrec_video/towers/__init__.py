@@ -7,12 +7,15 @@ their byte checks) and `CatalogTable`. May import features, data and the base mo
 
 from tfrec_video.towers.candidate import CandidateTower
 from tfrec_video.towers.catalog_table import CatalogTable
+from tfrec_video.towers.click_counts import ClickCounts
 from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.history_pooling import HistoryPooling
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
 from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.query import QueryTower
+from tfrec_video.towers.target_attention import TargetAttention
 from tfrec_video.towers.title_encoder import TitleEncoder
 
-__all__ = ["CandidateTower", "CatalogTable", "EmbeddingTower", "HistoryPooling", "IdEmbedding", "MLP", "PrincipalComponents", "QueryTower", "TitleEncoder"]
+__all__ = ["CandidateTower", "CatalogTable", "ClickCounts", "EmbeddingTower", "HistoryPooling", "IdEmbedding", "MLP",
+           "PrincipalComponents", "QueryTower", "TargetAttention", "TitleEncoder"]

@@ -15,6 +15,7 @@ class MLP(tf.keras.layers.Layer):
       output_dtype: dtype policy of the output layer, or None for the global
         policy. `"float32"` keeps a logit in float32 under a mixed-precision
         policy (the hidden layers still compute in float16).
+      l2: L2 penalty on every kernel (added to the model's losses), 0 for none.
 
     Example:
 
@@ -24,7 +25,7 @@ class MLP(tf.keras.layers.Layer):
     """
 
     def __init__(self, hidden_units: Sequence[int], output_dim: Optional[int] = None, dropout: float = 0.0,
-                 output_dtype: Optional[str] = None, **kwargs):
+                 output_dtype: Optional[str] = None, l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if any(int(u) <= 0 for u in hidden_units) or (output_dim is not None and int(output_dim) <= 0):
             raise ValueError(f"MLP {self.name}: layer widths must be positive, got {list(hidden_units)} and {output_dim}.")
@@ -32,16 +33,22 @@ class MLP(tf.keras.layers.Layer):
         self.output_dim = None if output_dim is None else int(output_dim)
         self.dropout = float(dropout)
         self.output_dtype = None if output_dtype is None else str(output_dtype)
+        self.l2 = float(l2)
+        if self.l2 < 0:
+            raise ValueError(f"MLP {self.name}: l2 must be >= 0, got {l2}.")
+        regularizer = tf.keras.regularizers.L2(self.l2) if self.l2 > 0 else None
         self.layers_ = []
         for i, units in enumerate(self.hidden_units):
-            self.layers_.append(tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}"))
+            self.layers_.append(tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+                                                      name=f"dense_{i}"))
             if self.dropout > 0:
                 # No fixed seed: two towers with equal seeds would drop the same units for a query and
                 # its own candidate, inflating exactly the positive pair's score (a label leak).
                 # tf.keras.utils.set_random_seed still makes the draws reproducible.
                 self.layers_.append(tf.keras.layers.Dropout(self.dropout))
         if self.output_dim is not None:
-            self.layers_.append(tf.keras.layers.Dense(self.output_dim, dtype=self.output_dtype, name="output"))
+            self.layers_.append(tf.keras.layers.Dense(self.output_dim, dtype=self.output_dtype,
+                                                      kernel_regularizer=regularizer, name="output"))
 
     def call(self, x, training=None):
         for layer in self.layers_:
@@ -51,5 +58,5 @@ class MLP(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(hidden_units=self.hidden_units, output_dim=self.output_dim, dropout=self.dropout,
-                      output_dtype=self.output_dtype)
+                      output_dtype=self.output_dtype, l2=self.l2)
         return config

@@ -1,11 +1,15 @@
 """Training: `fit_model` and `TrainingConfig`, the Keras callbacks, and a run's config file.
 
 `fit` (adapt, build, compile, `model.fit`, under any `tf.distribute` strategy),
-`callbacks` (`RetrievalRecall`, `EmbeddingProjector`) and `run_config` (`RunConfig`,
-the YAML/JSON file of `tfrec-video train`). May import models, towers, features,
-evaluation, data and the base modules; never serving or cli.
+`callbacks` (`RetrievalRecall`, `EmbeddingProjector`), `head_selection` (each head from
+its own best validation epoch), `calibration` (Platt scaling of clicks), `list_blend`
+(fitting the served order), `baselines` (the report's click MLP) and `run_config`
+(`RunConfig`, the YAML/JSON file of `tfrec-video train`). May import models, towers,
+features, evaluation, data and the base modules; never serving or cli.
 """
 
+from tfrec_video.training.baselines import click_mlp_baseline
+from tfrec_video.training.calibration import ClickCalibration, calibrate_clicks, fit_platt
 from tfrec_video.training.callbacks import EmbeddingProjector, RetrievalRecall
 from tfrec_video.training.fit import (
     PRECISION_POLICIES,
@@ -15,6 +19,8 @@ from tfrec_video.training.fit import (
     fit_model,
     video_counts,
 )
+from tfrec_video.training.head_selection import HeadSelection
+from tfrec_video.training.list_blend import fit_list_blend
 from tfrec_video.training.run_config import (
     CallbackConfig,
     DataConfig,
@@ -28,18 +34,24 @@ from tfrec_video.training.run_config import (
 
 __all__ = [
     "CallbackConfig",
+    "ClickCalibration",
     "DataConfig",
     "EmbeddingProjector",
     "ExportConfig",
+    "HeadSelection",
     "PRECISION_POLICIES",
     "RetrievalRecall",
     "RunConfig",
     "TrainingConfig",
     "apply_overrides",
+    "calibrate_clicks",
     "click_counts",
+    "click_mlp_baseline",
     "dtype_policy",
     "dump_run_config",
+    "fit_list_blend",
     "fit_model",
+    "fit_platt",
     "load_run_config",
     "run_config_from_dict",
     "video_counts",

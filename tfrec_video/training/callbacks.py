@@ -60,13 +60,25 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
         self.batch_size = batch_size
         self.max_clicks = max_clicks
         self.key = f"val_recall_at_{k}"
+        self._frozen = None
+        self._ranker = None
+        self._embed = self._embed_model = None
         self._index_of = {v: i for i, v in enumerate(as_strings(catalog["video_id"]))}
 
     def recall(self) -> float:
         """Recall@K of the current model on the validation clicks (NaN when there are none)."""
-        ranker = CatalogRanker(embed_catalog(self.model, self.catalog))
+        videos = embed_catalog(self.model, self.catalog)
+        if self._ranker is None:
+            self._ranker = CatalogRanker(videos)
+        else:
+            self._ranker.set_videos(videos)
+        ranker = self._ranker
         names = list(self.model.query_feature_names)
-        embed = tf.function(lambda f: self.model.embed_queries(f, training=False))
+        if self._embed is None or self._embed_model is not self.model:
+            model = self.model
+            self._embed = tf.function(lambda f: model.embed_queries(f, training=False), reduce_retracing=True)
+            self._embed_model = model
+        embed = self._embed
         clicks = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
         if self.max_clicks:
             clicks = clicks.take(self.max_clicks)
@@ -83,8 +95,17 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
         return hits / total if total else float("nan")
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is None:
+            return
+        # While HeadSelection trains the ranking head alone the towers are frozen: the recall cannot move,
+        # and is computed once in that phase.
+        if getattr(self.model, "trained_heads", "both") != "ranking":
+            self._frozen = None
             logs[self.key] = self.recall()
+        else:
+            if self._frozen is None:
+                self._frozen = self.recall()
+            logs[self.key] = self._frozen
 
 
 class EmbeddingProjector(tf.keras.callbacks.Callback):

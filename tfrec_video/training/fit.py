@@ -20,18 +20,24 @@ under Keras's `mixed_float16` policy (`dtype_policy`).
 
 import collections
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple, Union
+import os
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.pipeline import distributed_impressions
+from tfrec_video.data.pipeline import distributed_impressions, impressions_dataset
 from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.data.tables import read_table
 from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
-from tfrec_video.models.video_rec import VideoRecModel, dtype_policy
+from tfrec_video.models.dtype_policy import dtype_policy
+from tfrec_video.models.video_rec import VideoRecModel
+from tfrec_video.training.calibration import ClickCalibration
+from tfrec_video.training.callbacks import RetrievalRecall
+from tfrec_video.training.head_selection import HeadSelection
+from tfrec_video.training.list_blend import fit_list_blend
 
 
 # `TrainingConfig.mixed_precision` values and the Keras dtype policy each one means.
@@ -62,6 +68,17 @@ class TrainingConfig:
         of 1024, a step took 80 ms in float32, 106 ms in mixed_bfloat16 and
         1,100 ms in mixed_float16 (emulated). The policy is set while
         `fit_model` builds and trains the model, and restored after.
+      select_heads: with validation data, `fit_model` selects each head on its
+        own validation metric (`HeadSelection`): retrieval on
+        `val_recall_at_{selection_recall_k}`, ranking on `ranking_monitor`, and
+        `epochs` is the most both phases may take.
+      head_patience: epochs without improvement that end a `HeadSelection` phase.
+      ranking_monitor: the ranking head's validation metric: `val_logloss` or `val_auc`.
+      selection_recall_k: the K of the retrieval head's validation Recall@K.
+      calibrate: with validation data, fit Platt scaling of the click
+        probability on it after training (`calibrate_clicks`).
+      blend_list: with validation data, fit the served list's order on its
+        clicks after training (`fit_list_blend`).
     """
 
     batch_size: int = 1024
@@ -69,9 +86,18 @@ class TrainingConfig:
     shuffle_buffer: int = 100_000
     seed: int = 0
     mixed_precision: Union[bool, str] = False
+    select_heads: bool = True
+    head_patience: int = 2
+    ranking_monitor: str = "val_logloss"
+    selection_recall_k: int = 100
+    calibrate: bool = True
+    blend_list: bool = True
 
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "shuffle_buffer"):
+        if self.ranking_monitor not in ("val_logloss", "val_auc"):
+            raise ConfigError(f"TrainingConfig.ranking_monitor must be 'val_logloss' or 'val_auc', got "
+                              f"{self.ranking_monitor!r}.")
+        for name in ("batch_size", "epochs", "shuffle_buffer", "head_patience", "selection_recall_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"TrainingConfig.{name} must be a positive integer, got {value!r}.")
@@ -113,6 +139,38 @@ def click_counts(impressions: tf.data.Dataset) -> Dict[str, int]:
     return video_counts(impressions)[1]
 
 
+def _with_selection(callbacks: List, config: TrainingConfig, model, catalog, schema, validation_paths,
+                    validation, content, verbose) -> List:
+    """`callbacks` with `HeadSelection` and `ClickCalibration` added where validation data allows.
+
+    `HeadSelection` goes right after the `RetrievalRecall` it reads (added first when absent) and before
+    everything else, `BackupAndRestore` included, so that a backup holds the weights it has chosen; it
+    keeps its own state beside that backup.
+    """
+    if validation is None or not (config.select_heads or config.calibrate):
+        return callbacks
+    position = 0
+    if config.select_heads and not any(isinstance(c, HeadSelection) for c in callbacks):
+        k = config.selection_recall_k
+        recall = next((c for c in callbacks if isinstance(c, RetrievalRecall) and c.k == k), None)
+        if recall is None:
+            recall = RetrievalRecall(validation_paths, catalog, schema, k=k)
+            callbacks.insert(0, recall)
+        backup = next((c for c in callbacks if isinstance(c, tf.keras.callbacks.BackupAndRestore)), None)
+        heads = HeadSelection(f"val_recall_at_{k}", config.ranking_monitor, patience=config.head_patience,
+                              validation_data=validation.data, validation_steps=validation.steps,
+                              state_dir=None if backup is None else os.path.join(backup.backup_dir, "head_selection"),
+                              verbose=int(verbose > 0))
+        position = callbacks.index(recall) + 1
+        callbacks.insert(position, heads)
+        position += 1
+    if config.calibrate and getattr(model.ranking_head, "calibration", False):
+        # Calibration reads the rows itself: a plain dataset, whatever the strategy.
+        plain = impressions_dataset(validation_paths, catalog, schema, config.batch_size, features=content)
+        callbacks.insert(position, ClickCalibration(plain))
+    return callbacks
+
+
 def fit_model(
     catalog: Mapping[str, np.ndarray],
     train_paths,
@@ -123,6 +181,8 @@ def fit_model(
     callbacks=None,
     verbose: int = 1,
     strategy: Optional[tf.distribute.Strategy] = None,
+    served_k: int = 100,
+    served_n: int = 10,
 ) -> Tuple[VideoRecModel, tf.keras.callbacks.History]:
     """Adapts vocabularies, builds, compiles and fits a `VideoRecModel`.
 
@@ -141,9 +201,18 @@ def fit_model(
         replicas (`distributed_impressions`). Under `MultiWorkerMirroredStrategy`
         every worker runs `fit_model` with the same arguments: each adapts the
         same vocabularies from the whole training table and trains on its files.
+      served_k: the candidates the export will retrieve (`export_saved_model`'s
+        `k`), for fitting the served list's order.
+      served_n: the served list's length (the export's `n`).
 
     Returns:
-      `(model, history)`.
+      `(model, history)`. With validation data and `training_config.select_heads`,
+      `history.selection` says which epoch each head's weights come from
+      (`HeadSelection.selected`), and with `calibrate`, `history.calibration`
+      holds the fitted Platt scaling and its effect on validation
+      (`calibrate_clicks`), and with `blend_list`, `history.list_blend` the
+      served list's fitted order and its validation hit rates (`fit_list_blend`);
+      each is None otherwise.
 
     Raises:
       ConfigError: under a strategy, a batch size that does not divide between
@@ -177,8 +246,23 @@ def fit_model(
         if validation_paths is not None:
             validation = distributed_impressions(strategy, validation_paths, catalog, impressions_schema,
                                                  training_config.batch_size, features=content)
-        history = model.fit(train.data, steps_per_epoch=train.steps, epochs=training_config.epochs,
-                            validation_data=None if validation is None else validation.data,
-                            validation_steps=None if validation is None else validation.steps,
-                            callbacks=callbacks, verbose=verbose)
+        callbacks = _with_selection(list(callbacks or []), training_config, model, catalog, impressions_schema,
+                                    validation_paths, validation, content, verbose)
+        # Our own `History`: `model.fit` returns `model.history`, which a `model.evaluate` called by a
+        # callback during training replaces with a History of its own, without the epochs.
+        history = next((c for c in callbacks if isinstance(c, tf.keras.callbacks.History)), None)
+        if history is None:
+            history = tf.keras.callbacks.History()
+            callbacks.append(history)
+        model.fit(train.data, steps_per_epoch=train.steps, epochs=training_config.epochs,
+                  validation_data=None if validation is None else validation.data,
+                  validation_steps=None if validation is None else validation.steps,
+                  callbacks=callbacks, verbose=verbose)
+    history.selection = next((c.selected for c in callbacks if isinstance(c, HeadSelection)), None)
+    history.calibration = next((c.result for c in callbacks if isinstance(c, ClickCalibration)), None)
+    history.list_blend = None
+    if validation is not None and training_config.blend_list and getattr(model, "list_blend", None) is not None:
+        plain = impressions_dataset(validation_paths, catalog, impressions_schema, training_config.batch_size,
+                                    features=content).unbatch()
+        history.list_blend = fit_list_blend(model, catalog, plain, k=served_k, n=served_n)
     return model, history

@@ -151,7 +151,9 @@ class CallbackConfig:
         early stopping follows: `val_auc`, `val_logloss`, `val_loss` or
         `val_recall_at_K` (K a positive integer). Larger is better, except for losses.
       early_stopping: stop when `monitor` has not improved for `patience`
-        epochs and restore the best weights.
+        epochs and restore the best weights. Ignored when `training.select_heads`
+        is on (the default): `HeadSelection` then stops and restores each head
+        on its own metric.
       patience: epochs without improvement before stopping.
       recall_k: the K of the per-epoch validation Recall@K (`val_recall_at_K`),
         0 to skip it (it scores the whole catalog once per epoch).
