@@ -205,8 +205,11 @@ def test_python_dash_m_train_runs_and_stops_early(tmp_path, tiny_cache):
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["training"]["stopped_early_at_epoch"] is not None
-    assert report["training"]["epochs_total"] < 30
+    stopped = report["training"]["stopped_early_at_epoch"]
+    assert stopped is not None and report["training"]["epochs_total"] < 30
+    # 1-based, as in the Keras log: the last epoch the log shows.
+    assert stopped == len(report["training"]["history"]["loss"])
+    assert f"Epoch {stopped}/30" in result.stdout and f"Epoch {stopped + 1}/30" not in result.stdout
     assert "export" not in report
 
 

@@ -134,7 +134,9 @@ def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, st
     callbacks = [state.callback]
     if data["validation"] is not None:
         ks = sorted({k for k in (cb.recall_k, cb.monitored_recall_k()) if k})
-        callbacks += [RetrievalRecall(data["validation"], catalog, data["impressions_schema"], k=k) for k in ks]
+        callbacks += [RetrievalRecall(data["validation"], catalog, data["impressions_schema"], k=k,
+                                      max_clicks=config.training.recall_max_clicks, seed=config.training.seed)
+                      for k in ks]
         # HeadSelection (training.select_heads, added by fit_model) stops and restores each head itself.
         if cb.early_stopping and not config.training.select_heads:
             callbacks.append(tf.keras.callbacks.EarlyStopping(monitor, mode=mode, patience=cb.patience,

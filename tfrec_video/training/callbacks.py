@@ -44,22 +44,29 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
       schema: the impressions schema.
       k: the cut-off K.
       batch_size: clicks scored per matmul.
-      max_clicks: score at most this many validation clicks (the first ones),
-        to bound the time per epoch; None scores them all.
+      max_clicks: score at most this many validation clicks, to bound the time per
+        epoch: a uniform sample of them, drawn once (with `seed`) and kept for
+        every epoch, so that the epochs are compared on the same clicks and
+        files sorted by user or time do not bias it. None scores them all.
+      seed: seed of that sample.
     """
 
     def __init__(self, paths, catalog: Mapping[str, np.ndarray], schema: TableSchema, k: int = 100,
-                 batch_size: int = 1024, max_clicks: Optional[int] = 20_000):
+                 batch_size: int = 1024, max_clicks: Optional[int] = 20_000, seed: int = 0):
         super().__init__()
         if not isinstance(k, int) or k <= 0:
             raise ValueError(f"RetrievalRecall: k must be a positive integer, got {k!r}.")
+        if max_clicks is not None and (not isinstance(max_clicks, int) or max_clicks <= 0):
+            raise ValueError(f"RetrievalRecall: max_clicks must be a positive integer or None, got {max_clicks!r}.")
         self.paths = paths
         self.catalog = catalog
         self.schema = schema
         self.k = k
         self.batch_size = batch_size
         self.max_clicks = max_clicks
+        self.seed = seed
         self.key = f"val_recall_at_{k}"
+        self._clicks = None
         self._frozen = None
         self._ranker = None
         self._embed = self._embed_model = None
@@ -79,20 +86,61 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
             self._embed = tf.function(lambda f: model.embed_queries(f, training=False), reduce_retracing=True)
             self._embed_model = model
         embed = self._embed
-        clicks = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
-        if self.max_clicks:
-            clicks = clicks.take(self.max_clicks)
+        clicks = self.sampled_clicks()
         hits = total = 0
-        for batch in clicks.batch(self.batch_size):
-            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
-            known = target >= 0  # a clicked video outside the catalog cannot be retrieved
-            if not known.any():
-                continue
-            queries = embed({n: batch[n] for n in names if n in batch}).numpy()[known]
-            ranks = ranker(queries, target[known])
+        for start in range(0, len(clicks["target"]), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            queries = embed({n: tf.constant(clicks[n][rows]) for n in names if n in clicks}).numpy()
+            ranks = ranker(queries, clicks["target"][rows])
             hits += int((ranks < self.k).sum())
-            total += int(known.sum())
+            total += len(ranks)
         return hits / total if total else float("nan")
+
+    def sampled_clicks(self) -> Mapping[str, np.ndarray]:
+        """The validation clicks scored every epoch, as columns, with `target` (catalog rows).
+
+        Read on the first call: every click, or a uniform sample of `max_clicks`
+        of them (in file order); a clicked video outside the catalog cannot be
+        retrieved and is left out.
+        """
+        if self._clicks is not None:
+            return self._clicks
+        data = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
+        keep = None
+        if self.max_clicks is not None:
+            # A first pass counts the clicks, so that only the sampled ones are held in memory.
+            n = int(data.reduce(np.int64(0), lambda count, _: count + 1))
+            if n > self.max_clicks:
+                keep = np.zeros(n, bool)
+                keep[np.random.default_rng(self.seed).choice(n, self.max_clicks, replace=False)] = True
+        columns, offset = {"target": []}, 0
+        for batch in data.batch(8192):
+            size = int(tf.shape(batch["clicked"])[0])
+            rows = np.ones(size, bool) if keep is None else keep[offset:offset + size]
+            offset += size
+            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
+            rows &= target >= 0
+            columns["target"].append(target[rows])
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values.numpy()[rows])
+        self._clicks = {name: np.concatenate(parts) if parts else np.zeros([0], np.int64)
+                        for name, parts in columns.items()}
+        return self._clicks
+        data = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
+        columns = {}
+        for batch in data.batch(8192):
+            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
+            known = target >= 0
+            columns.setdefault("target", []).append(target[known])
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values.numpy()[known])
+        clicks = {name: np.concatenate(parts) for name, parts in columns.items()}
+        n = len(clicks.get("target", ()))
+        if self.max_clicks is not None and n > self.max_clicks:
+            keep = np.sort(np.random.default_rng(self.seed).choice(n, self.max_clicks, replace=False))
+            clicks = {name: values[keep] for name, values in clicks.items()}
+        self._clicks = clicks if n else {"target": np.zeros([0], np.int64)}
+        return self._clicks
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

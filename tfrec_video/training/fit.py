@@ -75,6 +75,9 @@ class TrainingConfig:
       head_patience: epochs without improvement that end a `HeadSelection` phase.
       ranking_monitor: the ranking head's validation metric: `val_logloss` or `val_auc`.
       selection_recall_k: the K of the retrieval head's validation Recall@K.
+      recall_max_clicks: the validation clicks that Recall@K scores each epoch
+        (`RetrievalRecall`): a uniform sample of this many, drawn once with
+        `seed`; None scores them all.
       calibrate: with validation data, fit Platt scaling of the click
         probability on it after training (`calibrate_clicks`).
       blend_list: with validation data, fit the served list's order on its
@@ -90,6 +93,7 @@ class TrainingConfig:
     head_patience: int = 2
     ranking_monitor: str = "val_logloss"
     selection_recall_k: int = 100
+    recall_max_clicks: Optional[int] = 20_000
     calibrate: bool = True
     blend_list: bool = True
 
@@ -101,6 +105,10 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"TrainingConfig.{name} must be a positive integer, got {value!r}.")
+        if self.recall_max_clicks is not None and (not isinstance(self.recall_max_clicks, int) or isinstance(
+                self.recall_max_clicks, bool) or self.recall_max_clicks <= 0):
+            raise ConfigError(f"TrainingConfig.recall_max_clicks must be a positive integer or null, got "
+                              f"{self.recall_max_clicks!r}.")
         if not isinstance(self.mixed_precision, (bool, str)) or self.mixed_precision not in PRECISION_POLICIES:
             raise ConfigError(f"TrainingConfig.mixed_precision must be one of {list(PRECISION_POLICIES)}, "
                               f"got {self.mixed_precision!r}.")
@@ -154,7 +162,8 @@ def _with_selection(callbacks: List, config: TrainingConfig, model, catalog, sch
         k = config.selection_recall_k
         recall = next((c for c in callbacks if isinstance(c, RetrievalRecall) and c.k == k), None)
         if recall is None:
-            recall = RetrievalRecall(validation_paths, catalog, schema, k=k)
+            recall = RetrievalRecall(validation_paths, catalog, schema, k=k, max_clicks=config.recall_max_clicks,
+                                     seed=config.seed)
             callbacks.insert(0, recall)
         backup = next((c for c in callbacks if isinstance(c, tf.keras.callbacks.BackupAndRestore)), None)
         heads = HeadSelection(f"val_recall_at_{k}", config.ranking_monitor, patience=config.head_patience,
