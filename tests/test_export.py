@@ -22,11 +22,22 @@ def exported(tmp_path_factory):
     model = small_model(catalog, impressions, epochs=1)
     base = tmp_path_factory.mktemp("export") / "saved_models"
     version_dir = export_lib.export_saved_model(model, catalog, str(base), name="video_rec", k=K, n=N)
-    return model, catalog, impressions, tf.saved_model.load(version_dir)
+    loaded = tf.saved_model.load(version_dir)
+    loaded.version_dir = version_dir
+    return model, catalog, impressions, loaded
 
 
 def _queries(model, impressions, rows):
     return {name: tf.constant(impressions[name][rows]) for name in model.query_feature_names}
+
+
+def _top_unseen(scores, catalog, history):
+    """The K best-scored catalog rows of each query, the videos in its history left out (the export's rule)."""
+    ids = np.asarray(catalog["video_id"]).astype(str)
+    watched = (ids[None, None, :] == np.asarray(history).astype(str)[:, :, None]).any(axis=1)
+    top = np.argsort(np.where(watched, np.inf, -scores), axis=1, kind="stable")[:, :K]
+    assert watched.any() and not np.take_along_axis(watched, top, axis=1).any()
+    return top
 
 
 def test_serving_default_matches_the_in_process_two_stage_pipeline(exported):
@@ -35,9 +46,9 @@ def test_serving_default_matches_the_in_process_two_stage_pipeline(exported):
     queries = _queries(model, impressions, rows)
     served = loaded.signatures["serving_default"](**queries)
 
-    # Stage 1 in process: exact scores against every catalog video, top K.
+    # Stage 1 in process: exact scores against every catalog video, the watched ones left out, top K.
     scores = model.embed_queries(queries, training=False).numpy() @ embed_catalog(model, catalog).T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    top = _top_unseen(scores, catalog, impressions["history"][rows])
     # Stage 2: rank the K candidates with the catalog's content, re-sort by click probability.
     for i, candidates in enumerate(top):
         features = {name: tf.repeat(queries[name][i:i + 1], K, axis=0) for name in model.query_feature_names}
@@ -64,7 +75,7 @@ def test_serving_default_follows_a_fitted_list_blend(exported, tmp_path):
     queries = _queries(model, impressions, rows)
     served = blended.signatures["serving_default"](**queries)
     scores = model.embed_queries(queries, training=False).numpy() @ embed_catalog(model, catalog).T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    top = _top_unseen(scores, catalog, impressions["history"][rows])
     counts = np.asarray(model.vocabularies.video_counts, np.float64)
     share = dict(zip(model.vocabularies.video_ids, counts / counts.sum()))
     floor = min(share.values())
@@ -160,3 +171,58 @@ def test_the_export_shares_the_models_catalog_table_only_for_the_same_catalog(ex
     assert other.catalog is not model.catalog_table
     assert other.catalog.values["title"][1].numpy() == b"brand new title"
     assert model.catalog_table.values["title"][1].numpy() != b"brand new title"
+
+
+_SEEN_CHECK = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # the WordPiece ops; nothing from tfrec_video is imported
+model = tf.saved_model.load(sys.argv[1])
+inputs = json.loads(sys.argv[2])
+out = {}
+for name in ("serving_default", "retrieve"):
+    signature = model.signatures[name]
+    request = {key: tf.constant(value, dtype=signature.structured_input_signature[1][key].dtype)
+               for key, value in inputs.items()}
+    out[name] = [[v.decode() for v in row] for row in signature(**request)["video_ids"].numpy().tolist()]
+print(json.dumps(out))
+"""
+
+
+def _fresh_process(version_dir, request):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _SEEN_CHECK, version_dir, json.dumps(request)],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_seen_videos_are_left_out_of_both_lists_in_a_fresh_process(exported, tmp_path):
+    """A request whose history holds videos it would be served gets n and k others, in the order of the
+    export that keeps them (`exclude_seen=False`, `--keep-seen`) less the watched ones."""
+    model, catalog, impressions, loaded = exported
+    history_length = model.vocabularies.history_length
+    request = {name: impressions[name][:2].tolist() for name in model.query_feature_names}
+    request["history"] = [[""] * history_length] * 2
+    first = _fresh_process(loaded.version_dir, request)
+    # Watch what an empty history was served, and a video outside the catalog.
+    request["history"] = [row[:history_length - 1] + [served[0]]
+                          for row, served in zip(first["retrieve"], first["serving_default"])]
+    request["history"][1][0] = "a-video-not-in-the-catalog"
+    seen = _fresh_process(loaded.version_dir, request)
+    kept_version = export_lib.export_saved_model(model, catalog, str(tmp_path), k=K, n=N, exclude_seen=False)
+    keep = _fresh_process(kept_version, request)
+    exercised = False
+    for row in range(2):
+        watched = set(request["history"][row])
+        assert len(seen["serving_default"][row]) == N and len(seen["retrieve"][row]) == K
+        assert len(set(seen["retrieve"][row])) == K
+        assert not watched & set(seen["serving_default"][row]) and not watched & set(seen["retrieve"][row])
+        exercised |= bool(watched & set(keep["retrieve"][row]))
+        others = [v for v in keep["retrieve"][row] if v not in watched]
+        assert seen["retrieve"][row][:len(others)] == others
+    assert exercised  # the export that keeps them does retrieve watched videos for this request

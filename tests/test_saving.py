@@ -67,5 +67,17 @@ def test_export_command_writes_a_servable_version(saved):
     out = loaded.signatures["serving_default"](**{n: tf.constant(impressions[n][:2]) for n in
                                                   ("user_id", "history", "hour", "device")})
     assert out["video_ids"].shape == (2, 4)
+    # --keep-seen: version 2 may retrieve the watched videos, version 1 never does.
+    kept = subprocess.run(command + ["--keep-seen"], capture_output=True, text=True, env=env, timeout=600)
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    keep = tf.saved_model.load(str(root / "saved_models" / "video_rec" / "2"))
+    request = {n: tf.constant(impressions[n][:2]) for n in ("user_id", "hour", "device")}
+    empty = tf.fill(tf.shape(impressions["history"][:2]), "")
+    watched = loaded.signatures["retrieve"](**request, history=empty)["video_ids"][:, :impressions["history"].shape[1]]
+    lists = {name: model.signatures["retrieve"](**request, history=watched)["video_ids"].numpy()
+             for name, model in (("excluded", loaded), ("kept", keep))}
+    seen = [set(row) for row in watched.numpy()]
+    assert not any(s & set(row) for s, row in zip(seen, lists["excluded"]))
+    assert any(s & set(row) for s, row in zip(seen, lists["kept"]))
     bad = subprocess.run(command[:-4] + ["-k", "3", "-n", "4"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "-n" in bad.stderr and "Traceback" not in bad.stderr

@@ -84,6 +84,7 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
     ("data: {builtin: tiny}\ncallbacks: {backup_every: 0}\n", r"callbacks.backup_every must be a positive integer"),
     ("data: {builtin: tiny}\nexport: {k: 5, n: 10}\n", r"export.n \(10\) must be <= export.k \(5\)"),
     ("data: {builtin: tiny}\nexport: {name: ../escape}\n", r"export.name must be a plain directory name"),
+    ("data: {builtin: tiny}\nexport: {keep_seen: 1}\n", r"export.keep_seen must be true or false, got 1"),
     ("- just\n- a list\n", r"expected a mapping of sections at the top level, got list"),
     ("data: {builtin: tiny\n", r"not valid YAML: .*line 2"),
     ("data: !!python/object/apply:os.system ['echo pwned']\n", r"not valid YAML"),

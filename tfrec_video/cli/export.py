@@ -26,6 +26,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--name", default="video_rec", help="model name (the directory TF Serving serves)")
     p.add_argument("-k", type=int, default=100, help="candidates retrieved before ranking")
     p.add_argument("-n", type=int, default=10, help="videos returned by serving_default")
+    p.add_argument("--keep-seen", action="store_true",
+                   help="let retrieve and serving_default return videos in the request's history "
+                        "(by default they are left out, and n / k others returned)")
     p.set_defaults(func=run_cli)
 
 
@@ -39,6 +42,7 @@ def run_cli(args) -> int:
     missing = [name for name in model.video_feature_names if name not in catalog]
     if missing:
         raise ConfigError(f"the model reads the video features {missing}, which the catalog {args.catalog} lacks.")
-    version_dir = export_saved_model(model, catalog, args.export_dir, name=args.name, k=args.k, n=args.n)
+    version_dir = export_saved_model(model, catalog, args.export_dir, name=args.name, k=args.k, n=args.n,
+                                     exclude_seen=not args.keep_seen)
     print(f"exported {version_dir}")
     return 0

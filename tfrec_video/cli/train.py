@@ -297,7 +297,8 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
         t = time.time()
         with worker_dir(config.export.dir, strategy) as directory:
             version_dir = export_saved_model(model, catalog, directory, name=config.export.name,
-                                             k=config.export.k, n=config.export.n)
+                                             k=config.export.k, n=config.export.n,
+                                             exclude_seen=not config.export.keep_seen)
         timings["export_s"] = round(time.time() - t, 1)
         report["export"] = {"path": os.path.abspath(version_dir)}
     if not chief:

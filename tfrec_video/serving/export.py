@@ -17,6 +17,14 @@ Signatures (all inputs batchable, `[batch]` or `[batch, history_length]`):
   in the graph as variables, and the `n` most likely clicks are returned with
   `video_ids`, `click_probability` and `retrieval_score`.
 * `retrieve`: user features → top-`k` `video_ids` and `retrieval_score`.
+
+Seen videos: by default `serving_default` and `retrieve` leave out the videos
+in the request's `history`, in the graph, and still return `n` / `k` videos:
+the index retrieves `k + history_length` candidates, those in the history are
+masked, and the top `k` of the rest are kept (then ranked). The rule is fixed
+at export: `exclude_seen=False` (`tfrec-video export --keep-seen`,
+`export.keep_seen` in a run config) keeps them. Only a catalog with fewer than
+`k` unseen videos puts seen ones, last, into the `k`.
 * `rank`: user features + `video_id` → `click_probability` (catalog features are
   looked up in the graph; an unknown id ranks by its id bucket alone).
 * `embed_query`: user features → `query_embedding`.
@@ -110,9 +118,12 @@ class ServingModule(tf.Module):
       catalog: the catalog as column arrays; every video in it can be recommended.
       k: candidates retrieved before ranking.
       n: videos returned by `serving_default` (n <= k).
+      exclude_seen: leave the request's `history` videos out of `retrieve` and
+        `serving_default` (see module docstring).
     """
 
-    def __init__(self, model, catalog: Mapping[str, np.ndarray], k: int = 100, n: int = 10):
+    def __init__(self, model, catalog: Mapping[str, np.ndarray], k: int = 100, n: int = 10,
+                 exclude_seen: bool = True):
         super().__init__(name="video_rec_serving")
         num_videos = len(catalog["video_id"])
         if num_videos == 0:
@@ -140,7 +151,10 @@ class ServingModule(tf.Module):
         self.catalog_encoding = tf.Variable(parts.pop("encoding"), trainable=False, name="catalog_encoding")
         self.catalog_parts = {name: tf.Variable(values, trainable=False, name=f"catalog_{name}")
                               for name, values in sorted(parts.items())}
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+        self.exclude_seen = bool(exclude_seen) and "history" in self.query_names
+        # Room for every watched video among the retrieved ones, so that k unseen ones remain.
+        depth = min(k + model.vocabularies.history_length, num_videos) if self.exclude_seen else k
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=depth)
         self.index.index(embeddings, tf.range(num_videos, dtype=tf.int64))
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
@@ -153,14 +167,25 @@ class ServingModule(tf.Module):
         # BruteForce must be called once before saving so its variables and function are traced.
         self.index(tf.zeros([1, model.config.embedding_dim]))
 
+    def _candidates(self, query_embedding, features):
+        """The top `k` catalog rows `[batch, k]` and their scores, the request's history left out."""
+        scores, rows = self.index(query_embedding)
+        if not self.exclude_seen:
+            return scores, rows
+        # Table rows are catalog rows + 1; an empty or unknown history id looks up to 0 and matches none.
+        watched = self.catalog.lookup(features["history"])
+        seen = tf.reduce_any(tf.equal(rows[:, :, None] + 1, tf.cast(watched, rows.dtype)[:, None, :]), axis=-1)
+        _, keep = tf.math.top_k(tf.where(seen, tf.fill(tf.shape(scores), scores.dtype.min), scores), k=self.k)
+        return tf.gather(scores, keep, batch_dims=1), tf.gather(rows, keep, batch_dims=1)
+
     def _retrieve(self, features):
-        scores, rows = self.index(self.model.embed_queries(features, training=False))
+        scores, rows = self._candidates(self.model.embed_queries(features, training=False), features)
         return {"video_ids": tf.gather(self.catalog.ids, rows + 1), "retrieval_score": scores}
 
     def _recommend(self, features):
         # The user is encoded once, the candidates' parts are gathered from the catalog's.
         query = self.model.encode_queries(features, training=False)
-        scores, rows = self.index(query["embedding"])
+        scores, rows = self._candidates(query["embedding"], features)
         parts = dict(self.catalog_parts, encoding=self.catalog_encoding)
         logits = self.model.rank_candidates(query, parts, rows)
         _, order = tf.math.top_k(self.model.list_order_scores(scores, parts, rows, logits), k=self.n)
@@ -205,7 +230,8 @@ def next_version(model_dir: str) -> int:
 
 
 def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str = "saved_models",
-                       name: str = "video_rec", k: int = 100, n: int = 10, version: Optional[int] = None) -> str:
+                       name: str = "video_rec", k: int = 100, n: int = 10, version: Optional[int] = None,
+                       exclude_seen: bool = True) -> str:
     """Writes `base_dir/name/<version>/` atomically and returns that path.
 
     Args:
@@ -216,6 +242,8 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
       k: candidates retrieved before ranking.
       n: videos returned by `serving_default`.
       version: the version number; by default one more than the highest present.
+      exclude_seen: `retrieve` and `serving_default` leave out the request's
+        `history` videos (False keeps them; see the module docstring).
 
     The version holds `assets.extra/tf_serving_warmup_requests` (see `warmup_requests`).
 
@@ -230,7 +258,7 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"export: {final} already exists; versions are never overwritten.")
-    module = ServingModule(model, catalog, k=k, n=n)
+    module = ServingModule(model, catalog, k=k, n=n, exclude_seen=exclude_seen)
     # A dot-prefixed sibling: TF Serving ignores non-numeric names, and rename within one
     # filesystem is atomic.
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)

@@ -207,6 +207,8 @@ class ExportConfig:
       name: the model name (the directory TF Serving serves).
       k: candidates retrieved before ranking.
       n: videos `serving_default` returns.
+      keep_seen: let `retrieve` and `serving_default` return the videos in the
+        request's `history` (by default they are left out; `export_saved_model`).
     """
 
     enabled: bool = True
@@ -214,6 +216,7 @@ class ExportConfig:
     name: str = "video_rec"
     k: int = 100
     n: int = 10
+    keep_seen: bool = False
 
     def __post_init__(self):
         _positive_int("export", "k", self.k)
@@ -223,6 +226,8 @@ class ExportConfig:
         for name in ("dir", "name"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ConfigError(f"export.{name} must be a non-empty string, got {getattr(self, name)!r}.")
+        if not isinstance(self.keep_seen, bool):
+            raise ConfigError(f"export.keep_seen must be true or false, got {self.keep_seen!r}.")
         if os.sep in self.name or self.name in (".", ".."):
             raise ConfigError(f"export.name must be a plain directory name, got {self.name!r}.")
 
