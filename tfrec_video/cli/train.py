@@ -46,7 +46,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from tfrec_video.training.run_config import RunConfig, STRATEGIES, dump_run_config, load_run_config
 
@@ -196,12 +196,15 @@ def _plots(history: dict, report: dict, out: str) -> Dict[str, str]:
     return plots
 
 
-def run_training(config: RunConfig, verbose: int = 1) -> dict:
+def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence = ()) -> dict:
     """Runs one training run (see the module docstring) and returns its report.
 
     Args:
       config: the run, with resolved paths (`load_run_config`).
       verbose: Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.
+      extra_callbacks: Keras callbacks run after the run's own (which add the
+        validation metrics to `logs`), for example `tfrec-video tune`'s pruning
+        callback. They may stop training (`model.stop_training`) or raise.
 
     Returns:
       The report also written to `output_dir/report.json` (by the chief).
@@ -246,7 +249,7 @@ def run_training(config: RunConfig, verbose: int = 1) -> dict:
         f"(strategy {config.strategy}, {strategy.num_replicas_in_sync} replica(s))")
 
     t = time.time()
-    callbacks = _callbacks(config, data, catalog, out, chief, state)
+    callbacks = _callbacks(config, data, catalog, out, chief, state) + list(extra_callbacks)
     model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
                                      config.training, validation_paths=data["validation"], callbacks=callbacks,
                                      verbose=verbose, strategy=strategy, served_k=config.export.k,
