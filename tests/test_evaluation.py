@@ -66,3 +66,40 @@ def test_format_table_shows_the_hit_rates_at_the_served_length():
     assert "retrieval.hr@5                      0.2500" in table and "serving.hr@5" in table
     assert "hr@10" not in table
     assert "retrieval.recall@100                0.5000" in table
+
+
+def test_catalog_rows_top_k_excluding_and_the_ranker_leave_out_the_same_rows():
+    from tfrec_video.evaluation import catalog_index, catalog_rows, mask_rows, top_k_excluding
+    import tensorflow as tf
+
+    index_of = catalog_index(np.array(["a", "b", "c", "d", "e"], object))
+    ids = np.array([[b"c", b"", b"zz", b"c"], ["a", "b", "d", ""]], object)
+    exclude = catalog_rows(index_of, ids)
+    assert exclude.tolist() == [[2, -1, -1, 2], [0, 1, 3, -1]]  # padding and unknown ids: -1; repeats kept
+    assert catalog_rows(index_of, np.zeros((2, 0), object)).shape == (2, 0)
+    scores = np.array([[0.5, 0.25, 0.75, 0.125, 0.0], [0.5, 0.25, 0.75, 0.125, 0.0]], np.float32)
+    masked = mask_rows(tf.constant(scores), tf.constant(np.concatenate([exclude, [[7], [-3]]], axis=1))).numpy()
+    assert (masked[0, 2] < -1e30) and (masked[1, [0, 1, 3]] < -1e30).all()  # rows past the catalog: ignored
+    np.testing.assert_array_equal(masked[0, [0, 1, 3, 4]], scores[0, [0, 1, 3, 4]])
+    top, rows = top_k_excluding(tf.constant(scores), 2, tf.constant(exclude))
+    assert rows.numpy().tolist() == [[0, 1], [2, 4]] and top.numpy().tolist() == [[0.5, 0.25], [0.75, 0.0]]
+    # m = 0 changes nothing; a list longer than what is left ends with the excluded rows, exactly k long.
+    assert top_k_excluding(tf.constant(scores), 3, tf.zeros([2, 0], tf.int64))[1].numpy().tolist() == [[2, 0, 1]] * 2
+    top, rows = top_k_excluding(tf.constant(scores), 4, tf.constant(exclude))
+    assert rows.numpy()[1, :2].tolist() == [2, 4] and sorted(rows.numpy()[1, 2:]) == [0, 1]
+    np.testing.assert_array_equal(top.numpy()[1, 2:], scores[1, rows.numpy()[1, 2:]])  # unmasked scores
+
+    # The ranker: excluded videos rank nowhere, and an excluded true video ranks `num_videos` (a miss).
+    rng = np.random.default_rng(1)
+    videos, queries = rng.normal(size=(40, 4)).astype(np.float32), rng.normal(size=(9, 4)).astype(np.float32)
+    target = rng.integers(0, 40, 9)
+    seen = rng.integers(-1, 40, (9, 6))
+    seen[0, 3] = target[0]
+    full = queries @ videos.T
+    hidden = (np.arange(40)[None, :, None] == seen[:, None, :]).any(axis=2)
+    expected = ranks_from_scores(np.where(hidden, -np.inf, full), target)
+    expected[hidden[np.arange(9), target]] = 40
+    assert expected[0] == 40
+    for ranker in (CatalogRanker(videos), CatalogRanker(videos, max_scores=40 * 4)):
+        assert ranker(queries, target, seen).tolist() == expected.tolist()
+    assert (CatalogRanker(videos)(queries, target) != expected).any()

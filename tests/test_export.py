@@ -27,6 +27,14 @@ def exported(tmp_path_factory):
     return model, catalog, impressions, loaded
 
 
+@pytest.fixture(scope="module")
+def kept_version(exported, tmp_path_factory):
+    """The same model exported with `exclude_seen=False` (`--keep-seen`)."""
+    model, catalog, _, _ = exported
+    return export_lib.export_saved_model(model, catalog, str(tmp_path_factory.mktemp("kept")), k=K, n=N,
+                                         exclude_seen=False)
+
+
 def _queries(model, impressions, rows):
     return {name: tf.constant(impressions[name][rows]) for name in model.query_feature_names}
 
@@ -201,7 +209,7 @@ def _fresh_process(version_dir, request):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_seen_videos_are_left_out_of_both_lists_in_a_fresh_process(exported, tmp_path):
+def test_seen_videos_are_left_out_of_both_lists_in_a_fresh_process(exported, kept_version):
     """A request whose history holds videos it would be served gets n and k others, in the order of the
     export that keeps them (`exclude_seen=False`, `--keep-seen`) less the watched ones."""
     model, catalog, impressions, loaded = exported
@@ -214,7 +222,6 @@ def test_seen_videos_are_left_out_of_both_lists_in_a_fresh_process(exported, tmp
                           for row, served in zip(first["retrieve"], first["serving_default"])]
     request["history"][1][0] = "a-video-not-in-the-catalog"
     seen = _fresh_process(loaded.version_dir, request)
-    kept_version = export_lib.export_saved_model(model, catalog, str(tmp_path), k=K, n=N, exclude_seen=False)
     keep = _fresh_process(kept_version, request)
     exercised = False
     for row in range(2):
@@ -226,3 +233,126 @@ def test_seen_videos_are_left_out_of_both_lists_in_a_fresh_process(exported, tmp
         others = [v for v in keep["retrieve"][row] if v not in watched]
         assert seen["retrieve"][row][:len(others)] == others
     assert exercised  # the export that keeps them does retrieve watched videos for this request
+
+
+# Calls [version_dir, signature, request] in a TF-only process (each version loaded once) and prints,
+# for each call, its video_ids.
+_CALLS = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # the WordPiece ops; nothing from tfrec_video is imported
+assert "tfrec_video" not in sys.modules
+loaded, out = {}, []
+for version_dir, name, inputs in json.loads(sys.stdin.read()):
+    if version_dir not in loaded:
+        loaded[version_dir] = tf.saved_model.load(version_dir)
+    signature = loaded[version_dir].signatures[name]
+    specs = signature.structured_input_signature[1]
+    assert set(inputs) == set(specs), (name, sorted(inputs), sorted(specs))
+    request = {key: tf.constant(value, dtype=specs[key].dtype) for key, value in inputs.items()}
+    out.append([[v.decode() for v in row] for row in signature(**request)["video_ids"].numpy().tolist()])
+print(json.dumps(out))
+"""
+
+
+def _fresh_calls(calls):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _CALLS], input=json.dumps(calls), capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _expected_retrieval(model, catalog, request, left_out):
+    """In process: the K best catalog ids of each request, the ids in `left_out[i]` left out."""
+    ids = np.asarray(catalog["video_id"]).astype(str)
+    queries = {name: tf.constant(request[name]) for name in model.query_feature_names}
+    scores = model.embed_queries(queries, training=False).numpy() @ embed_catalog(model, catalog).T
+    hidden = np.array([[v in set(row) for v in ids] for row in left_out])
+    return [ids[row].tolist() for row in np.argsort(np.where(hidden, np.inf, -scores), axis=1, kind="stable")[:, :K]]
+
+
+def test_exclude_through_the_excluding_signatures_in_a_fresh_process(exported, kept_version):
+    """`recommend_excluding` / `retrieve_excluding` leave out `exclude` (any m, "" padding, unknown ids
+    ignored), plus the history under the export's rule, and still return exactly n / k videos;
+    `serving_default` and `retrieve` keep their inputs."""
+    model, catalog, impressions, loaded = exported
+    history_length = model.vocabularies.history_length
+    rows = [0, 1, 2]
+    request = {name: impressions[name][rows].tolist() for name in model.query_feature_names}
+    request["history"] = [[""] * history_length for _ in rows]
+
+    def retrieve(request):
+        signature = loaded.signatures["retrieve"]
+        specs = signature.structured_input_signature[1]
+        inputs = {name: tf.constant(value, specs[name].dtype) for name, value in request.items()}
+        return [[v.decode() for v in row] for row in signature(**inputs)["video_ids"].numpy()]
+
+    # The third user watched the video it would get first: the seen rule must leave it out of the lists.
+    watched = retrieve(request)[2][0]
+    request["history"][2][0] = watched
+    plain = retrieve(request)
+    m = K + history_length + 3  # more than any fixed index depth of k + history_length would leave room for
+    exclude = [plain[0] + ["no-such-video", "", "v3", "v4", "v5", "v6", "v8", "v9"][:m - K],  # the whole top k and more
+               ["no-such-video", "also-unknown"] + [""] * (m - 2),                             # unknown ids only
+               plain[2][1::2] + [""] * (m - len(plain[2][1::2]))]                             # every other one
+    assert {len(row) for row in exclude} == {m}
+    calls = []
+    for version_dir in (loaded.version_dir, kept_version):
+        for name in ("retrieve_excluding", "recommend_excluding"):
+            calls.append([version_dir, name, dict(request, exclude=exclude)])
+            calls.append([version_dir, name, dict(request, exclude=[[], [], []])])  # m = 0
+        calls.append([version_dir, "retrieve", request])
+        calls.append([version_dir, "serving_default", request])
+    (retrieved, retrieved_m0, served, served_m0, retrieve, serving_default,
+     kept_retrieved, kept_retrieved_m0, kept_served, kept_served_m0, kept_retrieve, kept_serving_default) = \
+        _fresh_calls(calls)
+    assert retrieved_m0 == retrieve and served_m0 == serving_default  # m = 0: the plain signatures' answers
+    assert kept_retrieved_m0 == kept_retrieve and kept_served_m0 == kept_serving_default
+    for lists, seen_too in (((retrieved, served), True), ((kept_retrieved, kept_served), False)):
+        left_out = [set(e) | (set(h) if seen_too else set()) for e, h in zip(exclude, request["history"])]
+        assert lists[0] == _expected_retrieval(model, catalog, request, left_out)
+        for row in range(3):
+            assert len(lists[0][row]) == len(set(lists[0][row])) == K and len(lists[1][row]) == N
+            assert not set(lists[1][row]) & left_out[row] and set(lists[1][row]) <= set(lists[0][row])
+    assert retrieved[1] == retrieve[1] and served[1] == serving_default[1]  # unknown ids change nothing
+    assert kept_retrieved[1] == kept_retrieve[1] and kept_served[1] == kept_serving_default[1]
+    assert not set(retrieved[0]) & set(plain[0])  # all of the first top k excluded, k others returned
+    assert watched in kept_retrieved[2] and watched not in retrieved[2]  # the seen rule was exercised
+
+
+def test_served_lists_excluding_seen_agree_with_the_export(exported, kept_version):
+    """`served_lists(exclude_seen=True)` of the Keras model, of the loaded export and the export's own
+    signatures give the same lists; without it the Keras model agrees with the `--keep-seen` export."""
+    from tfrec_video.evaluation.served import served_lists
+    from tfrec_video.serving import ExportedModel
+
+    model, catalog, impressions, loaded = exported
+    rows = np.arange(0, 80, 5)
+    features = {name: impressions[name][rows] for name in model.query_feature_names}
+    keep = served_lists(model, catalog, K, N)(features)
+    # Each user has watched two of the videos it would be served: exclusion must change the lists.
+    history = np.full_like(features["history"], "")
+    ids = np.asarray(catalog["video_id"])
+    history[:, 0], history[:, 2] = ids[keep[1][:, 0]], ids[keep[0][:, 1]]
+    features["history"] = history
+    keep = served_lists(model, catalog, K, N)(features)
+    seen = served_lists(model, catalog, K, N, exclude_seen=True)(features)
+    index_of = {v: i for i, v in enumerate(ids)}
+    tensors = {name: tf.constant(value) for name, value in features.items()}
+    signature_rows = [np.vectorize(lambda v: index_of[v.decode()])(loaded.signatures[name](**tensors)["video_ids"].numpy())
+                      for name in ("retrieve", "serving_default")]
+    np.testing.assert_array_equal(seen[0], signature_rows[0][:, :N])
+    np.testing.assert_array_equal(seen[1], signature_rows[1])
+    for lists, path in ((seen, loaded.version_dir), (keep, kept_version)):
+        exported_lists = served_lists(ExportedModel(path), catalog, K, N, exclude_seen=lists is seen)(features)
+        for a, b in zip(lists, exported_lists):
+            np.testing.assert_array_equal(a, b)
+    watched = np.stack([history[:, 0], history[:, 2]], axis=1)
+    for retrieved_or_served in seen:
+        assert retrieved_or_served.shape == (len(rows), N)
+        assert not (ids[retrieved_or_served][:, :, None] == watched[:, None, :]).any()
+    assert (keep[1] != seen[1]).any() and (keep[0] != seen[0]).any()

@@ -517,7 +517,7 @@ def test_served_lists_of_a_retrieval_only_model_is_none():
     catalog = {"video_id": np.array(["a", "b", "c"], object)}
     assert served_lists(object(), catalog) is None
 
-    class RetrievalOnly:  # has some of the stages, not rank_candidates
+    class RetrievalOnly:  # has some of the stages, not serve_candidates
         def encode_catalog(self, catalog):
             raise AssertionError("not called")
 

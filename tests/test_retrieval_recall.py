@@ -66,6 +66,34 @@ def test_recall_on_the_sample_is_a_fraction_and_moves_with_k(validation):
     assert 0.0 <= values[0] < values[1] == 1.0  # 60 videos: every click is in the top 60
 
 
+def test_exclude_seen_ranks_each_click_among_the_videos_outside_its_history(validation):
+    import tensorflow as tf
+    from tfrec_video.evaluation import embed_catalog
+
+    catalog, rows, root, schema = validation
+    model = small_model(catalog, rows)
+    recall = RetrievalRecall(root, catalog, schema, k=5, max_clicks=None, exclude_seen=True)
+    recall.set_model(model)
+    clicks = recall.sampled_clicks()
+    # By hand: scores against every video, the click's watched videos pushed out, a watched target a miss.
+    queries = model.embed_queries({n: tf.constant(clicks[n]) for n in model.query_feature_names}, training=False)
+    scores = queries.numpy() @ embed_catalog(model, catalog).T
+    ids = catalog["video_id"].astype(str)
+    watched = (ids[None, :, None] == clicks["history"].astype(str)[:, None, :]).any(axis=2)
+    target = clicks["target"]
+    true = scores[np.arange(len(target)), target]
+    ranks = (np.where(watched, -np.inf, scores) >= true[:, None]).sum(axis=1) - 1
+    hits = (ranks < 5) & ~watched[np.arange(len(target)), target]
+    assert watched[np.arange(len(target)), target].any()  # some clicks re-watch a video of their history
+    assert recall.recall() == pytest.approx(hits.mean(), abs=1e-12)
+    # Every video is in the top 60 of 60, unless the rule left it out.
+    every = RetrievalRecall(root, catalog, schema, k=60, max_clicks=None, exclude_seen=True)
+    every.set_model(model)
+    kept = RetrievalRecall(root, catalog, schema, k=60, max_clicks=None)
+    kept.set_model(model)
+    assert kept.recall() == 1.0 > every.recall() == pytest.approx(1 - watched[np.arange(len(target)), target].mean())
+
+
 def test_bad_caps_are_named():
     with pytest.raises(ValueError, match="max_clicks must be a positive integer or None"):
         RetrievalRecall("x", {"video_id": np.array(["a"], object)}, impressions_schema(5), max_clicks=0)

@@ -19,7 +19,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfrec_video.serving.export import export_saved_model
 from toy import small_model, toy_data
 
-SIGNATURES = ("serving_default", "retrieve", "rank", "embed_query", "embed_video")
+SIGNATURES = ("serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "rank", "embed_query",
+              "embed_video")
 
 # Reads op names (JSON list) on stdin; prints, as JSON, those the global op registry does not know.
 _UNREGISTERED = """
@@ -123,9 +124,12 @@ def test_saved_model_cli_shows_the_signatures_and_dtypes(version_dir):
         if name != "embed_video":
             assert _dtype(blocks[name], "inputs", "user_id") == "DT_STRING", blocks[name]
             assert _dtype(blocks[name], "inputs", "hour") == "DT_INT64", blocks[name]
-    for name in ("serving_default", "retrieve"):
+    for name in ("serving_default", "retrieve", "recommend_excluding", "retrieve_excluding"):
         assert _dtype(blocks[name], "outputs", "video_ids") == "DT_STRING", blocks[name]
         assert _dtype(blocks[name], "outputs", "retrieval_score") == "DT_FLOAT", blocks[name]
+    for name in ("recommend_excluding", "retrieve_excluding"):
+        assert _dtype(blocks[name], "inputs", "exclude") == "DT_STRING", blocks[name]
+    assert "exclude" not in blocks["serving_default"] and "exclude" not in blocks["retrieve"]  # old clients work
     assert _dtype(blocks["serving_default"], "outputs", "click_probability") == "DT_FLOAT"
     assert _dtype(blocks["rank"], "outputs", "click_probability") == "DT_FLOAT"
     assert _dtype(blocks["rank"], "inputs", "video_id") == "DT_STRING"

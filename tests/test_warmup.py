@@ -14,7 +14,8 @@ from tfrec_video.serving.export import export_saved_model
 from tfrec_video.serving.warmup import WARMUP_FILE
 from toy import small_model, toy_data
 
-SIGNATURES = {"serving_default", "retrieve", "rank", "embed_query", "embed_video"}
+SIGNATURES = {"serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "rank", "embed_query",
+              "embed_video"}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,8 @@ def test_every_signature_has_a_realistic_warmup_request(exported, loaded):
     for name in ("rank", "embed_video"):
         ids = [v.decode() for v in tf.make_ndarray(requests[name][0].inputs["video_id"])]
         assert set(ids) <= set(catalog["video_id"]), name
+    exclude = tf.make_ndarray(requests["recommend_excluding"][0].inputs["exclude"])
+    assert exclude[0, 0].decode() in set(catalog["video_id"]) and set(exclude[1]) == {b""}
     video = {k: tf.make_ndarray(v) for k, v in requests["embed_video"][0].inputs.items()}
     row = list(catalog["video_id"]).index(video["video_id"][0].decode())
     np.testing.assert_array_equal(video["image_embedding"][0], catalog["image_embedding"][row])

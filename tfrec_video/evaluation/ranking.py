@@ -14,10 +14,12 @@ array([1])
 """
 
 import weakref
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+
+from tfrec_video.evaluation.candidates import mask_rows
 
 _EMBED_VIDEOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -36,7 +38,11 @@ class CatalogRanker:
     and the rank of the true video is the number of other videos scoring at or
     above it (ties count against it, as in `ranks_from_scores`). Queries are
     scored in chunks that keep the score matrix near `max_scores` floats, so a
-    1M-video catalog does not need gigabytes per batch.
+    1M-video catalog does not need gigabytes per batch. With `exclude`, each
+    query's excluded catalog rows (its watched videos, say) are left out first
+    (`candidates.mask_rows`, the rule the export serves by): they count for no
+    rank, and a true video that is itself excluded ranks `num_videos`, beyond
+    every list.
 
     Args:
       video_embeddings: `[num_videos, dim]` catalog embeddings (`embed_catalog`).
@@ -59,6 +65,9 @@ class CatalogRanker:
         self._chunk = max(1, int(max_scores) // self.num_videos)
         self._ranks = tf.function(self._count, input_signature=[
             tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64)])
+        self._ranks_excluding = tf.function(self._count, input_signature=[
+            tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, None], tf.int64)])
 
     def set_videos(self, video_embeddings: np.ndarray) -> None:
         """Replaces the catalog embeddings by ones of the same shape (the same videos, a newer model)."""
@@ -68,21 +77,34 @@ class CatalogRanker:
                              f"got {videos.shape}.")
         self._videos.assign(videos)
 
-    def _count(self, queries, target):
+    def _count(self, queries, target, exclude=None):
         scores = tf.matmul(queries, self._videos, transpose_b=True)
+        if exclude is not None:
+            scores = mask_rows(scores, exclude)
         true = tf.gather(scores, target, axis=1, batch_dims=1)
-        return tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
+        ranks = tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
+        if exclude is not None:
+            # An excluded true video is never shown; its masked score would tie with the other excluded ones.
+            hidden = tf.reduce_any(tf.equal(exclude, target[:, None]), axis=1)
+            ranks = tf.where(hidden, tf.cast(self.num_videos, tf.int64), ranks)
+        return ranks
 
-    def __call__(self, queries: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Ranks `[n]` of `target` (catalog rows) for `queries` `[n, dim]`."""
+    def __call__(self, queries: np.ndarray, target: np.ndarray, exclude: Optional[np.ndarray] = None) -> np.ndarray:
+        """Ranks `[n]` of `target` (catalog rows) for `queries` `[n, dim]`.
+
+        `exclude` (`[n, m]` catalog rows, -1 ignored; `candidates.catalog_rows` makes them from ids)
+        leaves each query's rows out of its ranking."""
         queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
         target = np.asarray(target, np.int64).reshape(-1)
         if len(queries) != len(target):
             raise ValueError(f"CatalogRanker: {len(queries)} queries but {len(target)} targets.")
         if len(target) and (target.min() < 0 or target.max() >= self.num_videos):
             raise ValueError(f"CatalogRanker: targets must be catalog rows in [0, {self.num_videos}).")
-        ranks = [self._ranks(queries[i:i + self._chunk], target[i:i + self._chunk]).numpy()
-                 for i in range(0, len(target), self._chunk)]
+        if exclude is not None:
+            exclude = np.asarray(exclude, np.int64).reshape(len(target), -1)
+        chunks = [slice(i, i + self._chunk) for i in range(0, len(target), self._chunk)]
+        ranks = [(self._ranks(queries[c], target[c]) if exclude is None else
+                  self._ranks_excluding(queries[c], target[c], exclude[c])).numpy() for c in chunks]
         return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
 
 

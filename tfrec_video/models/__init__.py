@@ -1,7 +1,8 @@
 """The two-stage model: configuration, ranking head, `VideoRecModel` and its saving; the ID-only baseline.
 
 `config` (`ModelConfig`), `ranking_head`, `list_blend` (the served order), `video_rec`
-(the `tfrs.Model` with both tasks), `dtype_policy`, `saving` (`model.json` + checkpoint),
+(the `tfrs.Model` with both tasks), `served_order` (its catalog-side stages: the served
+list from retrieved candidates, shared by the export and evaluation), `dtype_policy`, `saving` (`model.json` + checkpoint),
 and the baselines `id_only` (the plain TFRS two-tower) and `click_mlp` (a standalone click
 MLP). May import towers, features, data and the base modules.
 """

@@ -64,6 +64,7 @@ from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.dtype_policy import dtype_policy
 from tfrec_video.models.list_blend import ListBlend
 from tfrec_video.models.ranking_head import RankingHead
+from tfrec_video.models.served_order import ServedOrder
 from tfrec_video.towers import CandidateTower, CatalogTable, ClickCounts, IdEmbedding, QueryTower, TargetAttention
 
 # `catalog=` value meaning "the catalog table's contents come from restored weights".
@@ -74,7 +75,7 @@ _CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float
                    "audio": "string"}
 
 
-class VideoRecModel(tfrs.Model):
+class VideoRecModel(ServedOrder, tfrs.Model):
     """The two-stage video recommender (see module docstring).
 
     Args:
@@ -243,32 +244,35 @@ class VideoRecModel(tfrs.Model):
             query["history"] = history if history is not None else self.video_embedding(ids, training=training)
             query["history_mask"] = tf.not_equal(ids, "")
         if self.user_click_counts is not None:
-            query["user_index"] = self._count_index(self.query_tower.user_embedding, features["user_id"],
+            query["user_index"] = self._count_index(self.query_tower.user_embedding.lookup(features["user_id"]),
                                                     self.config.user_id_dropout, training)
         return query
 
-    def encode_videos(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+    def encode_videos(self, features: Mapping[str, tf.Tensor], training=None, video_index=None,
+                      popularity: bool = True) -> Dict[str, tf.Tensor]:
         """What the two stages need of videos: `encoding` and `embedding`, the target the watched videos
-        are compared with (`target`, only when it is not `embedding`) and the video's count row
-        (`video_index`). Serving precomputes all but `embedding` for the whole catalog, so ranking the
-        retrieved candidates needs no tokenizer or CNN per request."""
+        are compared with (`target`, only when it is not `embedding`), the video's count row
+        (`video_index`) and, with a `ListBlend`, `log_popularity`. Serving precomputes all but
+        `embedding` for the whole catalog, so ranking the retrieved candidates needs no tokenizer or CNN
+        per request. `video_index` is `self.video_embedding.lookup(features["video_id"])` when the
+        caller has it; `popularity=False` skips `log_popularity` (only the served order reads it)."""
         encoding = self.candidate_tower.encode(features, training=training)
         video = {"encoding": encoding, "embedding": self.candidate_tower.project(encoding, training=training)}
         if self.target_attention is not None and self.catalog_table is None:
             # Without history content the watched videos are id embeddings: compare them with the candidate's.
             video["target"] = self.video_embedding(features["video_id"], training=training)
+        popularity = popularity and self.list_blend is not None
+        if video_index is None and (self.video_click_counts is not None or popularity):
+            video_index = self.video_embedding.lookup(features["video_id"])
         if self.video_click_counts is not None:
-            video["video_index"] = self._count_index(self.video_embedding, features["video_id"],
-                                                     self.config.video_id_dropout, training)
-        if self.list_blend is not None:
-            index = self.video_embedding.lookup(features["video_id"])
-            video["log_popularity"] = tf.math.log(tf.gather(self._sampling_probability, index))
+            video["video_index"] = self._count_index(video_index, self.config.video_id_dropout, training)
+        if popularity:
+            video["log_popularity"] = tf.math.log(tf.gather(self._sampling_probability, video_index))
         return video
 
-    def _count_index(self, ids_layer, ids, dropout, training):
-        """Count rows of `ids`; in training, ids are hidden with the id dropout's rate (row 0: no counts),
-        so the ranking head also learns users and videos it has no counts for, like new ones."""
-        index = ids_layer.lookup(ids)
+    def _count_index(self, index, dropout, training):
+        """Count rows `index` (an id layer's lookup); in training, ids are hidden with the id dropout's rate
+        (row 0: no counts), so the ranking head also learns users and videos it has no counts for."""
         if training and dropout > 0:
             index = tf.where(self._count_rng.uniform(tf.shape(index)) < dropout, tf.zeros_like(index), index)
         return index
@@ -291,48 +295,16 @@ class VideoRecModel(tfrs.Model):
             parts.append(self.video_click_counts(video["video_index"], clicked=clicked))
         return self.ranking_head(tf.concat([tf.cast(part, dtype) for part in parts], axis=-1), training=training)
 
-    def encode_catalog(self, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> Dict[str, tf.Tensor]:
-        """`encode_videos` of a whole catalog (column arrays), in catalog order: what serving precomputes."""
-        parts: Dict[str, list] = {}
-        names = self.video_feature_names
-        for start in range(0, len(catalog["video_id"]), batch_size):
-            batch = {name: tf.constant(np.asarray(catalog[name])[start:start + batch_size]) for name in names}
-            for name, value in self.encode_videos(batch, training=False).items():
-                parts.setdefault(name, []).append(value)
-        return {name: tf.concat(values, axis=0) for name, values in parts.items()}
-
-    def rank_candidates(self, query: Mapping[str, tf.Tensor], catalog_parts: Mapping[str, tf.Tensor],
-                        rows: tf.Tensor) -> tf.Tensor:
-        """Click logits `[batch, k]` of the catalog rows `rows` (`[batch, k]`) for each user of `query`.
-
-        `catalog_parts` is `encode_catalog`'s output without `embedding` (re-projected here from the
-        encodings of the k candidates, a small MLP, so serving keeps one copy of the catalog's embeddings:
-        the index's)."""
-        per_query = tf.shape(rows)[1]
-        flat = tf.reshape(rows, [-1])
-        video = {name: tf.gather(values, flat) for name, values in catalog_parts.items() if name != "embedding"}
-        video["embedding"] = self.candidate_tower.project(video["encoding"], training=False)
-        logits = self.rank_logits_from_parts(
-            {name: tf.repeat(value, per_query, axis=0) for name, value in query.items()}, video, training=False)
-        return tf.reshape(logits, tf.shape(rows))
-
-    def list_order_scores(self, retrieval_scores: tf.Tensor, catalog_parts: Mapping[str, tf.Tensor],
-                          rows: tf.Tensor, click_logits: tf.Tensor) -> tf.Tensor:
-        """The scores `[batch, k]` that order the served list: `ListBlend`'s, or the click logits."""
-        if self.list_blend is None:
-            return click_logits
-        return self.list_blend(retrieval_scores, tf.gather(catalog_parts["log_popularity"], rows), click_logits)
-
     @property
     def ranking_variables(self):
         """The trainable variables only the ranking stage uses (the head and the target attention)."""
         layers = [self.ranking_head] + ([self.target_attention] if self.target_attention is not None else [])
         return [variable for layer in layers for variable in layer.trainable_variables]
 
-    def _forward(self, features, training=None, clicked=None, towers_training=None):
+    def _forward(self, features, training=None, clicked=None, towers_training=None, video_index=None):
         towers_training = training if towers_training is None else towers_training
         query = self.encode_queries(features, training=towers_training)
-        video = self.encode_videos(features, training=towers_training)
+        video = self.encode_videos(features, training=towers_training, video_index=video_index, popularity=False)
         logits = self.rank_logits_from_parts(query, video, training=training, clicked=clicked)
         return query["embedding"], video["embedding"], logits
 
@@ -361,14 +333,16 @@ class VideoRecModel(tfrs.Model):
         # Training the ranking head alone: the towers run as at inference (no dropout), and only the
         # ranking loss is computed.
         ranking_only = bool(training) and self.trained_heads == "ranking"
+        logq = self.config.retrieval_weight > 0 and not ranking_only and self.config.logq_correction
+        # One lookup of the batch's videos serves the count features and the logQ correction.
+        index = self.video_embedding.lookup(features["video_id"]) if logq else None
         # In training the rows are the ones adapt counted: their own clicks leave their count features.
         q, c, logits = self._forward(features, training=training, clicked=clicked if training else None,
-                                     towers_training=False if ranking_only else training)
+                                     towers_training=False if ranking_only else training, video_index=index)
         loss = tf.constant(0.0)
         if self.config.retrieval_weight > 0 and not ranking_only:
             sampling = None
-            if self.config.logq_correction:
-                index = self.video_embedding.lookup(features["video_id"])
+            if logq:
                 sampling = tf.gather(self._sampling_probability, index)
                 if self.config.logq_weight != 1.0:
                     sampling = tf.pow(sampling, self.config.logq_weight)

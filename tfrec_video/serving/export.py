@@ -11,20 +11,33 @@ sees half a model and a crash never leaves a visible partial version.
 Signatures (all inputs batchable, `[batch]` or `[batch, history_length]`):
 
 * `serving_default` (recommend): user features → the top `n` videos, re-ranked.
-  Retrieval scores the whole catalog with a brute-force index (`tfrs`
-  `BruteForce`: a matmul and `top_k`, core TF ops) and keeps `k` candidates; the
-  ranking head then scores those `k` with the catalog's content features, held
-  in the graph as variables, and the `n` most likely clicks are returned with
-  `video_ids`, `click_probability` and `retrieval_score`.
+  Retrieval scores the whole catalog (a brute-force index: a matmul and
+  `top_k`, core TF ops, what `tfrs` `BruteForce` does) and keeps `k`
+  candidates; the ranking head then scores those `k` with the catalog's content
+  features, held in the graph as variables, and the `n` most likely clicks are
+  returned with `video_ids`, `click_probability` and `retrieval_score`.
 * `retrieve`: user features → top-`k` `video_ids` and `retrieval_score`.
+* `recommend_excluding`, `retrieve_excluding`: the same two, with one more
+  input, `exclude`: `[batch, m]` strings, the video ids each request must not
+  get back (already shown, disliked, blocked), `""` as padding; `m` is free
+  and may differ between requests. Unknown ids are ignored. They still return
+  exactly `n` / `k` videos, for any `m`: the excluded catalog rows are masked
+  in the whole-catalog scores before `top_k`, so no fixed index depth can run
+  out. A signature's inputs are all required (TF Serving's REST and gRPC
+  APIs refuse a request that lacks one), so `exclude` gets signatures of its
+  own and the two above keep their inputs: existing clients keep working.
 
-Seen videos: by default `serving_default` and `retrieve` leave out the videos
-in the request's `history`, in the graph, and still return `n` / `k` videos:
-the index retrieves `k + history_length` candidates, those in the history are
-masked, and the top `k` of the rest are kept (then ranked). The rule is fixed
-at export: `exclude_seen=False` (`tfrec-video export --keep-seen`,
-`export.keep_seen` in a run config) keeps them. Only a catalog with fewer than
-`k` unseen videos puts seen ones, last, into the `k`.
+Seen videos: by default all four leave out the videos in the request's
+`history`, in the graph, and still return `n` / `k` videos (the `_excluding`
+ones leave out `history` and `exclude` together). The rule is fixed at export:
+`exclude_seen=False` (`tfrec-video export --keep-seen`, `export.keep_seen` in a
+run config) keeps them; `exclude` is applied whenever it is given. Only a
+catalog with fewer than `k` videos left puts left-out ones, last, into the `k`.
+The masking is `tfrec_video.evaluation.candidates.top_k_excluding` and the
+ranking `VideoRecModel.serve_candidates`, the code `served_lists` evaluates.
+
+Other signatures:
+
 * `rank`: user features + `video_id` → `click_probability` (catalog features are
   looked up in the graph; an unknown id ranks by its id bucket alone).
 * `embed_query`: user features → `query_embedding`.
@@ -52,6 +65,8 @@ towers to inf), and an empty batch returns empty outputs of the promised shapes.
 Example:
 
     version_dir = export_saved_model(model, catalog, "saved_models", name="video_rec", k=100, n=10)
+    served = tf.saved_model.load(version_dir).signatures["recommend_excluding"](
+        **user_features, exclude=tf.constant([["v12", "v40"], ["v7", ""]]))
 """
 
 import os
@@ -62,8 +77,8 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
+from tfrec_video.evaluation.candidates import top_k_excluding
 from tfrec_video.serving.warmup import warmup_requests, write_warmup_requests
 from tfrec_video.towers import CatalogTable
 
@@ -104,22 +119,22 @@ def _feature_spec(name: str, model) -> tf.TensorSpec:
         "video_id": ([None], tf.string), "title": ([None], tf.string), "category": ([None], tf.string),
         "duration_s": ([None], tf.float32), "image_embedding": ([None, v.image_dim], tf.float32),
         "audio_embedding": ([None, v.audio_dim], tf.float32),
-        "thumbnail": ([None], tf.string), "audio": ([None], tf.string),
+        "thumbnail": ([None], tf.string), "audio": ([None], tf.string), "exclude": ([None, None], tf.string),
     }
     shape, dtype = shapes[name]
     return tf.TensorSpec(shape, dtype, name=name)
 
 
 class ServingModule(tf.Module):
-    """The servable graph: a model, its catalog and a brute-force index.
+    """The servable graph: a model, its catalog and its catalog's embeddings (a brute-force index).
 
     Args:
       model: a trained `VideoRecModel`.
       catalog: the catalog as column arrays; every video in it can be recommended.
       k: candidates retrieved before ranking.
       n: videos returned by `serving_default` (n <= k).
-      exclude_seen: leave the request's `history` videos out of `retrieve` and
-        `serving_default` (see module docstring).
+      exclude_seen: leave the request's `history` videos out of `retrieve`,
+        `serving_default` and their `_excluding` forms (see module docstring).
     """
 
     def __init__(self, model, catalog: Mapping[str, np.ndarray], k: int = 100, n: int = 10,
@@ -152,31 +167,35 @@ class ServingModule(tf.Module):
         self.catalog_parts = {name: tf.Variable(values, trainable=False, name=f"catalog_{name}")
                               for name, values in sorted(parts.items())}
         self.exclude_seen = bool(exclude_seen) and "history" in self.query_names
-        # Room for every watched video among the retrieved ones, so that k unseen ones remain.
-        depth = min(k + model.vocabularies.history_length, num_videos) if self.exclude_seen else k
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=depth)
-        self.index.index(embeddings, tf.range(num_videos, dtype=tf.int64))
+        # The retrieval index: every catalog video is scored (matmul), the left-out ones masked, top k kept.
+        # A fixed-depth index (tfrs BruteForce) could not leave room for any number of excluded videos.
+        self.catalog_embedding = tf.Variable(embeddings, trainable=False, name="catalog_embedding")
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
+        excluding_spec = dict(query_spec, exclude=_feature_spec("exclude", model))
         self.recommend = tf.function(_guarded(self._recommend), input_signature=[query_spec])
         self.retrieve = tf.function(_guarded(self._retrieve), input_signature=[query_spec])
+        self.recommend_excluding = tf.function(_guarded(self._recommend), input_signature=[excluding_spec])
+        self.retrieve_excluding = tf.function(_guarded(self._retrieve), input_signature=[excluding_spec])
         self.rank = tf.function(_guarded(self._rank), input_signature=[rank_spec])
         self.embed_query = tf.function(_guarded(self._embed_query), input_signature=[query_spec])
         self.embed_video = tf.function(_guarded(self._embed_video), input_signature=[video_spec])
-        # BruteForce must be called once before saving so its variables and function are traced.
-        self.index(tf.zeros([1, model.config.embedding_dim]))
 
     def _candidates(self, query_embedding, features):
-        """The top `k` catalog rows `[batch, k]` and their scores, the request's history left out."""
-        scores, rows = self.index(query_embedding)
-        if not self.exclude_seen:
-            return scores, rows
-        # Table rows are catalog rows + 1; an empty or unknown history id looks up to 0 and matches none.
-        watched = self.catalog.lookup(features["history"])
-        seen = tf.reduce_any(tf.equal(rows[:, :, None] + 1, tf.cast(watched, rows.dtype)[:, None, :]), axis=-1)
-        _, keep = tf.math.top_k(tf.where(seen, tf.fill(tf.shape(scores), scores.dtype.min), scores), k=self.k)
-        return tf.gather(scores, keep, batch_dims=1), tf.gather(rows, keep, batch_dims=1)
+        """The top `k` catalog rows `[batch, k]` and their scores, the request's history (when
+        `exclude_seen`) and its `exclude` ids (when given) left out."""
+        left_out = []
+        if self.exclude_seen:
+            left_out.append(features["history"])
+        if "exclude" in features:
+            left_out.append(features["exclude"])
+        exclude = None
+        if left_out:
+            # Table rows are catalog rows + 1; an empty or unknown id looks up to 0, so -1: masks nothing.
+            exclude = self.catalog.lookup(tf.concat(left_out, axis=1)) - 1
+        scores = tf.matmul(query_embedding, self.catalog_embedding, transpose_b=True)
+        return top_k_excluding(scores, self.k, exclude)
 
     def _retrieve(self, features):
         scores, rows = self._candidates(self.model.embed_queries(features, training=False), features)
@@ -187,12 +206,11 @@ class ServingModule(tf.Module):
         query = self.model.encode_queries(features, training=False)
         scores, rows = self._candidates(query["embedding"], features)
         parts = dict(self.catalog_parts, encoding=self.catalog_encoding)
-        logits = self.model.rank_candidates(query, parts, rows)
-        _, order = tf.math.top_k(self.model.list_order_scores(scores, parts, rows, logits), k=self.n)
+        served = self.model.serve_candidates(query, parts, scores, rows, self.n)
         return {
-            "video_ids": tf.gather(self.catalog.ids, tf.gather(rows, order, batch_dims=1) + 1),
-            "click_probability": tf.sigmoid(tf.gather(logits, order, batch_dims=1)),
-            "retrieval_score": tf.gather(scores, order, batch_dims=1),
+            "video_ids": tf.gather(self.catalog.ids, served["rows"] + 1),
+            "click_probability": tf.sigmoid(served["click_logits"]),
+            "retrieval_score": served["retrieval_scores"],
         }
 
     def _rank(self, features):
@@ -215,6 +233,8 @@ class ServingModule(tf.Module):
         return {
             "serving_default": self.recommend.get_concrete_function(),
             "retrieve": self.retrieve.get_concrete_function(),
+            "recommend_excluding": self.recommend_excluding.get_concrete_function(),
+            "retrieve_excluding": self.retrieve_excluding.get_concrete_function(),
             "rank": self.rank.get_concrete_function(),
             "embed_query": self.embed_query.get_concrete_function(),
             "embed_video": self.embed_video.get_concrete_function(),
@@ -242,8 +262,9 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
       k: candidates retrieved before ranking.
       n: videos returned by `serving_default`.
       version: the version number; by default one more than the highest present.
-      exclude_seen: `retrieve` and `serving_default` leave out the request's
-        `history` videos (False keeps them; see the module docstring).
+      exclude_seen: `retrieve`, `serving_default` and their `_excluding` forms
+        leave out the request's `history` videos (False keeps them; see the
+        module docstring).
 
     The version holds `assets.extra/tf_serving_warmup_requests` (see `warmup_requests`).
 

@@ -20,6 +20,11 @@ in the catalog held inside the SavedModel (the catalog it was exported with), so
 click probabilities are those the served model gives. A test video missing from
 that catalog ranks by its id bucket alone, as it would when served.
 
+The served lists themselves are there too: `recommend(features, exclude=None)`
+(`serving_default`, or `recommend_excluding` when `exclude`, `[batch, m]` video
+ids to leave out, is given), `retrieve(features, exclude=None)` and
+`served_lists`, which `tfrec_video.evaluation.served` judges.
+
 The SavedModel also tells what data it reads: the input specs of its signatures
 give the feature names, the `history` length and the image and audio embedding
 dimensions (`feature_length`), from which `tfrec-video evaluate` builds the
@@ -47,8 +52,10 @@ import tensorflow as tf
 
 from tfrec_video.errors import ConfigError
 
-# The signatures evaluation needs; `retrieve` and `serving_default` are not used.
+# The signatures evaluation needs; `retrieve` and `serving_default` (`served_lists`) are optional.
 REQUIRED_SIGNATURES = ("embed_query", "embed_video", "rank")
+# The signature that takes `exclude` beside each list signature's inputs.
+_EXCLUDING = {"serving_default": "recommend_excluding", "retrieve": "retrieve_excluding"}
 
 
 def _versions_hint(path: str) -> str:
@@ -145,20 +152,45 @@ class ExportedModel:
         """Video embeddings `[batch, dim]` from the `embed_video` signature (`training` is ignored)."""
         return self._embed_video(**self._inputs(self._embed_video, features))["video_embedding"]
 
-    def served_lists(self, features: Mapping[str, tf.Tensor]):
+    def _serve(self, name: str, features: Mapping[str, tf.Tensor], exclude=None) -> Dict[str, tf.Tensor]:
+        """Calls signature `name`, or `name`'s `_excluding` form with `exclude` when it is given."""
+        signature = name if exclude is None else _EXCLUDING[name]
+        signatures = self._loaded.signatures
+        if signature not in signatures:
+            hint = " (an export older than the `exclude` input)" if exclude is not None else ""
+            raise ConfigError(f"{self.path}: the SavedModel lacks the signature {signature!r}{hint}; it has "
+                              f"{sorted(signatures.keys())}.")
+        fn = signatures[signature]
+        if exclude is not None:
+            features = dict(features, exclude=tf.convert_to_tensor(exclude, tf.string))
+        inputs = self._inputs(fn, features)
+        return fn(**inputs)
+
+    def recommend(self, features: Mapping[str, tf.Tensor], exclude=None) -> Dict[str, tf.Tensor]:
+        """What TF Serving answers to `serving_default`: `video_ids`, `click_probability` and
+        `retrieval_score`, each `[batch, n]`.
+
+        Args:
+          features: the user features (more are ignored).
+          exclude: optional `[batch, m]` video ids to leave out (`""` pads, unknown ids are ignored);
+            given, the `recommend_excluding` signature answers.
+        """
+        return self._serve("serving_default", features, exclude)
+
+    def retrieve(self, features: Mapping[str, tf.Tensor], exclude=None) -> Dict[str, tf.Tensor]:
+        """`retrieve`'s `video_ids` and `retrieval_score`, each `[batch, k]`; `exclude` as in `recommend`."""
+        return self._serve("retrieve", features, exclude)
+
+    def served_lists(self, features: Mapping[str, tf.Tensor], exclude=None):
         """`(retrieve's top n ids, serving_default's ids)`, each `[batch, n]`: what the export serves.
 
+        `exclude` (`[batch, m]` ids) is passed to the `_excluding` signatures.
+
         Raises:
-          ConfigError: the SavedModel lacks the `retrieve` or `serving_default` signature.
+          ConfigError: the SavedModel lacks a signature this needs.
         """
-        signatures = self._loaded.signatures
-        missing = [name for name in ("retrieve", "serving_default") if name not in signatures]
-        if missing:
-            raise ConfigError(f"{self.path}: the SavedModel lacks the signatures {missing}.")
-        served = signatures["serving_default"]
-        served_ids = served(**self._inputs(served, features))["video_ids"]
-        retrieve = signatures["retrieve"]
-        retrieved_ids = retrieve(**self._inputs(retrieve, features))["video_ids"][:, :served_ids.shape[1]]
+        served_ids = self.recommend(features, exclude)["video_ids"]
+        retrieved_ids = self.retrieve(features, exclude)["video_ids"][:, :served_ids.shape[1]]
         return retrieved_ids.numpy(), served_ids.numpy()
 
     def __call__(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:

@@ -37,6 +37,9 @@ def _warmup_value(module, spec: tf.TensorSpec, batch_size: int = 2) -> np.ndarra
         value = np.full(shape, b"", object)
         watched = tf.gather(module.catalog.ids, 1 + np.arange(min(shape[1], 3, num_videos))).numpy()
         value[0, :len(watched)] = watched
+    elif name == "exclude":  # the last catalog video and an id outside it, then padding only
+        value = np.full([batch_size, 2], b"", object)
+        value[0] = [tf.gather(module.catalog.ids, num_videos).numpy(), b"__warmup_unknown_video__"]
     elif name == "hour":
         value = (8 + 7 * np.arange(batch_size, dtype=np.int64)) % 24
     elif name == "device":

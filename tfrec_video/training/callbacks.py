@@ -6,7 +6,8 @@ whole catalog, which a per-batch metric cannot see, so:
 
 * `RetrievalRecall` scores every validation click against the whole catalog at
   the end of each epoch (one exact matmul, `tfrec_video.evaluation.ranking`)
-  and adds `val_recall_at_K` to the epoch's logs. Placed before
+  and adds `val_recall_at_K` to the epoch's logs; with `exclude_seen=True` each
+  click's watched videos are left out first, as the export serves. Placed before
   `EarlyStopping`, `ModelCheckpoint`, `TensorBoard` and `CSVLogger` in the
   callback list, it is seen by all of them like any other validation metric.
 * `EmbeddingProjector` writes the catalog's video embeddings, with their ids,
@@ -28,6 +29,7 @@ import tensorflow as tf
 
 from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.data.tables import read_table
+from tfrec_video.evaluation.candidates import catalog_index, catalog_rows
 from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog
 
 # Metadata columns written for the projector, when the catalog has them.
@@ -49,10 +51,15 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
         every epoch, so that the epochs are compared on the same clicks and
         files sorted by user or time do not bias it. None scores them all.
       seed: seed of that sample.
+      exclude_seen: rank each click's video among the catalog less the videos in
+        its own `history` (what the export serves by default: `exclude_seen` of
+        `export_saved_model`); a click on a video of its own history then counts
+        as a miss. Without a `history` column nothing is left out.
     """
 
     def __init__(self, paths, catalog: Mapping[str, np.ndarray], schema: TableSchema, k: int = 100,
-                 batch_size: int = 1024, max_clicks: Optional[int] = 20_000, seed: int = 0):
+                 batch_size: int = 1024, max_clicks: Optional[int] = 20_000, seed: int = 0,
+                 exclude_seen: bool = False):
         super().__init__()
         if not isinstance(k, int) or k <= 0:
             raise ValueError(f"RetrievalRecall: k must be a positive integer, got {k!r}.")
@@ -70,7 +77,9 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
         self._frozen = None
         self._ranker = None
         self._embed = self._embed_model = None
-        self._index_of = {v: i for i, v in enumerate(as_strings(catalog["video_id"]))}
+        self.exclude_seen = bool(exclude_seen)
+        self._index_of = catalog_index(catalog["video_id"])
+        self._seen = None
 
     def recall(self) -> float:
         """Recall@K of the current model on the validation clicks (NaN when there are none)."""
@@ -87,14 +96,23 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
             self._embed_model = model
         embed = self._embed
         clicks = self.sampled_clicks()
+        seen = self.seen_rows()
         hits = total = 0
         for start in range(0, len(clicks["target"]), self.batch_size):
             rows = slice(start, start + self.batch_size)
             queries = embed({n: tf.constant(clicks[n][rows]) for n in names if n in clicks}).numpy()
-            ranks = ranker(queries, clicks["target"][rows])
+            ranks = ranker(queries, clicks["target"][rows], None if seen is None else seen[rows])
             hits += int((ranks < self.k).sum())
             total += len(ranks)
         return hits / total if total else float("nan")
+
+    def seen_rows(self) -> Optional[np.ndarray]:
+        """Catalog rows `[clicks, history_length]` of each sampled click's `history` (-1: padding or a
+        video outside the catalog), left out of its ranking; None without `exclude_seen` or `history`."""
+        clicks = self.sampled_clicks()
+        if self._seen is None and self.exclude_seen and "history" in clicks:
+            self._seen = catalog_rows(self._index_of, clicks["history"])
+        return self._seen
 
     def sampled_clicks(self) -> Mapping[str, np.ndarray]:
         """The validation clicks scored every epoch, as columns, with `target` (catalog rows).
@@ -118,28 +136,13 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
             size = int(tf.shape(batch["clicked"])[0])
             rows = np.ones(size, bool) if keep is None else keep[offset:offset + size]
             offset += size
-            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
+            target = catalog_rows(self._index_of, batch["video_id"].numpy())
             rows &= target >= 0
             columns["target"].append(target[rows])
             for name, values in batch.items():
                 columns.setdefault(name, []).append(values.numpy()[rows])
         self._clicks = {name: np.concatenate(parts) if parts else np.zeros([0], np.int64)
                         for name, parts in columns.items()}
-        return self._clicks
-        data = read_table(self.paths, self.schema, validate=False).filter(lambda row: row["clicked"] > 0)
-        columns = {}
-        for batch in data.batch(8192):
-            target = np.array([self._index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
-            known = target >= 0
-            columns.setdefault("target", []).append(target[known])
-            for name, values in batch.items():
-                columns.setdefault(name, []).append(values.numpy()[known])
-        clicks = {name: np.concatenate(parts) for name, parts in columns.items()}
-        n = len(clicks.get("target", ()))
-        if self.max_clicks is not None and n > self.max_clicks:
-            keep = np.sort(np.random.default_rng(self.seed).choice(n, self.max_clicks, replace=False))
-            clicks = {name: values[keep] for name, values in clicks.items()}
-        self._clicks = clicks if n else {"target": np.zeros([0], np.int64)}
         return self._clicks
 
     def on_epoch_end(self, epoch, logs=None):

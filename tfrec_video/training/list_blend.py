@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.data.schema import as_strings
+from tfrec_video.evaluation.candidates import catalog_index, catalog_rows
 
 
 def _conditional_logit(features: np.ndarray, target: np.ndarray, free: Sequence[int], ridge: float = 1e-4,
@@ -77,7 +77,7 @@ def fit_list_blend(model, catalog: Mapping[str, np.ndarray], data, k: int = 100,
     """
     if getattr(model, "list_blend", None) is None:
         raise ValueError("fit_list_blend: the model was built with ModelConfig(list_blend=False).")
-    index_of = {v: i for i, v in enumerate(as_strings(catalog["video_id"]))}
+    index_of = catalog_index(catalog["video_id"])
     parts = model.encode_catalog(catalog)
     embeddings = parts.pop("embedding")
     k = min(int(k), int(embeddings.shape[0]))
@@ -93,7 +93,7 @@ def fit_list_blend(model, catalog: Mapping[str, np.ndarray], data, k: int = 100,
     names = list(model.query_feature_names)
     found, positions, clicks = [], [], 0
     for batch in data.filter(lambda row: row["clicked"] > 0).batch(batch_size):
-        target = np.array([index_of.get(v, -1) for v in as_strings(batch["video_id"].numpy())])
+        target = catalog_rows(index_of, batch["video_id"].numpy())
         clicks += len(target)
         rows, features = candidates({name: batch[name] for name in names})
         hit = rows.numpy() == target[:, None]

@@ -1,0 +1,87 @@
+"""`ServedOrder`: what serving and evaluation ask of a trained `VideoRecModel` about a whole catalog.
+
+A served list is made in two steps. Retrieval scores every catalog video and
+keeps `k` candidates (the videos to leave out, such as the user's watched ones,
+left out: `tfrec_video.evaluation.candidates`). The ranking stage then orders
+those `k` and keeps `n`. The second step is `serve_candidates`, one piece of
+code for the export's `serving_default` (`tfrec_video.serving.export`) and for
+the lists evaluation judges (`tfrec_video.evaluation.served`), so the two can
+never differ. It works on `encode_catalog`'s per-video parts, computed once, so
+a request costs a gather and the ranking head, not a tokenizer and a CNN per
+candidate.
+
+A mixin of `VideoRecModel`: it reads `encode_videos`, `candidate_tower`,
+`rank_logits_from_parts`, `video_feature_names` and `list_blend` of the model.
+
+Example:
+
+>>> parts = model.encode_catalog(catalog)                                   # doctest: +SKIP
+>>> embeddings = parts.pop("embedding")                                      # doctest: +SKIP
+>>> query = model.encode_queries(features, training=False)                   # doctest: +SKIP
+>>> scores, rows = top_k_excluding(query["embedding"] @ tf.transpose(embeddings), k=100)  # doctest: +SKIP
+>>> served = model.serve_candidates(query, parts, scores, rows, n=10)       # doctest: +SKIP
+>>> served["rows"].shape                                                     # doctest: +SKIP
+TensorShape([1024, 10])
+"""
+
+from typing import Dict, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+
+class ServedOrder:
+    """The catalog-side stages of `VideoRecModel` (see module docstring)."""
+
+    def encode_catalog(self, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> Dict[str, tf.Tensor]:
+        """`encode_videos` of a whole catalog (column arrays), in catalog order: what serving precomputes."""
+        parts: Dict[str, list] = {}
+        names = self.video_feature_names
+        for start in range(0, len(catalog["video_id"]), batch_size):
+            batch = {name: tf.constant(np.asarray(catalog[name])[start:start + batch_size]) for name in names}
+            for name, value in self.encode_videos(batch, training=False).items():
+                parts.setdefault(name, []).append(value)
+        return {name: tf.concat(values, axis=0) for name, values in parts.items()}
+
+    def rank_candidates(self, query: Mapping[str, tf.Tensor], catalog_parts: Mapping[str, tf.Tensor],
+                        rows: tf.Tensor) -> tf.Tensor:
+        """Click logits `[batch, k]` of the catalog rows `rows` (`[batch, k]`) for each user of `query`.
+
+        `catalog_parts` is `encode_catalog`'s output without `embedding` (re-projected here from the
+        encodings of the k candidates, a small MLP, so serving keeps one copy of the catalog's embeddings:
+        the index's)."""
+        per_query = tf.shape(rows)[1]
+        flat = tf.reshape(rows, [-1])
+        video = {name: tf.gather(values, flat) for name, values in catalog_parts.items() if name != "embedding"}
+        video["embedding"] = self.candidate_tower.project(video["encoding"], training=False)
+        logits = self.rank_logits_from_parts(
+            {name: tf.repeat(value, per_query, axis=0) for name, value in query.items()}, video, training=False)
+        return tf.reshape(logits, tf.shape(rows))
+
+    def list_order_scores(self, retrieval_scores: tf.Tensor, catalog_parts: Mapping[str, tf.Tensor],
+                          rows: tf.Tensor, click_logits: tf.Tensor) -> tf.Tensor:
+        """The scores `[batch, k]` that order the served list: `ListBlend`'s, or the click logits."""
+        if self.list_blend is None:
+            return click_logits
+        return self.list_blend(retrieval_scores, tf.gather(catalog_parts["log_popularity"], rows), click_logits)
+
+    def serve_candidates(self, query: Mapping[str, tf.Tensor], catalog_parts: Mapping[str, tf.Tensor],
+                         retrieval_scores: tf.Tensor, rows: tf.Tensor, n: int) -> Dict[str, tf.Tensor]:
+        """The served list: retrieved candidates ranked and cut to `n`. The one code path of the export's
+        `serving_default` and of evaluation's `served_lists`.
+
+        Args:
+          query: `encode_queries` of the users.
+          catalog_parts: `encode_catalog`'s output (its `embedding` is not read).
+          retrieval_scores: `[batch, k]` retrieval scores of the candidates.
+          rows: `[batch, k]` their catalog rows (the videos to leave out are already left out).
+          n: the served list's length (`n <= k`).
+
+        Returns:
+          `rows`, `click_logits` and `retrieval_scores` of the served videos, each `[batch, n]`, in
+          served order (`list_order_scores`, best first).
+        """
+        logits = self.rank_candidates(query, catalog_parts, rows)
+        _, order = tf.math.top_k(self.list_order_scores(retrieval_scores, catalog_parts, rows, logits), k=n)
+        return {"rows": tf.gather(rows, order, batch_dims=1), "click_logits": tf.gather(logits, order, batch_dims=1),
+                "retrieval_scores": tf.gather(retrieval_scores, order, batch_dims=1)}
