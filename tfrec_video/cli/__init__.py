@@ -1,7 +1,8 @@
 """The `tfrec-video` command line: one module per command, and `main` that dispatches.
 
-`quickstart`, `train` (also `run_training`, a whole run from a `RunConfig`), `embed`,
-`evaluate`, `export` and `generate_data`, each with `add_cli(subparsers)`. The top layer:
+`quickstart`, `train` (also `run_training`, a whole run from a `RunConfig`), `tune` (a
+hyper-parameter search of such runs), `embed`, `evaluate`, `export` and `generate_data`, each
+with `add_cli(subparsers)`. The top layer:
 it may import every other subpackage, and nothing in the package imports it.
 """
 

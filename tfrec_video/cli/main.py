@@ -2,6 +2,7 @@
 
     tfrec-video quickstart         train, evaluate and export on the built-in dataset
     tfrec-video train --config F   train from a YAML/JSON config (callbacks, resume, report, plots, export)
+    tfrec-video tune --config F    hyper-parameter search over the config's model and training fields (Optuna)
     tfrec-video embed ...          embed raw thumbnails and audio with pretrained models (resumable)
     tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
     tfrec-video export ...         turn a saved model (save_model) into a servable SavedModel version
@@ -24,12 +25,12 @@ def _quiet_tensorflow():
 def build_parser() -> argparse.ArgumentParser:
     """The `tfrec-video` parser: one sub-command per module of `tfrec_video.cli`."""
     # Imported here, after main() has quieted TensorFlow's start-up logging: the commands import TF.
-    from tfrec_video.cli import embed, evaluate, export, generate_data, quickstart, train
+    from tfrec_video.cli import embed, evaluate, export, generate_data, quickstart, train, tune
 
     parser = argparse.ArgumentParser(prog="tfrec-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (quickstart, train, embed, evaluate, export, generate_data):
+    for command in (quickstart, train, tune, embed, evaluate, export, generate_data):
         command.add_cli(subparsers)
     return parser
 

@@ -3,9 +3,12 @@
 `fit` (adapt, build, compile, `model.fit`, under any `tf.distribute` strategy),
 `callbacks` (`RetrievalRecall`, `EmbeddingProjector`), `head_selection` (each head from
 its own best validation epoch), `calibration` (Platt scaling of clicks), `list_blend`
-(fitting the served order), `baselines` (the report's click MLP) and `run_config`
-(`RunConfig`, the YAML/JSON file of `tfrec-video train`). May import models, towers,
-features, evaluation, data and the base modules; never serving or cli.
+(fitting the served order), `baselines` (the report's click MLP), `run_config`
+(`RunConfig`, the YAML/JSON file of `tfrec-video train`), and for `tfrec-video tune`:
+`search_space` (the `tune:` section), `pruning` (`TrialPruning`, a Keras callback) and
+`study` (the Optuna study: storage, trials of dead processes, summary plot; Optuna is
+imported only when used). May import models, towers, features, evaluation, data and the
+base modules; never serving or cli.
 """
 
 from tfrec_video.training.baselines import click_mlp_baseline
@@ -21,6 +24,7 @@ from tfrec_video.training.fit import (
 )
 from tfrec_video.training.head_selection import HeadSelection
 from tfrec_video.training.list_blend import fit_list_blend
+from tfrec_video.training.pruning import TrialPruning
 from tfrec_video.training.run_config import (
     CallbackConfig,
     DataConfig,
@@ -31,10 +35,12 @@ from tfrec_video.training.run_config import (
     load_run_config,
     run_config_from_dict,
 )
+from tfrec_video.training.search_space import DEFAULT_SPACE, SearchParam, TuneConfig, tune_config_from_dict
 
 __all__ = [
     "CallbackConfig",
     "ClickCalibration",
+    "DEFAULT_SPACE",
     "DataConfig",
     "EmbeddingProjector",
     "ExportConfig",
@@ -42,7 +48,10 @@ __all__ = [
     "PRECISION_POLICIES",
     "RetrievalRecall",
     "RunConfig",
+    "SearchParam",
     "TrainingConfig",
+    "TrialPruning",
+    "TuneConfig",
     "apply_overrides",
     "calibrate_clicks",
     "click_counts",
@@ -54,5 +63,6 @@ __all__ = [
     "fit_platt",
     "load_run_config",
     "run_config_from_dict",
+    "tune_config_from_dict",
     "video_counts",
 ]

@@ -27,7 +27,7 @@ export:                           # ExportConfig fields
   name: video_rec
 ```
 
-`data: {builtin: tiny}` (or `default`) trains on the built-in dataset instead of
+`data: {builtin: tiny}` (or `default`, or `sparse`: `BuiltinConfig.sparse()`) trains on the built-in dataset instead of
 files; its paths and sizes come from the generated dataset.
 
 **Reading is data only.** Files are parsed with `yaml.safe_load` (JSON with
@@ -44,6 +44,7 @@ are left as they are and checked when read.
 **Overrides.** `--set section.field=value` (the value is parsed as YAML:
 `--set model.embedding_dim=32`, `--set model.query_hidden_units=[64,32]`)
 and the dedicated flags of `tfrec-video train` override the file.
+A `tune:` section (`tfrec-video tune`, `tfrec_video.training.search_space`) is accepted and ignored.
 
 Example:
 
@@ -68,7 +69,7 @@ from tfrec_video.errors import ConfigError
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.training.fit import TrainingConfig
 
-BUILTIN_SIZES = ("tiny", "default")
+BUILTIN_SIZES = ("tiny", "default", "sparse")
 # Validation metrics EarlyStopping and the best-checkpoint choice can follow (K of the recall is free).
 MONITOR_HELP = "'val_auc', 'val_logloss', 'val_loss' or 'val_recall_at_K' (K a positive integer)"
 
@@ -95,7 +96,7 @@ class DataConfig:
     """Where the catalog and impressions are.
 
     Args:
-      builtin: `"tiny"` or `"default"` to train on the built-in dataset (the
+      builtin: `"tiny"`, `"default"` or `"sparse"` to train on the built-in dataset (the
         paths and sizes below then come from it), or None for files.
       builtin_dir: the built-in dataset's cache directory (default
         `$TFREC_VIDEO_CACHE` or `~/.cache/tfrec_video/builtin`).
@@ -234,6 +235,9 @@ class ExportConfig:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "callbacks": CallbackConfig,
              "export": ExportConfig}
+# Sections that other commands read from the same file (`tfrec-video tune`'s `tune:`): a run
+# accepts and ignores them, so one file serves `tune` and then `train`.
+OTHER_SECTIONS = ("tune",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +287,7 @@ def run_config_from_dict(values, where: str = "config") -> RunConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping with the sections {sorted(_SECTIONS)}, "
                           f"got {type(values).__name__}.")
-    check_known(values, list(_SECTIONS) + ["output_dir", "strategy"], where)
+    check_known(values, list(_SECTIONS) + ["output_dir", "strategy"] + list(OTHER_SECTIONS), where)
     if "data" not in values:
         raise ConfigError(f"{where}: the `data` section is missing (catalog and train paths, or builtin: tiny).")
     sections = {name: from_mapping(cls, values.get(name) or {}, f"{where}: {name}")
@@ -353,6 +357,23 @@ def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunCo
         export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
 
 
+def read_config_file(path: str) -> dict:
+    """The top-level mapping of a YAML/JSON config file, unchecked (`{}` for an empty file).
+
+    Raises:
+      ConfigError: the file is missing, not valid YAML/JSON, or not a mapping.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"the config file {path!r} does not exist.")
+    with open(path, encoding="utf-8") as f:
+        values = _parse(f.read(), path)
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(values).__name__}.")
+    return values
+
+
 def load_run_config(path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
     """Reads a run config file, applies `section.field=value` overrides, and resolves its paths.
 
@@ -372,15 +393,7 @@ def load_run_config(path: Optional[str], overrides: Sequence[str] = ()) -> RunCo
     base = os.getcwd()
     where = "config"
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"the config file {path!r} does not exist.")
-        with open(path, encoding="utf-8") as f:
-            values = _parse(f.read(), path)
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level, got "
-                              f"{type(values).__name__}.")
+        values = read_config_file(path)
         base = os.path.dirname(os.path.abspath(path))
         where = path
     values = _with_overrides(values, overrides)
