@@ -574,3 +574,18 @@ def test_count_tables_are_exported_and_follow_a_re_adapt(toy, tmp_path):
     expected = [int(half["clicked"][ids == v].sum()) for v in again.vocabularies.video_ids]
     np.testing.assert_array_equal(again.video_click_counts.table.numpy()[rows:, 1], expected)
     assert sum(expected) < sum(vocab.video_clicks)
+
+
+def test_click_calibration_that_cannot_be_fitted_warns_and_keeps_the_model(monkeypatch):
+    from tfrec_video.errors import ConfigError
+    from tfrec_video.training import calibration as calibration_module
+
+    def cannot(model, data, steps=None):
+        raise ConfigError("calibrate_clicks: cannot calibrate on this validation data: the logits do not rank")
+
+    monkeypatch.setattr(calibration_module, "calibrate_clicks", cannot)
+    callback = calibration_module.ClickCalibration(validation_data=None)
+    with pytest.warns(UserWarning, match="not calibrated: calibrate_clicks: cannot calibrate"):
+        callback.on_train_end()
+    assert callback.result == {"skipped": "calibrate_clicks: cannot calibrate on this validation data: the logits "
+                                          "do not rank"}

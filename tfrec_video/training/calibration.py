@@ -24,6 +24,7 @@ Example:
 True
 """
 
+import warnings
 from typing import Dict, Tuple
 
 import numpy as np
@@ -106,7 +107,9 @@ class ClickCalibration(tf.keras.callbacks.Callback):
     """Calibrates the click probability on `validation_data` when training ends (`calibrate_clicks`).
 
     Put it after `HeadSelection`, which chooses the ranking weights being calibrated. The result is in
-    `self.result`.
+    `self.result`. When the validation data cannot calibrate the clicks (one class only, or logits that
+    do not rank the clicks, as after too short a training on too little data), training still ends: the
+    calibration stays the identity, a warning says why, and `self.result` is `{"skipped": reason}`.
     """
 
     def __init__(self, validation_data, validation_steps=None):
@@ -116,4 +119,9 @@ class ClickCalibration(tf.keras.callbacks.Callback):
         self.result: Dict[str, float] = {}
 
     def on_train_end(self, logs=None):
-        self.result = calibrate_clicks(self.model, self.validation_data, self.validation_steps)
+        try:
+            self.result = calibrate_clicks(self.model, self.validation_data, self.validation_steps)
+        except ConfigError as error:
+            # A finished training is worth more than its calibration: keep the model, say why.
+            warnings.warn(f"the click probability is not calibrated: {error}", stacklevel=2)
+            self.result = {"skipped": str(error)}
