@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from tfrec_video.data import write_table
 from tfrec_video.data.pipeline import impressions_dataset
-from tfrec_video.data.schema import catalog_schema, impressions_schema
+from tfrec_video.data.schema import impressions_schema
 from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel
 
@@ -85,7 +85,7 @@ def main():
     args.repeats = args.repeats or 3
 
     catalog, impressions, videos = synthetic(args.videos, args.rows)
-    cat_schema, imp_schema = catalog_schema(64, 32), impressions_schema(20)
+    imp_schema = impressions_schema(20)
     tmp = tempfile.mkdtemp(prefix="input_pipeline_")
     for fmt in ("tfrecord", "parquet"):
         os.makedirs(os.path.join(tmp, fmt))

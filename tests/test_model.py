@@ -162,7 +162,7 @@ DROPS = {
 @pytest.mark.parametrize("case", sorted(DROPS))
 def test_model_trains_from_files_without_optional_features(case, tmp_path):
     """Each optional feature may be absent from the files: the towers adapt from what is there."""
-    from tfrec_video.data import read_table, write_table
+    from tfrec_video.data import write_table
     from tfrec_video.data.pipeline import impressions_dataset, load_catalog
     from tfrec_video.data.schema import catalog_schema, impressions_schema
     from tfrec_video.training import TrainingConfig, fit_model

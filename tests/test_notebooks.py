@@ -1,6 +1,5 @@
 """The notebooks in notebooks/ run headlessly, top to bottom, at a small size (nbclient)."""
 
-import os
 from pathlib import Path
 
 import pytest

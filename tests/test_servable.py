@@ -13,7 +13,6 @@ import sys
 import pytest
 
 import tfrec_video  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tfrec_video.serving.export import export_saved_model

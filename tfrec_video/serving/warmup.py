@@ -13,7 +13,6 @@ Example:
 """
 
 import os
-from typing import List
 
 import numpy as np
 import tensorflow as tf
@@ -60,7 +59,7 @@ def _warmup_value(module, spec: tf.TensorSpec, batch_size: int = 2) -> np.ndarra
     return value
 
 
-def warmup_requests(module, model_name: str, batch_size: int = 2) -> List["PredictionLog"]:
+def warmup_requests(module, model_name: str, batch_size: int = 2) -> list:
     """One `PredictionLog` per signature of `module`, for `assets.extra/tf_serving_warmup_requests`.
 
     Each holds a `predict_log.request` naming `model_name` and the signature, with every input
