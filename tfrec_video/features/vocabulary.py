@@ -10,7 +10,10 @@ impressions and the catalog once and records:
 * the WordPiece vocabulary of the catalog titles;
 * normalisation statistics for `duration_s`, and the principal components of
   the media embeddings (`tfrec_video.features.pca`);
-* which optional features the data has, so the towers build only what can be fed.
+* which optional features the data has, so the towers build only what can be fed;
+* the data's shape (`data_shape`): events per user and per video, the share of
+  the catalog never seen in training, the click rate and the features present.
+  The model's `"auto"` defaults follow it (`tfrec_video.models.data_rules`).
 
 Video ids come from training impressions only, never from the whole catalog: a
 video never seen in training must not own an untrained embedding row. It falls
@@ -68,6 +71,8 @@ class Vocabularies:
       user_prior_strength: the weight, in impressions, of the prior that shrinks a
         user's click rate towards `click_rate` (`click_rate_prior`).
       video_prior_strength: the same for videos.
+      data_shape: the shape of the training data (`data_shape`), or None for
+        vocabularies adapted before it was recorded.
     """
 
     user_ids: List[str]
@@ -91,6 +96,7 @@ class Vocabularies:
     click_rate: Optional[float] = None
     user_prior_strength: Optional[float] = None
     video_prior_strength: Optional[float] = None
+    data_shape: Optional[dict] = None
 
     def __post_init__(self):
         for ids, name in (("video_ids", "video_counts"), ("video_ids", "video_clicks"),
@@ -144,6 +150,44 @@ def click_rate_prior(impressions: np.ndarray, clicks: np.ndarray) -> Tuple[float
               - seen.sum() * rate * (1 - rate)) / total
     strength = rate * (1 - rate) / spread - 1 if spread > 0 else np.inf
     return rate, float(np.clip(strength, 1.0, 1e4))
+
+
+def data_shape(user_impressions: np.ndarray, user_clicks: Optional[np.ndarray], video_impressions: np.ndarray,
+               catalog_size: int, features: Iterable[str]) -> dict:
+    """The training data's shape, from per-user and per-video counts (every id, not a capped vocabulary).
+
+    Args:
+      user_impressions: impressions of each training user.
+      user_clicks: clicks of each training user (None without `clicked`).
+      video_impressions: impressions of each training video.
+      catalog_size: videos in the catalog.
+      features: the optional features present (catalog and impression columns).
+
+    Returns:
+      `{"users", "videos", "median_user_impressions", "median_user_clicks",
+      "median_video_impressions", "cold_catalog_share", "click_rate", "features"}`
+      (`median_user_clicks` and `click_rate` None without clicks).
+
+    Example:
+
+    >>> shape = data_shape(np.array([10, 20, 30]), np.array([1, 2, 9]), np.array([30, 30]), 4, ["title"])
+    >>> shape["median_user_clicks"], shape["cold_catalog_share"], shape["click_rate"]
+    (2.0, 0.5, 0.2)
+    """
+    user_impressions = np.asarray(user_impressions, np.float64)
+    video_impressions = np.asarray(video_impressions, np.float64)
+    clicks = None if user_clicks is None else np.asarray(user_clicks, np.float64)
+    return {
+        "users": int(len(user_impressions)),
+        "videos": int(len(video_impressions)),
+        "median_user_impressions": float(np.median(user_impressions)) if len(user_impressions) else 0.0,
+        "median_user_clicks": None if clicks is None or not len(clicks) else float(np.median(clicks)),
+        "median_video_impressions": float(np.median(video_impressions)) if len(video_impressions) else 0.0,
+        "cold_catalog_share": float(max(0, catalog_size - len(video_impressions)) / catalog_size) if catalog_size else 0.0,
+        "click_rate": None if clicks is None or not user_impressions.sum() else
+        round(float(clicks.sum() / user_impressions.sum()), 6),
+        "features": sorted(set(features)),
+    }
 
 
 def _ranked(counter: collections.Counter, max_size: Optional[int]) -> List[str]:
@@ -227,6 +271,15 @@ def adapt(
         return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
 
     user_ids = _ranked(users, max_users)
+    optional = [name for name in ("category", "duration_s", "image_embedding", "audio_embedding", "thumbnail", "audio")
+                if name in catalog]
+    optional += [name for name, present in (("history", history_length is not None), ("hour", has_hour),
+                                            ("device", has_device)) if present]
+    all_users = [u for u in users if u != ""]
+    shape = data_shape(np.array([users[u] for u in all_users]),
+                       np.array([user_clicks[u] for u in all_users]) if has_clicks else None,
+                       np.array([c for v, c in videos.items() if v != ""]),
+                       int(len(catalog["video_id"])), optional)
     counts = {}
     if has_clicks:
         # The priors come from every id, not only the capped vocabularies: they describe the data.
@@ -255,5 +308,6 @@ def adapt(
         image_pca=fit_pca(catalog["image_embedding"], media_components) if "image_embedding" in catalog else None,
         audio_pca=fit_pca(catalog["audio_embedding"], media_components) if "audio_embedding" in catalog else None,
         catalog_size=int(len(catalog["video_id"])),
+        data_shape=shape,
         **counts,
     )

@@ -12,10 +12,13 @@ True
 """
 
 import dataclasses
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple, Union
 
 from tfrec_video.config_fields import from_mapping
 from tfrec_video.errors import ConfigError
+
+# A field set to AUTO is decided from the training data when the model is built (`models.data_rules`).
+AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,8 @@ class ModelConfig:
         in-batch softmax then estimates the full softmax, popularity included); smaller values
         leave some of the in-batch popularity penalty in place, which favours
         the content match over the memorised popularity of known videos.
+        `"auto"` (the default): 0.5 when the videos have image or audio
+        content, 1.0 when their content is text only (`models.data_rules`).
       remove_accidental_hits: mask in-batch negatives that are the positive video.
       retrieval_weight: weight of the retrieval loss (0 trains ranking alone).
       ranking_weight: weight of the ranking loss (0 trains retrieval alone).
@@ -149,7 +154,7 @@ class ModelConfig:
     list_blend: bool = True
     temperature: float = 0.2
     logq_correction: bool = True
-    logq_weight: float = 0.5
+    logq_weight: Union[float, str] = AUTO
     remove_accidental_hits: bool = True
     retrieval_weight: float = 1.0
     ranking_weight: float = 1.0
@@ -192,8 +197,9 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}.")
         if self.cross_layers < 0:
             raise ConfigError(f"ModelConfig.cross_layers must be >= 0, got {self.cross_layers!r}.")
-        if not 0.0 <= self.logq_weight <= 1.0:
-            raise ConfigError(f"ModelConfig.logq_weight must be in [0, 1], got {self.logq_weight!r}.")
+        if self.logq_weight != AUTO and (isinstance(self.logq_weight, (str, bool)) or
+                                         not 0.0 <= self.logq_weight <= 1.0):
+            raise ConfigError(f"ModelConfig.logq_weight must be in [0, 1] or {AUTO!r}, got {self.logq_weight!r}.")
         if not self.temperature > 0:
             raise ConfigError(f"ModelConfig.temperature must be > 0, got {self.temperature!r}.")
         if not self.learning_rate > 0:

@@ -61,11 +61,13 @@ import tensorflow_recommenders as tfrs
 from tfrec_video.errors import ConfigError
 from tfrec_video.features.vocabulary import Vocabularies
 from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.data_rules import resolve as resolve_data_rules
 from tfrec_video.models.dtype_policy import dtype_policy
 from tfrec_video.models.list_blend import ListBlend
 from tfrec_video.models.ranking_head import RankingHead
 from tfrec_video.models.served_order import ServedOrder
 from tfrec_video.towers import CandidateTower, CatalogTable, ClickCounts, IdEmbedding, QueryTower, TargetAttention
+from tfrec_video.towers.untracked import untracked
 
 # `catalog=` value meaning "the catalog table's contents come from restored weights".
 CATALOG_FROM_WEIGHTS = "from_weights"
@@ -99,6 +101,11 @@ class VideoRecModel(ServedOrder, tfrs.Model):
             config = ModelConfig.from_dict(config)
         if isinstance(vocabularies, Mapping):
             vocabularies = Vocabularies.from_dict(vocabularies)
+        # `config` as given ("auto" fields and all) is what get_config saves; the model is built from the
+        # resolved one, which the same vocabularies always give back.
+        self.given_config = config
+        config, data_rules = resolve_data_rules(config, vocabularies)
+        self.data_rules = untracked(data_rules)  # plain JSON for report.json, no variables
         self.config = config
         self.vocabularies = vocabularies
         tf.random.set_seed(config.seed)
@@ -415,7 +422,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
 
     # -- serialisation ----------------------------------------------------------------------------
     def get_config(self):
-        return {"config": self.config.to_dict(), "vocabularies": self.vocabularies.to_dict()}
+        return {"config": self.given_config.to_dict(), "vocabularies": self.vocabularies.to_dict()}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
