@@ -74,6 +74,10 @@ def test_evaluate_builtin_dataset_writes_quickstart_keys(exported, builtin_repor
     assert report["counts"]["test_clicks"] > 0 and report["cold_start"]["clicks"] > 0
     assert 0.0 <= report["cold_start"]["id_only_recall@100"] <= 1.0
     assert report["model"]["path"] == os.path.abspath(version_dir)
+    # The export's own served list (n = 10, its history left out) under leave-one-out.
+    assert report["leave_one_out"]["list"] == "served" and report["leave_one_out"]["served_n"] == 10
+    assert 0.0 <= report["leave_one_out"]["hr@10"] <= 1.0 and report["leave_one_out"]["hr@50"] is None
+    assert 0.0 <= report["leave_one_out"]["history_mean_hr@50"] <= 1.0
     assert "cold_start.id_only_recall@100" in result.stdout and "retrieval.recall@100" in result.stdout
     # The SavedModel's signatures score exactly what the Keras model scores: the same metrics.
     for section in ("retrieval", "cold_start", "warm_start", "popularity", "counts"):
@@ -89,17 +93,18 @@ def test_evaluate_own_files_in_other_formats(exported, builtin_report):
     work, data, version_dir, _ = exported
     imp_schema = impressions_schema(BuiltinConfig.tiny().history_length)
     own = work / "own"
-    for split, name in (("train", "train.tfrecord"), ("test", "test.csv")):
+    for split, name in (("train", "train.tfrecord"), ("validation", "validation.tfrecord"), ("test", "test.csv")):
         write_table(read_table_numpy(os.path.join(data, split), imp_schema), str(own / split / name), imp_schema)
     report_path = work / "own" / "report.json"
     status = cli.main(["evaluate", "--model", version_dir, "--catalog", os.path.join(data, "catalog", "*.parquet"),
                        "--train", str(own / "train" / "*.tfrecord"), "--test", str(own / "test"),
-                       "--report", str(report_path)])
+                       "--validation", str(own / "validation"), "--report", str(report_path)])
     assert status == 0
     report = json.loads(report_path.read_text(encoding="utf-8"))
     _has(report, [(s, k) for s, k in REQUIRED_KEYS if not k.startswith("oracle_")] + ID_ONLY_KEYS)
     assert not any(k.startswith("oracle_") for section in report.values() if isinstance(section, dict) for k in section)
-    # Same rows in the same order: the same numbers as from the built-in directory, baseline included.
+    # Same rows in the same order: the same numbers as from the built-in directory, baselines included
+    # (the history-mean one chooses its epochs on --validation, as on the built-in validation split).
     expected, _ = builtin_report
     for section in ("retrieval", "cold_start", "warm_start", "popularity", "counts"):
         for key, value in report[section].items():

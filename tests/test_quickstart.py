@@ -41,8 +41,8 @@ def test_quickstart_trains_reports_and_exports(quickstart_run):
     assert report["ranking"]["logloss"] > 0
     assert report["counts"]["test_clicks"] > 0
     assert (work / "saved_models" / "video_rec" / "1" / "saved_model.pb").is_file()
-    assert sorted(report["export"]["signatures"]) == ["embed_query", "embed_video", "rank", "retrieve",
-                                                      "serving_default"]
+    assert sorted(report["export"]["signatures"]) == ["embed_query", "embed_video", "rank", "recommend_excluding",
+                                                      "retrieve", "retrieve_excluding", "serving_default"]
     assert len(report["export"]["fresh_process_recommendation"]) == 10
     # The metrics table is printed.
     assert "retrieval.recall@100" in result.stdout and "ranking.auc" in result.stdout
@@ -56,6 +56,13 @@ def test_quickstart_trains_reports_and_exports(quickstart_run):
     assert 0.0 <= report["ranking"]["ece"] <= 1.0 and 0.0 < report["ranking"]["mlp_baseline_auc"] <= 1.0
     assert 0.0 <= report["serving"]["hr@10"] <= 1.0 and 0.0 <= report["retrieval"]["hr@10"] <= 1.0
     assert "serving.hr@10" in result.stdout and "ranking.ece" in result.stdout
+    # Leave-one-out beside the impression protocol, each named, with both plain two-towers.
+    loo = report["leave_one_out"]
+    assert loo["protocol"] == "leave_one_out" and report["counts"]["protocol"] == "impressions"
+    assert loo["list"] == "served" and loo["events"] > 0
+    for key in ("hr@10", "ndcg@10", "retrieval_hr@10", "id_only_hr@10", "history_mean_hr@10", "popularity_hr@10"):
+        assert 0.0 <= loo[key] <= 1.0, key
+    assert "leave_one_out.history_mean_hr@10" in result.stdout
 
 
 @pytest.mark.slow

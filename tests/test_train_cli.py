@@ -165,6 +165,9 @@ def test_train_writes_report_plots_checkpoints_logs_and_export(tmp_path, tiny_ca
     for section in ("retrieval", "ranking", "cold_start", "recall_curve", "calibration", "training", "export"):
         assert section in report, section
     assert 0.0 < report["ranking"]["auc"] <= 1.0
+    assert report["leave_one_out"]["protocol"] == "leave_one_out" and report["leave_one_out"]["events"] > 0
+    assert 0.0 <= report["leave_one_out"]["history_mean_ndcg@10"] <= 1.0
+    assert 0.0 <= report["retrieval"]["id_only_recall@100"] <= 1.0
     history = report["training"]["history"]
     assert len(history["loss"]) == 3 and len(history["val_recall_at_10"]) == 3
     assert all(0.0 <= r <= 1.0 for r in history["val_recall_at_10"]) and "val_auc" in history

@@ -12,10 +12,13 @@
    data layer reads, with schemas built from what the SavedModel reads (the
    `history` length and the image and audio dimensions of its signatures), and
    no oracle;
-3. train the ID-only baseline (`tfrec_video.models.id_only`) on the train split;
+3. train the ID-only and the history-mean baselines (`tfrec_video.models.id_only`,
+   `tfrec_video.models.history_mean`) on the train split (the latter's epochs chosen
+   on the validation split, when there is one: `--validation`, or the built-in one);
 4. evaluate with `tfrec_video.evaluation.report.evaluate`, the code quickstart uses, so
    the report has the same `retrieval`, `ranking`, `cold_start`, `warm_start`,
-   `popularity` and `counts` sections and `id_only_*` keys; print the table.
+   `popularity`, `counts` and `leave_one_out` sections and `id_only_*` and
+   `history_mean_*` keys; print the table.
 
 The training impressions are required: they define which test videos are cold
 start (absent from training), the popularity baseline's counts, and the ID-only
@@ -33,6 +36,7 @@ from tfrec_video.data.tables import read_table
 from tfrec_video.datasets import GroundTruth, load_manifest
 from tfrec_video.errors import ConfigError
 from tfrec_video.evaluation.report import evaluate, format_table, write_report
+from tfrec_video.models.history_mean import fit_history_mean_baseline
 from tfrec_video.models.id_only import fit_id_only_baseline
 from tfrec_video.serving.loaded import ExportedModel
 from tfrec_video.training.fit import video_counts
@@ -89,6 +93,7 @@ def run_evaluate(
     catalog: Optional[Paths] = None,
     train: Optional[Paths] = None,
     test: Optional[Paths] = None,
+    validation: Optional[Paths] = None,
     report_path: str = "report.json",
     baseline_epochs: Optional[int] = None,
     seed: int = 0,
@@ -102,6 +107,8 @@ def run_evaluate(
       catalog: the catalog files (file, directory, glob, or a list of them).
       train: the training impressions files.
       test: the test impressions files.
+      validation: validation impressions files, for the history-mean baseline's epochs
+        (a built-in dataset's own validation split by default).
       report_path: where `report.json` goes.
       baseline_epochs: epochs of the ID-only baseline (default: `fit_id_only_baseline`'s).
       seed: seed of the ID-only baseline.
@@ -120,7 +127,9 @@ def run_evaluate(
     if data_dir is not None and any((catalog, train, test)):
         raise ConfigError("give either --data-dir or --catalog/--train/--test, not both.")
     paths, truth, manifest = _builtin_data(data_dir) if data_dir is not None else _user_data(catalog, train, test)
-    for split in ("catalog", "train", "test"):
+    if validation is not None:
+        paths["validation"] = validation
+    for split in ("catalog", "train", "test") + (("validation",) if paths.get("validation") else ()):
         list_files(paths[split])  # fail fast, before any loading, naming a path that holds no data
     model = ExportedModel(model_dir)
     dims = _schema_sizes(model, manifest)
@@ -137,7 +146,11 @@ def run_evaluate(
     shown, clicks = video_counts(read_table(paths["train"], imp_schema, validate=True))
     options = {} if baseline_epochs is None else {"epochs": baseline_epochs}
     # The train files were validated just above.
-    baseline = fit_id_only_baseline(paths["train"], imp_schema, seed=seed, validate=False, **options)
+    baselines = {
+        "id_only": fit_id_only_baseline(paths["train"], imp_schema, seed=seed, validate=False, **options),
+        "history_mean": fit_history_mean_baseline(paths["train"], imp_schema, paths.get("validation"), seed=seed,
+                                                  validate=False),
+    }
     timings["baseline_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -147,7 +160,7 @@ def run_evaluate(
         raise ConfigError(f"{model.path}: the model reads the user features {lacking}, which the test impressions "
                           f"{paths['test']} lack.")
     report = evaluate(model, catalog_columns, test_data, train_video_ids=shown, train_click_counts=clicks,
-                      truth=truth, baselines={"id_only": baseline})
+                      truth=truth, baselines=baselines, leave_one_out=True)
     timings["evaluate_s"] = round(time.time() - t, 1)
     timings["total_s"] = round(time.time() - start, 1)
 
@@ -182,6 +195,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--train", nargs="+", default=None, metavar="GLOB",
                    help="training impressions (cold start, popularity and the ID-only baseline)")
     p.add_argument("--test", nargs="+", default=None, metavar="GLOB", help="test impressions")
+    p.add_argument("--validation", nargs="+", default=None, metavar="GLOB",
+                   help="validation impressions (optional): the history-mean baseline's epochs are chosen on them")
     p.add_argument("--report", default="report.json", help="where to write report.json")
     p.add_argument("--baseline-epochs", type=int, default=None, help="epochs of the ID-only baseline")
     p.set_defaults(func=_run_cli)
@@ -191,5 +206,5 @@ def _run_cli(args) -> int:
     if args.baseline_epochs is not None and args.baseline_epochs <= 0:
         raise ConfigError(f"--baseline-epochs must be a positive integer, got {args.baseline_epochs}.")
     run_evaluate(args.model, data_dir=args.data_dir, catalog=args.catalog, train=args.train, test=args.test,
-                 report_path=args.report, baseline_epochs=args.baseline_epochs)
+                 validation=args.validation, report_path=args.report, baseline_epochs=args.baseline_epochs)
     return 0

@@ -2,10 +2,12 @@
 
 1. generate (or reuse from the cache) the built-in dataset with a planted truth;
 2. adapt vocabularies and train the joint retrieval + ranking model with `model.fit`,
-   and train the ID-only two-tower baseline (`tfrec_video.models.id_only`) on the
+   and train the ID-only and the history-mean two-tower baselines
+   (`tfrec_video.models.id_only`, `tfrec_video.models.history_mean`) on the
    same training split;
 3. evaluate on the test split, including cold-start videos, the oracle and the
-   baselines (popularity, `id_only_*`);
+   baselines (popularity, `id_only_*`, `history_mean_*`), under the impression
+   protocol and leave-one-out (`tfrec_video.evaluation.leave_one_out`);
 4. print a metrics table and write `report.json`;
 5. export `saved_models/video_rec/<version>/` and load it in a fresh process that
    imports only `tensorflow` and `tensorflow_text`.
@@ -24,6 +26,7 @@ from tfrec_video.data.tables import read_table
 from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin, load_manifest
 from tfrec_video.evaluation.report import evaluate, format_table, write_report
 from tfrec_video.models.config import ModelConfig
+from tfrec_video.models.history_mean import fit_history_mean_baseline
 from tfrec_video.models.id_only import fit_id_only_baseline
 from tfrec_video.serving.export import export_saved_model
 from tfrec_video.training.baselines import click_mlp_baseline
@@ -113,7 +116,11 @@ def run_quickstart(
 
     t = time.time()
     # fit_model validated these files already.
-    baseline = fit_id_only_baseline(splits["train"], imp_schema, seed=training_config.seed, validate=False)
+    baselines = {
+        "id_only": fit_id_only_baseline(splits["train"], imp_schema, seed=training_config.seed, validate=False),
+        "history_mean": fit_history_mean_baseline(splits["train"], imp_schema, splits.get("validation"),
+                                                  seed=training_config.seed, validate=False),
+    }
     click_mlp = {}
     if "validation" in splits:
         click_mlp = click_mlp_baseline(catalog, splits["train"], splits["validation"], splits["test"], imp_schema,
@@ -125,7 +132,8 @@ def run_quickstart(
     counts = click_counts(train_raw)
     test = impressions_dataset(splits["test"], catalog, imp_schema, batch_size=4096).unbatch()
     report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
-                      train_click_counts=counts, truth=GroundTruth.load(dataset_dir), baselines={"id_only": baseline})
+                      train_click_counts=counts, truth=GroundTruth.load(dataset_dir), baselines=baselines,
+                      leave_one_out=True)
     report["ranking"].update(click_mlp)
     timings["evaluate_s"] = round(time.time() - t, 1)
 
@@ -144,6 +152,8 @@ def run_quickstart(
                    "fresh_process_recommendation": served["video_ids"][0]},
         "dataset": {"path": os.path.abspath(dataset_dir), "config": manifest.get("config")},
         "model_config": model_config.to_dict(),
+        # The "auto" fields as the data decided them, and the data shape the rules read.
+        "model_defaults": model.data_rules, "data_shape": model.vocabularies.data_shape,
         "timings": timings,
     })
     write_report(report, report_path)
@@ -158,7 +168,11 @@ def add_cli(subparsers) -> None:
     """Registers `quickstart` on the `tfrec-video` command line."""
     p = subparsers.add_parser("quickstart", help="train, evaluate and export on the built-in dataset")
     p.add_argument("--data-dir", default=None, help="dataset cache directory (default ~/.cache/tfrec_video/builtin)")
-    p.add_argument("--tiny", action="store_true", help="a tiny dataset and model: a smoke test in seconds")
+    p.add_argument("--dataset", choices=("default", "sparse", "tiny"), default="default",
+                   help="the built-in regime: default (dense users, media), sparse (BuiltinConfig.sparse(): "
+                        "a median of 6 clicks per user, titles only, many cold videos) or tiny")
+    p.add_argument("--tiny", action="store_true", help="a tiny dataset and model: a smoke test in seconds "
+                                                       "(the same as --dataset tiny)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size")
     p.add_argument("--report", default="report.json", help="where to write report.json")
@@ -168,10 +182,11 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
-    dataset_config = BuiltinConfig.tiny() if args.tiny else BuiltinConfig()
-    model_config = ModelConfig(embedding_dim=16, title_vocabulary_size=500) if args.tiny else ModelConfig()
+    tiny = args.tiny or args.dataset == "tiny"
+    dataset_config = BuiltinConfig.named("tiny" if tiny else args.dataset)
+    model_config = ModelConfig(embedding_dim=16, title_vocabulary_size=500) if tiny else ModelConfig()
     # Epochs are an upper bound: HeadSelection ends each head's training at its best validation epoch.
-    defaults = TrainingConfig(batch_size=256, epochs=2) if args.tiny else TrainingConfig(epochs=QUICKSTART_EPOCHS)
+    defaults = TrainingConfig(batch_size=256, epochs=2) if tiny else TrainingConfig(epochs=QUICKSTART_EPOCHS)
     training_config = TrainingConfig(
         batch_size=defaults.batch_size if args.batch_size is None else args.batch_size,
         epochs=defaults.epochs if args.epochs is None else args.epochs, seed=defaults.seed)

@@ -9,8 +9,9 @@ One run, from a YAML/JSON `RunConfig` (`tfrec_video.training.run_config`) and fl
    `val_auc` or `val_recall_at_K`), `ModelCheckpoint`, `BackupAndRestore`,
    `CSVLogger`, `TensorBoard` (scalars) and `EmbeddingProjector`;
 3. save the model (`tfrec_video.models.save_model`), evaluate it on the test
-   impressions, write `report.json` and the PNG plots, export the servable
-   SavedModel version.
+   impressions (the impression protocol and leave-one-out, beside the ID-only and
+   history-mean two-towers and the click MLP), write `report.json` and the PNG
+   plots, export the servable SavedModel version.
 
 **Resuming.** `BackupAndRestore` keeps the training state (weights, optimizer,
 epoch and step) in `output_dir/backup/`, every epoch or every
@@ -64,7 +65,7 @@ def _resolve_data(config: RunConfig) -> dict:
         from tfrec_video.data.pipeline import builtin_splits
         from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin
 
-        dataset_config = BuiltinConfig.tiny() if data.builtin == "tiny" else BuiltinConfig()
+        dataset_config = BuiltinConfig.named(data.builtin)
         directory = ensure_builtin(data.builtin_dir, dataset_config, progress=False)
         splits = builtin_splits(directory)
         return {"catalog": splits["catalog"], "train": splits["train"], "test": splits["test"],
@@ -196,6 +197,17 @@ def _plots(history: dict, report: dict, out: str) -> Dict[str, str]:
     return plots
 
 
+def _retrieval_baselines(config: RunConfig, data: dict) -> dict:
+    """The plain two-towers every report compares against, trained on the run's training split."""
+    from tfrec_video.models.history_mean import fit_history_mean_baseline
+    from tfrec_video.models.id_only import fit_id_only_baseline
+
+    seed, schema = config.training.seed, data["impressions_schema"]
+    return {"id_only": fit_id_only_baseline(data["train"], schema, seed=seed, validate=False),
+            "history_mean": fit_history_mean_baseline(data["train"], schema, data["validation"], seed=seed,
+                                                      validate=False)}
+
+
 def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence = ()) -> dict:
     """Runs one training run (see the module docstring) and returns its report.
 
@@ -275,7 +287,8 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
         test = impressions_dataset(data["test"], catalog, data["impressions_schema"], batch_size=4096).unbatch()
         report = evaluate(model, catalog, test, train_video_ids=model.vocabularies.video_ids,
                           train_click_counts=counts, truth=data["truth"], served_k=config.export.k,
-                          served_n=config.export.n)
+                          served_n=config.export.n, baselines=_retrieval_baselines(config, data),
+                          leave_one_out=True)
         if data["validation"] is not None:
             from tfrec_video.training.baselines import click_mlp_baseline
 
@@ -294,6 +307,9 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
         "calibration": getattr(keras_history, "calibration", None),
         "list_blend": getattr(keras_history, "list_blend", None),
     }
+    # The "auto" fields of ModelConfig as the data decided them, and the data shape the rules read.
+    report["model_defaults"] = getattr(model, "data_rules", None)
+    report["data_shape"] = model.vocabularies.data_shape
     if config.export.enabled:
         from tfrec_video.serving.export import export_saved_model
 

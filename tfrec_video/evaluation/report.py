@@ -23,6 +23,14 @@ Baselines computed on the same clicks:
   true click logit (Recall@K that no model can beat in expectation), and AUC of
   the true click probability.
 
+With `leave_one_out=True` the report also has a `leave_one_out` section: the
+protocol of public interaction datasets (each test user's last click, ranked
+against the whole catalog with the user's earlier videos removed; HR@K and
+NDCG@K of the served list, of retrieval, of every baseline and of popularity),
+kept apart from the impression sections above and named by its `protocol` key
+(`tfrec_video.evaluation.leave_one_out`). `counts.protocol` names the
+impression protocol.
+
 `format_table` prints a report's headline metrics and `write_report` writes it
 as `report.json`.
 
@@ -42,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.schema import as_strings
+from tfrec_video.evaluation.leave_one_out import DEFAULT_LOO_KS, leave_one_out_events, leave_one_out_metrics
 from tfrec_video.evaluation.metrics import DEFAULT_KS, auc, calibration, logloss, recall_curve, retrieval_metrics
 from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog, ranks_from_scores
 from tfrec_video.evaluation.served import served_lists
@@ -103,6 +112,8 @@ def evaluate(
     baselines: Optional[Mapping[str, object]] = None,
     served_k: Optional[int] = 100,
     served_n: int = 10,
+    leave_one_out: bool = False,
+    leave_one_out_ks: Sequence[int] = DEFAULT_LOO_KS,
 ) -> Dict[str, Dict[str, float]]:
     """Evaluates a trained model on test impressions.
 
@@ -140,6 +151,10 @@ def evaluate(
         `VideoRecModel`) or `served_lists` (an `ExportedModel`, whose own `k`
         and `n` count); see `tfrec_video.evaluation.served`.
       served_n: the length of the served list.
+      leave_one_out: add the `leave_one_out` section (see the module docstring):
+        the model's served list there is `served_k` candidates cut to
+        `max(leave_one_out_ks)`, the request's history left out.
+      leave_one_out_ks: its cut-offs.
 
     Returns:
       A nested dict with `retrieval`, `ranking`, `cold_start`, `warm_start`,
@@ -228,11 +243,27 @@ def evaluate(
             raise ValueError(f"evaluate: the ground truth has {len(true_p)} test impressions, the test data {len(labels)}.")
         report["ranking"]["oracle_auc"] = auc(labels, true_p)
         report["ranking"]["oracle_logloss"] = logloss(labels, true_p)
+    report["counts"]["protocol"] = "impressions"
+    if leave_one_out:
+        report["leave_one_out"] = _leave_one_out(model, catalog, test, warm, baselines, popularity, served_k,
+                                                 leave_one_out_ks, batch_size)
     compared = list(baselines) + (["oracle"] if truth is not None else [])
     for section, mask in (("retrieval", slice(None)), ("cold_start", cold), ("warm_start", ~cold)):
         for name in compared:
             report[section].update(retrieval_metrics(ranks[name][mask], ks, prefix=f"{name}_"))
     return _finite(report)
+
+
+def _leave_one_out(model, catalog, test, warm, baselines, popularity, served_k, ks, batch_size):
+    names = set(model.query_feature_names)
+    for baseline in baselines.values():
+        names |= set(baseline.query_feature_names)
+    events = leave_one_out_events(test, names)
+    depth = max(ks)
+    lists = None if served_k is None else served_lists(model, catalog, max(int(served_k), depth), depth,
+                                                       exclude_seen=True)
+    return leave_one_out_metrics(model, catalog, events, warm, baselines=baselines, popularity=popularity,
+                                 served_lists_fn=lists, ks=ks, batch_size=batch_size)
 
 
 def _finite(report):
@@ -260,6 +291,13 @@ def format_table(report: Mapping[str, Mapping[str, float]], rows: Sequence = TAB
             key = f"hr@{served_n}"  # the hit rates are at the served list's length
         value = report.get(section, {}).get(key)
         lines.append(f"{section + '.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
+    if "leave_one_out" in report:
+        loo = report["leave_one_out"]
+        for key in ("hr@10", "ndcg@10", "retrieval_hr@10", "history_mean_hr@10", "history_mean_ndcg@10",
+                    "id_only_hr@10", "id_only_ndcg@10", "popularity_hr@10", "cold_hr@50"):
+            if key in loo:
+                value = loo[key]
+                lines.append(f"{'leave_one_out.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
     return "\n".join(lines)
 
 

@@ -48,7 +48,7 @@ TensorShape([2, 8])
 [1, 0, 0]
 """
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -137,6 +137,55 @@ class IdOnlyTwoTower(tfrs.Model):
         return cls(**config)
 
 
+def check_training_settings(who: str, learning_rate: float, **positive_ints) -> None:
+    """Raises `ConfigError` naming the first of `positive_ints` that is not a positive integer, or a
+    `learning_rate` that is not positive (the plain baselines' settings)."""
+    for name, value in positive_ints.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{who}: {name} must be a positive integer, got {value!r}.")
+    if not learning_rate > 0:
+        raise ConfigError(f"{who}: learning_rate must be > 0, got {learning_rate!r}.")
+
+
+def read_clicks(train_paths, impressions_schema: TableSchema, columns: Sequence[str], validate: bool,
+                baseline: str) -> Tuple[Dict[str, set], Dict[str, np.ndarray]]:
+    """One streaming pass over training impressions: the ids of every row, and the clicked rows.
+
+    Args:
+      train_paths: training impressions files (any format `read_table` reads).
+      impressions_schema: their schema.
+      columns: the string columns to read (`user_id`, `video_id`, `history`).
+      validate: validate every row against the schema first.
+      baseline: the baseline's name, for the error.
+
+    Returns:
+      `(seen, clicks)`: `{column: set of ids}` over every row (clicked or not, `""` left out) and
+      `{column: object array}` of the clicked rows (`history` as `[clicks, history_length]`).
+
+    Raises:
+      DataValidationError: bad files, or no clicked row.
+    """
+    # Imported here so that `tfrec_video.models` does not pull in the data layer (and tensorflow_io).
+    from tfrec_video.data.tables import read_table
+
+    seen: Dict[str, set] = {name: set() for name in columns}
+    parts: Dict[str, list] = {name: [] for name in columns}
+    rows = read_table(train_paths, impressions_schema, validate=validate).map(
+        lambda row: {name: row[name] for name in list(columns) + ["clicked"]})
+    for batch in rows.batch(8192).as_numpy_iterator():
+        clicked = batch["clicked"].astype(bool)
+        for name in columns:
+            values = as_strings(batch[name]).reshape(np.shape(batch[name]))
+            seen[name].update(values[values != ""].tolist())
+            parts[name].append(values[clicked])
+    clicks = {name: np.concatenate(values).astype(object) for name, values in parts.items()}
+    if not len(clicks[columns[0]]):
+        raise DataValidationError(f"the training impressions have no clicked row; {baseline} baseline trains on "
+                                  "clicks", file=str(train_paths), feature="clicked",
+                                  expected="at least one row with clicked = 1")
+    return seen, clicks
+
+
 def fit_id_only_baseline(
     train_paths,
     impressions_schema: TableSchema,
@@ -179,33 +228,11 @@ def fit_id_only_baseline(
       ConfigError: a non-positive `embedding_dim`, `epochs`, `batch_size` or `learning_rate`.
       DataValidationError: bad files, or no clicked row to train on.
     """
-    for name, value in (("embedding_dim", embedding_dim), ("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"fit_id_only_baseline: {name} must be a positive integer, got {value!r}.")
-    if not learning_rate > 0:
-        raise ConfigError(f"fit_id_only_baseline: learning_rate must be > 0, got {learning_rate!r}.")
-    # Imported here so that `tfrec_video.models` does not pull in the data layer (and tensorflow_io).
-    from tfrec_video.data.tables import read_table
-
+    check_training_settings("fit_id_only_baseline", learning_rate, embedding_dim=embedding_dim, epochs=epochs,
+                            batch_size=batch_size)
     tf.keras.utils.set_random_seed(seed)
-    users: set = set()
-    videos: set = set()
-    click_users, click_videos = [], []
-    # One streaming pass: vocabularies from every row, training pairs from the clicked ones.
-    columns = read_table(train_paths, impressions_schema, validate=validate).map(
-        lambda row: {"user_id": row["user_id"], "video_id": row["video_id"], "clicked": row["clicked"]})
-    for batch in columns.batch(8192).as_numpy_iterator():
-        user, video = as_strings(batch["user_id"]), as_strings(batch["video_id"])
-        users.update(user.tolist())
-        videos.update(video.tolist())
-        clicked = batch["clicked"].astype(bool)
-        click_users.append(user[clicked])
-        click_videos.append(video[clicked])
-    clicks = {"user_id": np.concatenate(click_users), "video_id": np.concatenate(click_videos)}
-    if len(clicks["user_id"]) == 0:
-        raise DataValidationError("the training impressions have no clicked row; the ID-only baseline trains on "
-                                  "clicks", file=str(train_paths), feature="clicked",
-                                  expected="at least one row with clicked = 1")
+    seen, clicks = read_clicks(train_paths, impressions_schema, ("user_id", "video_id"), validate, "the ID-only")
+    users, videos = seen["user_id"], seen["video_id"]
     model = IdOnlyTwoTower(sorted(users), sorted(videos), embedding_dim=embedding_dim, seed=seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate))
     data = (tf.data.Dataset.from_tensor_slices(clicks)

@@ -47,12 +47,14 @@ def _catalog_blocks(cfg: BuiltinConfig, lat: _Latents, w_img: np.ndarray, w_aud:
         unit = lat.video_unit[v0:v1]
         image = _embed(unit, w_img, cfg.image_noise_std, rng)
         audio = _embed(unit, w_aud, cfg.audio_noise_std, rng)
-        yield {
+        block = {
             "video_id": lat.video_ids[v0:v1],
             "title": np.array(titles.make(lat.video_theta[v0:v1], lat.language[v0:v1],
                                           _rng(cfg.seed, _PART_TITLES, b)), dtype=object),
             "category": categories[lat.category[v0:v1]],
             "duration_s": lat.duration[v0:v1],
-            "image_embedding": image,
-            "audio_embedding": audio,
         }
+        # The embeddings are drawn either way, so a titles-only catalog has the same titles.
+        if cfg.media_embeddings:
+            block.update(image_embedding=image, audio_embedding=audio)
+        yield block
