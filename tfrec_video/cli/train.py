@@ -56,8 +56,8 @@ HISTORY_FILE = "history.csv"
 VOCABULARY_FILE = "vocabularies.json"
 
 
-def _resolve_data(config: RunConfig) -> dict:
-    """The run's files, schemas and (for the built-in dataset) ground truth."""
+def resolve_data(config: RunConfig) -> dict:
+    """The run's files, schemas and (for the built-in dataset) ground truth (`tfrec-video tune` shares it)."""
     from tfrec_video.data.schema import catalog_schema, impressions_schema
 
     data = config.data
@@ -240,7 +240,7 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
     os.makedirs(out, exist_ok=True)
     if chief:
         dump_run_config(config, os.path.join(out, "config.yaml"))
-    data = _resolve_data(config)
+    data = resolve_data(config)
     catalog = load_catalog(data["catalog"], data["catalog_schema"])
     if data["embeddings"] is not None:
         from tfrec_video.data.media_embeddings import attach_embeddings

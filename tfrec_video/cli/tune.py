@@ -73,10 +73,10 @@ def _trial_data(config: RunConfig) -> DataConfig:
     """The trials' data: the run's files with no test split (a built-in dataset as its files)."""
     if config.data.builtin is None:
         return dataclasses.replace(config.data, test=None)
-    # The split directories and widths `train` resolves for the dataset; the private helper keeps one definition.
-    from tfrec_video.cli.train import _resolve_data
+    # The split directories and widths `train` resolves for the dataset: one definition of them.
+    from tfrec_video.cli.train import resolve_data
 
-    resolved = _resolve_data(config)
+    resolved = resolve_data(config)
     catalog, impressions = resolved["catalog_schema"], resolved["impressions_schema"]
     return DataConfig(catalog=resolved["catalog"], train=resolved["train"], validation=resolved["validation"],
                       embeddings=resolved["embeddings"], history_length=impressions["history"].length,
