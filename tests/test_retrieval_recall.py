@@ -100,3 +100,27 @@ def test_bad_caps_are_named():
     with pytest.raises(ConfigError, match="TrainingConfig.recall_max_clicks must be a positive integer or null"):
         TrainingConfig(recall_max_clicks=-1)
     assert TrainingConfig(recall_max_clicks=None).recall_max_clicks is None
+
+
+def test_training_config_passes_the_exclusion_rule_to_the_recall_fit_model_adds(validation, monkeypatch):
+    from tfrec_video.training import fit as fit_module
+
+    catalog, rows, root, schema = validation
+    made = []
+
+    class Recording(RetrievalRecall):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("exclude_seen"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "RetrievalRecall", Recording)
+    model = small_model(catalog, rows)
+    for flag in (False, True):
+        config = TrainingConfig(recall_exclude_seen=flag, calibrate=False)
+        fit_module._with_selection([], config, model, catalog, schema, root, validation=_Validation(), content=None,
+                                   verbose=0)
+    assert made == [False, True]
+
+
+class _Validation:
+    data, steps = None, None

@@ -136,7 +136,8 @@ def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, st
     if data["validation"] is not None:
         ks = sorted({k for k in (cb.recall_k, cb.monitored_recall_k()) if k})
         callbacks += [RetrievalRecall(data["validation"], catalog, data["impressions_schema"], k=k,
-                                      max_clicks=config.training.recall_max_clicks, seed=config.training.seed)
+                                      max_clicks=config.training.recall_max_clicks, seed=config.training.seed,
+                                      exclude_seen=config.training.recall_exclude_seen)
                       for k in ks]
         # HeadSelection (training.select_heads, added by fit_model) stops and restores each head itself.
         if cb.early_stopping and not config.training.select_heads:

@@ -78,6 +78,10 @@ class TrainingConfig:
       recall_max_clicks: the validation clicks that Recall@K scores each epoch
         (`RetrievalRecall`): a uniform sample of this many, drawn once with
         `seed`; None scores them all.
+      recall_exclude_seen: the validation Recall@K leaves each click's own
+        `history` videos out of the ranking, the rule of the export and of
+        the leave-one-out protocol (`evaluation.candidates`). Off by
+        default: the impression protocol ranks the whole catalog.
       calibrate: with validation data, fit Platt scaling of the click
         probability on it after training (`calibrate_clicks`).
       blend_list: with validation data, fit the served list's order on its
@@ -94,6 +98,7 @@ class TrainingConfig:
     ranking_monitor: str = "val_logloss"
     selection_recall_k: int = 100
     recall_max_clicks: Optional[int] = 20_000
+    recall_exclude_seen: bool = False
     calibrate: bool = True
     blend_list: bool = True
 
@@ -163,7 +168,7 @@ def _with_selection(callbacks: List, config: TrainingConfig, model, catalog, sch
         recall = next((c for c in callbacks if isinstance(c, RetrievalRecall) and c.k == k), None)
         if recall is None:
             recall = RetrievalRecall(validation_paths, catalog, schema, k=k, max_clicks=config.recall_max_clicks,
-                                     seed=config.seed)
+                                     seed=config.seed, exclude_seen=config.recall_exclude_seen)
             callbacks.insert(0, recall)
         backup = next((c for c in callbacks if isinstance(c, tf.keras.callbacks.BackupAndRestore)), None)
         heads = HeadSelection(f"val_recall_at_{k}", config.ranking_monitor, patience=config.head_patience,
