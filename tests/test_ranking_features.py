@@ -589,3 +589,23 @@ def test_click_calibration_that_cannot_be_fitted_warns_and_keeps_the_model(monke
         callback.on_train_end()
     assert callback.result == {"skipped": "calibrate_clicks: cannot calibrate on this validation data: the logits "
                                           "do not rank"}
+
+
+def test_an_unseen_videos_popularity_in_the_served_order_is_the_median_not_the_least():
+    catalog, impressions = toy_data(n_rows=600, seed=3)
+    model = small_model(catalog, impressions)
+    known = model.vocabularies.video_ids
+    probs = model.vocabularies.candidate_sampling_probabilities()
+    ids = tf.constant([known[0], known[-1], "a-video-published-after-training"])
+    popularity = model.encode_videos({name: _video_features(catalog, ids)[name]
+                                      for name in model.video_feature_names})["log_popularity"].numpy()
+    np.testing.assert_allclose(popularity[:2], np.log([probs[0], probs[-1]]), rtol=1e-5)
+    # A new video is typical until its counts say otherwise: the blend must not sink every cold video.
+    assert popularity[2] == pytest.approx(float(np.median(np.log(probs))), rel=1e-5)
+    assert popularity[2] > np.log(probs.min())
+
+
+def _video_features(catalog, ids):
+    rows = [0, 1, 2]  # content of three catalog videos; only the ids differ in what is looked up
+    return {name: tf.constant(np.asarray(values)[rows]) if name != "video_id" else ids
+            for name, values in catalog.items()}

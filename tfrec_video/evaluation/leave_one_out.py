@@ -40,6 +40,7 @@ Example:
 ('leave_one_out', 0.061)
 """
 
+import weakref
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -51,6 +52,7 @@ from tfrec_video.evaluation.metrics import retrieval_metrics
 from tfrec_video.evaluation.ranking import embed_catalog, ranks_from_scores
 
 PROTOCOL = "leave_one_out"
+_EMBED_QUERIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 DEFAULT_LOO_KS = (10, 50)
 
 
@@ -99,14 +101,27 @@ def _masked_ranks(scores: np.ndarray, target: np.ndarray, seen: np.ndarray) -> n
     return ranks_from_scores(masked, target)
 
 
+def _query_embedder(model, features: Mapping[str, np.ndarray]) -> Callable:
+    """`model.embed_queries` traced once per model and feature signature (any batch size), held weakly:
+    the history-mean baseline is scored every epoch, and each new trace would cost seconds."""
+    specs = tuple(sorted((name, tf.as_dtype(np.asarray(v).dtype if np.asarray(v).dtype != object else tf.string).name,
+                          np.shape(v)[1:]) for name, v in features.items()))
+    traced = _EMBED_QUERIES.setdefault(model, {})
+    if specs not in traced:
+        ref = weakref.ref(model)
+        signature = {name: tf.TensorSpec((None,) + tuple(shape), dtype, name=name) for name, dtype, shape in specs}
+        traced[specs] = tf.function(lambda f: ref().embed_queries(f, training=False), input_signature=[signature])
+    return traced[specs]
+
+
 def _embedding_scorer(model, catalog: Mapping[str, np.ndarray], batch_size: int) -> Callable:
     videos = embed_catalog(model, catalog).astype(np.float32)
     names = list(model.query_feature_names)
-    embed = tf.function(lambda f: model.embed_queries(f, training=False), reduce_retracing=True)
 
     def scores(events, start, stop):
-        queries = embed({n: tf.constant(events[n][start:stop]) for n in names}).numpy()
-        return queries @ videos.T
+        features = {n: events[n][start:stop] for n in names}
+        embed = _query_embedder(model, features)
+        return embed({n: tf.constant(v) for n, v in features.items()}).numpy() @ videos.T
 
     return scores
 

@@ -282,22 +282,24 @@ TABLE_ROWS = (
 )
 
 
+# The leave-one-out rows, printed when the report has that section.
+LEAVE_ONE_OUT_ROWS = ("hr@10", "ndcg@10", "retrieval_hr@10", "history_mean_hr@10", "history_mean_ndcg@10",
+                      "id_only_hr@10", "id_only_ndcg@10", "popularity_hr@10", "cold_hr@50")
+
+
 def format_table(report: Mapping[str, Mapping[str, float]], rows: Sequence = TABLE_ROWS) -> str:
     """The report's headline metrics as a two-column text table (`n/a` where a value is missing or None)."""
-    lines = [f"{'metric':<32}{'value':>10}", "-" * 42]
+    cells = []
     served_n = report.get("serving", {}).get("n")
     for section, key in rows:
         if key.startswith("hr@") and served_n is not None:
             key = f"hr@{served_n}"  # the hit rates are at the served list's length
-        value = report.get(section, {}).get(key)
-        lines.append(f"{section + '.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
-    if "leave_one_out" in report:
-        loo = report["leave_one_out"]
-        for key in ("hr@10", "ndcg@10", "retrieval_hr@10", "history_mean_hr@10", "history_mean_ndcg@10",
-                    "id_only_hr@10", "id_only_ndcg@10", "popularity_hr@10", "cold_hr@50"):
-            if key in loo:
-                value = loo[key]
-                lines.append(f"{'leave_one_out.' + key:<32}{'n/a' if value is None else format(value, '.4f'):>10}")
+        cells.append((f"{section}.{key}", report.get(section, {}).get(key)))
+    loo = report.get("leave_one_out", {})
+    cells += [(f"leave_one_out.{key}", loo[key]) for key in LEAVE_ONE_OUT_ROWS if key in loo]
+    width = max([32] + [len(name) + 2 for name, _ in cells])
+    lines = [f"{'metric':<{width}}{'value':>10}", "-" * (width + 10)]
+    lines += [f"{name:<{width}}{'n/a' if value is None else format(value, '.4f'):>10}" for name, value in cells]
     return "\n".join(lines)
 
 

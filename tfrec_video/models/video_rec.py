@@ -198,6 +198,13 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         floor = float(probs.min()) if len(probs) else 1.0
         table = np.concatenate([np.full(1 + config.video_oov_buckets, floor, np.float32), probs])
         self._sampling_probability = tf.constant(table, tf.float32)
+        # The served order's popularity feature (`ListBlend`): an unseen video's popularity is unknown, not
+        # the smallest, so it gets the median video's. With the floor, the blend (fitted on validation
+        # clicks, which are on known videos) put every new video last: the served list held none.
+        log_probs = np.log(np.maximum(probs, 1e-12)) if len(probs) else np.zeros(0, np.float32)
+        typical = float(np.median(log_probs)) if len(log_probs) else 0.0
+        self._log_popularity = tf.constant(
+            np.concatenate([np.full(1 + config.video_oov_buckets, typical, np.float32), log_probs]), tf.float32)
 
     # -- stages ---------------------------------------------------------------------------------
     @property
@@ -274,7 +281,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         if self.video_click_counts is not None:
             video["video_index"] = self._count_index(video_index, self.config.video_id_dropout, training)
         if popularity:
-            video["log_popularity"] = tf.math.log(tf.gather(self._sampling_probability, video_index))
+            video["log_popularity"] = tf.gather(self._log_popularity, video_index)
         return video
 
     def _count_index(self, index, dropout, training):
