@@ -16,11 +16,8 @@ from tfrec_video.errors import ConfigError
 from tfrec_video.training.run_config import (CallbackConfig, apply_overrides, dump_run_config, load_run_config,
                                       run_config_from_dict)
 
-PNG = b"\x89PNG\r\n\x1a\n"
-SMALL_MODEL = {"embedding_dim": 16, "id_dim": 8, "title_vocabulary_size": 300, "title_filters": 8,
-               "title_dim": 8, "media_dim": 8, "media_components": 4, "query_hidden_units": [16],
-               "candidate_hidden_units": [16], "ranking_hidden_units": [16], "user_oov_buckets": 4,
-               "video_oov_buckets": 4}
+from toy import PNG, SMALL_MODEL
+
 
 
 def _write(path, text):
@@ -75,7 +72,7 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
     ("data: {builtin: tiny}\ntraining: {epochs: 0}\n", r"TrainingConfig.epochs must be a positive integer, got 0"),
     ("data: {builtin: tiny}\ntraining: {batch_size: -5}\n", r"batch_size must be a positive integer, got -5"),
     ("data: {builtin: tiny}\nmodel: {learning_rate: fast}\n", r"model"),
-    ("data: {builtin: small}\n", r"data.builtin must be one of \('tiny', 'default'\)"),
+    ("data: {builtin: small}\n", r"data.builtin must be one of \('tiny', 'default', 'sparse'\)"),
     ("model: {embedding_dim: 8}\n", r"the `data` section is missing"),
     ("data: {train: x}\n", r"data needs `catalog` and `train` paths"),
     ("data: {builtin: tiny}\nstrategy: tpu\n", r"strategy must be one of"),

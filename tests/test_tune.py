@@ -19,11 +19,8 @@ from tfrec_video.training.search_space import (DEFAULT_SPACE, TuneConfig, check_
                                                tune_config_from_dict)
 from tfrec_video.training.study import OWNER_ATTR
 
-PNG = b"\x89PNG\r\n\x1a\n"
-SMALL_MODEL = {"embedding_dim": 16, "id_dim": 8, "title_vocabulary_size": 300, "title_filters": 8,
-               "title_dim": 8, "media_dim": 8, "media_components": 4, "query_hidden_units": [16],
-               "candidate_hidden_units": [16], "ranking_hidden_units": [16], "user_oov_buckets": 4,
-               "video_oov_buckets": 4}
+from toy import PNG, SMALL_MODEL
+
 # Two quick epochs a trial: no head selection, calibration or served-order fit (tested elsewhere).
 FAST_TRAINING = {"epochs": 2, "batch_size": 128, "shuffle_buffer": 1000, "select_heads": False, "calibrate": False,
                  "blend_list": False}

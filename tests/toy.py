@@ -69,3 +69,12 @@ def small_model(catalog, impressions, epochs=0, **overrides):
     if epochs:
         model.fit(tf.data.Dataset.from_tensor_slices(impressions).batch(256), epochs=epochs, verbose=0)
     return model
+
+
+# A PNG file's first bytes (the report plots), and a small ModelConfig for run-config tests
+# (`tfrec-video train` and `tfrec-video tune` on the tiny built-in data).
+PNG = b"\x89PNG\r\n\x1a\n"
+SMALL_MODEL = {"embedding_dim": 16, "id_dim": 8, "title_vocabulary_size": 300, "title_filters": 8,
+               "title_dim": 8, "media_dim": 8, "media_components": 4, "query_hidden_units": [16],
+               "candidate_hidden_units": [16], "ranking_hidden_units": [16], "user_oov_buckets": 4,
+               "video_oov_buckets": 4}

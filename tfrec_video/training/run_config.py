@@ -135,7 +135,7 @@ class DataConfig:
                 raise ConfigError(f"data.builtin={self.builtin!r} supplies the catalog, train and test files; "
                                   f"remove data.{', data.'.join(given)} or data.builtin.")
         elif self.catalog is None or self.train is None:
-            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default` for the built-in "
+            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default|sparse` for the built-in "
                               "dataset).")
 
 
