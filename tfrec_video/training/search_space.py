@@ -87,14 +87,16 @@ def _number(value) -> bool:
 
 
 def _numeric_kind(section: str, name: str) -> Optional[str]:
-    """`"int"`, `"float"` or None (not a number) from the field's annotation; `Optional[...]` counts."""
+    """`"int"`, `"float"` or None (not a number) from the field's annotation; `Optional[...]` and a float
+    that may be `"auto"` count."""
     hint = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
     args = [hint]
     if typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args == [int]:
         return "int"
-    if args == [float]:
+    # `Union[float, str]`: a number that may also be "auto" (models.data_rules); the search sets the number.
+    if args == [float] or sorted(args, key=str) == sorted([float, str], key=str):
         return "float"
     return None
 
