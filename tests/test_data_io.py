@@ -33,7 +33,7 @@ def catalog_columns():
         "video_id": [f"v{i}" for i in range(5)],
         "title": list(TITLES),
         "category": ["music", "news", "音乐", "sport, live", "x|y"],
-        "duration_s": np.array([0.1, 1e-30, 3.4e38, -2.5, 0.0], np.float32),
+        "duration_s": np.array([0.1, 1e-30, 3.4e38, 2.5, 0.0], np.float32),
         "image_embedding": rng.randn(5, 4).astype(np.float32),
         "audio_embedding": rng.randn(5, 3).astype(np.float32) * 1e-7,
         "thumbnail": list(PNG_LIKE),

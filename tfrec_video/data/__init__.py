@@ -2,8 +2,8 @@
 
 `schema` (the declared features), `files` (formats, listing, opening), `tables`
 (`read_table`, `write_table`), one module per format (`tfrecord`, `parquet`, `csv`),
-`validation`, `join`, `pipeline` (the `tf.data` input of training) and
-`media_embeddings`. The bottom layer: may import only the base modules
+`validation`, `integrity` (unique ids, splits that agree, CSV lines), `join`,
+`pipeline` (the `tf.data` input of training) and `media_embeddings`. The bottom layer: may import only the base modules
 (`tfrec_video.errors`, `config_fields`, `distribute`).
 
 Both tables can be stored as TFRecord (`tf.train.Example`), Parquet or CSV files,
@@ -11,7 +11,8 @@ locally or on any `tf.io.gfile` file system; importing this package imports
 `tensorflow_io`, which registers `s3://`, `az://` and `hdfs://`. A
 `tfrec_video.data.schema.TableSchema` is the contract every file is checked against;
 problems are raised as `tfrec_video.errors.DataValidationError` naming the file,
-row and feature.
+the place in it (the line an editor shows for CSV, the header being line 1; the
+0-based row for Parquet and TFRecord) and the feature.
 
 * `write_table` writes one file, validated and atomically.
 * `read_table` reads files as an unbatched `tf.data.Dataset` of `{feature: tensor}`.

@@ -17,12 +17,19 @@ Conventions:
 The Python `csv` module does the parsing (so reading costs Python time per row;
 prefer TFRecord or Parquet for large tables). Paths may be local or use any
 `tf.io.gfile` scheme.
+
+Errors name the *line* an editor shows (1-based, the header is line 1): the line
+a record starts on (a quoted cell may hold newlines, so a record can span
+lines), or for bytes that are not UTF-8 the line of the first bad byte. Other
+formats, which have no lines, name the 0-based row instead.
 """
 
 import base64
 import binascii
+import codecs
 import csv as _csv
 import io as _io
+import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -36,6 +43,10 @@ READ_BATCH = 4096
 _WRITE_CHUNK = 8192
 LIST_SEPARATOR = "|"
 VECTOR_SEPARATOR = " "
+# The `csv` module refuses cells over 128 KiB by default, but a base64 thumbnail that
+# `write` wrote can be larger: reading raises the (process-wide) limit to this.
+_FIELD_LIMIT = min(sys.maxsize, 2 ** 31 - 1)
+_SCAN_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -101,44 +112,106 @@ def write(path: str, num_rows: int, columns: Dict[str, RaggedColumn], schema: Ta
 # --------------------------------------------------------------------------
 
 
+def _line_breaks(data: bytes) -> int:
+    """Line ends in `data` as a text reader counts them: `\\n`, `\\r\\n` or a lone `\\r`."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def _first_bad_utf8(path: str) -> Optional[Tuple[int, int, int, str]]:
+    """`(line, byte_offset, byte, reason)` of the first byte of `path` that is not UTF-8, if any.
+
+    The text reader that met it decodes a block ahead of the CSV parser and reports an
+    offset inside that block, so the file is scanned again from the start, a block at a
+    time, counting line ends up to the bad byte.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    consumed, breaks, last = 0, 0, b""
+    with data_files.open_file(path, "rb") as f:
+        while True:
+            chunk = f.read(_SCAN_CHUNK)
+            pending = decoder.getstate()[0]  # bytes of a character cut by the previous block
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                bad = consumed - len(pending) + e.start
+                head = chunk[:max(bad - consumed, 0)]
+                breaks += _line_breaks(head) - (last == b"\r" and head.startswith(b"\n"))
+                return breaks + 1, bad, (pending + chunk)[e.start], e.reason
+            if not chunk:
+                return None
+            breaks += _line_breaks(chunk) - (last == b"\r" and chunk.startswith(b"\n"))
+            consumed += len(chunk)
+            last = chunk[-1:]
+
+
 class _Rows:
-    """The header and the records of a CSV file, with errors that name the file and row."""
+    """The header and the records of a CSV file, with errors that name the file and line.
+
+    `records` counts records from 0 (`row`, as the shared checks of
+    `tfrec_video.data.validation` do) and gives the line each starts on.
+    """
 
     def __init__(self, path: str):
         self.path = path
         if data_files.file_size(path) == 0:
             raise DataValidationError("empty file (0 bytes)", file=path,
                                       expected="a header row and at least one row")
+        if _csv.field_size_limit() < _FIELD_LIMIT:
+            _csv.field_size_limit(_FIELD_LIMIT)
         self.handle = _io.TextIOWrapper(data_files.open_file(path, "rb"), encoding="utf-8", newline="")
         self.reader = _csv.reader(self.handle, strict=True)
         self.row = -1
-        header = self._next()
-        if header is None:
-            raise DataValidationError("empty file (no header row)", file=path,
-                                      expected="a header row and at least one row")
+        self.line = 0
+        try:
+            header = self._next()
+            if header is None:
+                raise DataValidationError("empty file (no header row)", file=path,
+                                          expected="a header row and at least one row")
+        except BaseException:
+            self.handle.close()  # No `with` block owns the handle yet.
+            raise
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]
         self.header = header
 
     def _next(self) -> Optional[List[str]]:
+        """The next non-blank record (`None` at the end); `self.line` is the line it starts on."""
         while True:
+            # `line_num` counts the lines read so far, so a record starts on the next one.
+            start = self.reader.line_num + 1
             try:
                 record = next(self.reader)
             except StopIteration:
                 return None
             except _csv.Error as e:
-                raise DataValidationError(f"malformed CSV (truncated file?): {e}", file=self.path,
-                                          row=max(self.row + 1, 0), expected="well-formed CSV") from None
-            except UnicodeDecodeError as e:
-                raise DataValidationError(f"the file is not UTF-8 text: {e}", file=self.path,
-                                          row=max(self.row + 1, 0), expected="UTF-8 CSV") from None
+                # Name where the record starts (an unclosed quote runs to the end of the file).
+                stop = self.reader.line_num
+                at = f" (the parser stopped at line {stop})" if stop > start else ""
+                raise DataValidationError(
+                    f"malformed CSV in the record that starts on this line (truncated file, or a quote "
+                    f"left open?){at}: {e}", file=self.path, line=start, expected="well-formed CSV") from None
+            except UnicodeDecodeError:
+                error = self._not_utf8(start)
+                raise error from None
             if record:  # Blank lines are not records.
+                self.line = start
                 return record
 
-    def records(self, batch_size: int) -> Iterator[Tuple[int, List[List[str]]]]:
-        """Yields `(first_row, rows)`; every row is checked to have one cell a column."""
+    def _not_utf8(self, fallback_line: int) -> DataValidationError:
+        found = _first_bad_utf8(self.path)
+        if found is None:  # The file changed under us; name the record being read.
+            return DataValidationError("the file is not UTF-8 text", file=self.path, line=fallback_line,
+                                       expected="UTF-8 CSV")
+        line, offset, byte, reason = found
+        return DataValidationError(
+            f"the file is not UTF-8 text: byte 0x{byte:02x} at byte offset {offset} cannot be decoded ({reason})",
+            file=self.path, line=line, expected="UTF-8 text; re-save the file with the UTF-8 encoding")
+
+    def records(self, batch_size: int) -> Iterator[Tuple[int, List[List[str]], List[int]]]:
+        """Yields `(first_row, records, lines)`: every record has one cell a column; `lines[i]` is where it starts."""
         width = len(self.header)
         batch: List[List[str]] = []
+        lines: List[int] = []
         first = 0
         while True:
             record = self._next()
@@ -147,15 +220,16 @@ class _Rows:
             self.row += 1
             if len(record) != width:
                 raise DataValidationError(
-                    f"row has {len(record)} cells but the header has {width} columns (truncated file?)",
-                    file=self.path, row=self.row, expected=f"{width} cells: {self.header}")
+                    f"the record has {len(record)} cells but the header has {width} columns (truncated file?)",
+                    file=self.path, line=self.line, expected=f"{width} cells: {self.header}")
             batch.append(record)
+            lines.append(self.line)
             if len(batch) == batch_size:
-                yield first, batch
+                yield first, batch, lines
                 first += len(batch)
-                batch = []
+                batch, lines = [], []
         if batch:
-            yield first, batch
+            yield first, batch, lines
 
     def close(self):
         self.handle.close()
@@ -206,12 +280,13 @@ def _parse_flat(feature: Feature, texts: List[str]) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def _ragged(path: str, feature: Feature, cells: List[str], offset: int) -> RaggedColumn:
+def _ragged(path: str, feature: Feature, cells: List[str], lines: List[int]) -> RaggedColumn:
+    """One column of a batch; an unparsable cell raises naming the line its record starts on."""
     if feature.kind == "scalar":
         try:
             return RaggedColumn(_parse_flat(feature, cells), None)
         except _BadValue as e:
-            raise DataValidationError(e.message, file=path, row=offset + e.index, feature=feature.name,
+            raise DataValidationError(e.message, file=path, line=lines[e.index], feature=feature.name,
                                       expected=feature.describe()) from None
     if feature.kind == "vector":
         parts = [cell.split() for cell in cells]
@@ -222,9 +297,17 @@ def _ragged(path: str, feature: Feature, cells: List[str], offset: int) -> Ragge
     try:
         values = _parse_flat(feature, flat)
     except _BadValue as e:
-        raise DataValidationError(e.message, file=path, row=offset + row_of_value(lengths, e.index),
+        raise DataValidationError(e.message, file=path, line=lines[row_of_value(lengths, e.index)],
                                   feature=feature.name, expected=feature.describe()) from None
     return RaggedColumn(values, lengths)
+
+
+def _at_line(error: DataValidationError, offset: int, lines: List[int]) -> DataValidationError:
+    """`error` of the shared checks, which count records from 0 (`row`), naming the record's line instead."""
+    if error.row is None or not 0 <= error.row - offset < len(lines):
+        return error
+    return DataValidationError(error.reason, file=error.file, line=lines[error.row - offset],
+                               feature=error.feature, expected=error.expected)
 
 
 def iter_batches(path: str, schema: TableSchema, *, batch_size: int = READ_BATCH, validate: bool = True,
@@ -239,23 +322,32 @@ def iter_batches(path: str, schema: TableSchema, *, batch_size: int = READ_BATCH
       dense: yield dense numpy columns (else `{}`: a validation-only pass).
 
     Yields:
-      `(row_offset, {name: np.ndarray})`; strings come as `str` objects.
+      `(row_offset, {name: np.ndarray})`: `row_offset` counts records from 0 (the
+      first after the header is row 0); strings come as `str` objects.
+
+    Raises:
+      DataValidationError: naming the line (1-based, as an editor shows it) of
+        the first bad record.
     """
     with _Rows(path) as rows:
         index = {name: i for i, name in enumerate(rows.header)}
         total = 0
-        for offset, records in rows.records(batch_size):
+        for offset, records, lines in rows.records(batch_size):
             columns = {}
             for f in schema:
                 j = index[f.name]
-                columns[f.name] = _ragged(path, f, [r[j] for r in records], offset)
-            if dense:
-                yield offset, batch_to_dense(schema, columns, file=path, row_offset=offset, validate=validate)
-            else:
-                if validate:
-                    for f in schema:
-                        check_values(f, columns[f.name], file=path, row_offset=offset)
-                yield offset, {}
+                columns[f.name] = _ragged(path, f, [r[j] for r in records], lines)
+            try:
+                if dense:
+                    batch = batch_to_dense(schema, columns, file=path, row_offset=offset, validate=validate)
+                else:
+                    batch = {}
+                    if validate:
+                        for f in schema:
+                            check_values(f, columns[f.name], file=path, row_offset=offset)
+            except DataValidationError as error:
+                raise _at_line(error, offset, lines) from None
+            yield offset, batch
             total += len(records)
         if total == 0:
             raise DataValidationError("empty file (0 rows after the header)", file=path,

@@ -12,7 +12,12 @@ An impression whose video is not in the catalog either fails the pipeline
 (`on_missing="error"`) or gets an all-zero / empty-string row
 (`on_missing="default"`). Because an in-graph failure is a poor error message,
 `check_ids_in_catalog` does the same check eagerly over the impression files
-and names the file, row and unknown id.
+and names the file, row (the line, for CSV) and unknown id; `fit_model` runs it
+when `adapt` has seen an unknown id (`UnknownVideoError`).
+
+Only the video an impression *shows* must be in the catalog. Its `history` may
+name videos the catalog no longer holds (removed, or not yet embedded): the
+model pools those as videos without content (`tfrec_video.towers.CatalogTable`).
 
 Example:
 
@@ -30,9 +35,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.schema import TableSchema
-from tfrec_video.errors import DataValidationError
+from tfrec_video.errors import DataValidationError, shorten
 
 ON_MISSING = ("error", "default")
+
+
+class UnknownVideoError(DataValidationError):
+    """An impression's `video_id` is not in the catalog."""
 
 
 def _id_key(value) -> bytes:
@@ -169,22 +178,27 @@ def check_ids_in_catalog(impression_paths: Union[str, Sequence[str]], schema: Ta
       format: the impressions' format, or `None` to detect it.
 
     Raises:
-      DataValidationError: naming the file, row and the first unknown id.
+      UnknownVideoError: a `DataValidationError` naming the file, row (line,
+        for CSV) and the first unknown id.
 
     Example:
 
     >>> check_ids_in_catalog("impressions/", impressions_schema(), catalog["video_id"])  # doctest: +SKIP
     """
+    from tfrec_video.data.files import files_format
+    from tfrec_video.data.integrity import locate
     from tfrec_video.data.tables import open_table
 
     known = set(_id_list(catalog_ids))
     files, module, _ = open_table(impression_paths, schema, format)
+    fmt = files_format(files, format)
     video_only = schema.select(["video_id"])
     for path in files:
         for offset, batch in module.iter_batches(path, video_only, validate=False, dense=True):
             for i, value in enumerate(batch["video_id"]):
                 key = _id_key(value)
                 if key not in known:
-                    raise DataValidationError(
-                        f"video_id {key.decode('utf-8', 'replace')!r} is not in the catalog", file=path,
-                        row=offset + i, feature="video_id", expected="a video_id listed in the catalog")
+                    raise UnknownVideoError(
+                        f"video_id {shorten(key.decode('utf-8', 'replace'))} is not in the catalog", file=path,
+                        feature="video_id", expected="a video_id listed in the catalog: the video an impression "
+                        "shows must be known, only its history may name others", **locate(path, offset + i, fmt))

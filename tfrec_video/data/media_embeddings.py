@@ -28,7 +28,8 @@ import numpy as np
 
 from tfrec_video.data.files import is_local, list_files
 from tfrec_video.data.schema import Feature, TableSchema, as_strings
-from tfrec_video.data.tables import read_table_numpy, table_columns
+from tfrec_video.data.integrity import check_unique_ids
+from tfrec_video.data.tables import read_table_numpy_with_files, table_columns
 from tfrec_video.errors import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] 
     Raises:
       ValueError: neither width is given, or one is not a positive integer.
     """
-    features = [Feature("video_id", "string", required=True, role="id", description="the catalog's video id")]
+    features = [Feature("video_id", "string", required=True, role="id", description="the catalog's video id",
+                        non_empty=True)]
     for name, dim in (("image_embedding", image_dim), ("audio_embedding", audio_dim)):
         if dim is None:
             continue
@@ -106,19 +108,11 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
             raise DataValidationError("its width is not known", file=files[0], feature=name,
                                       expected="image_dim / audio_dim (data.image_dim, data.audio_dim in a config)")
     schema = embeddings_schema(*(widths[n] if n in names else None for n in ("image_embedding", "audio_embedding")))
-    # One file at a time, so that a duplicate id is named by its file and its row there.
-    parts = [read_table_numpy([f], schema, validate=True) for f in files]
-    table = {name: np.concatenate([part[name] for part in parts]) for name in ["video_id", *names]}
+    table, file_rows = read_table_numpy_with_files(files, schema, validate=True)
+    # A duplicate id is named by the file and row (line, for CSV) of both of its rows.
+    check_unique_ids(table["video_id"], file_rows, "video_id")
     ids = as_strings(table["video_id"])
-    row_of: Dict[str, int] = {}
-    where = [(f, row) for f, part in zip(files, parts) for row in range(len(part["video_id"]))]
-    for row, video_id in enumerate(ids):
-        if video_id in row_of:
-            first_file, first_row = where[row_of[video_id]]
-            raise DataValidationError(f"duplicate video_id {video_id!r} (first in {first_file}, row {first_row})",
-                                      file=where[row][0], row=where[row][1], feature="video_id",
-                                      expected="one row per video")
-        row_of[video_id] = row
+    row_of: Dict[str, int] = {video_id: row for row, video_id in enumerate(ids.tolist())}
     catalog_ids = as_strings(catalog["video_id"])
     rows = np.array([row_of.get(v, -1) for v in catalog_ids])
     absent = catalog_ids[rows < 0]

@@ -22,6 +22,10 @@ Writing splits the table into row groups of about 64 MiB, so readers never
 hold more than that per file.
 
 Paths may be local or use any `tf.io.gfile` scheme (read through `GFile`).
+
+Errors name the 0-based *row* (`row 0` is the file's first row, counted across its
+row groups): a Parquet file has no lines. A column of the wrong type is named at
+row 0, the first of its rows that cannot be read.
 """
 
 from typing import Dict, Iterator, List, Optional, Tuple

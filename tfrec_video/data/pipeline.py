@@ -29,9 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.files import list_files, shard_files, table_format
+from tfrec_video.data.integrity import check_unique_ids
 from tfrec_video.data.join import check_ids_in_catalog, join_catalog
 from tfrec_video.data.schema import TableSchema
-from tfrec_video.data.tables import count_rows, read_table, read_table_numpy
+from tfrec_video.data.tables import count_rows, read_table, read_table_numpy_with_files
 from tfrec_video.distribute import num_workers
 from tfrec_video.errors import ConfigError
 
@@ -40,8 +41,16 @@ CONTENT_FEATURES = ("title", "category", "duration_s", "image_embedding", "audio
 
 
 def load_catalog(paths, schema: TableSchema, validate: bool = True) -> Dict[str, np.ndarray]:
-    """The whole catalog as column arrays; duplicate video ids are an error."""
-    return read_table_numpy(paths, schema, validate=validate)
+    """The whole catalog as column arrays (`read_table_numpy`), each video once.
+
+    Raises:
+      DataValidationError: a bad row (with `validate`), or a `video_id` that
+        appears twice, naming the file and line or row of both.
+    """
+    catalog, file_rows = read_table_numpy_with_files(paths, schema, validate=validate)
+    # The model holds one catalog row per video: a second row of an id would make it ambiguous.
+    check_unique_ids(catalog["video_id"], file_rows, "video_id")
+    return catalog
 
 
 def impressions_dataset(
@@ -57,6 +66,7 @@ def impressions_dataset(
     drop_remainder: bool = False,
     input_context: Optional[tf.distribute.InputContext] = None,
     repeat: bool = False,
+    num_rows: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Batched impressions joined with catalog content features.
 
@@ -78,6 +88,11 @@ def impressions_dataset(
         of the files (`read_table(shard=...)`).
       repeat: repeat the rows forever (reshuffled each pass when `shuffle`);
         `model.fit` then needs `steps_per_epoch`.
+      num_rows: the number of rows of `paths`, when known (`adapt` counts
+        them): the dataset then has a known cardinality, so Keras shows
+        `N/N` steps from the first epoch on instead of `N/Unknown`. It must
+        be exact (a different count fails at the end of the pass); it is
+        ignored with `repeat` or `input_context`, whose passes are not the table.
 
     Returns:
       A `tf.data.Dataset` of feature dicts, batched. Without `input_context` it
@@ -98,6 +113,9 @@ def impressions_dataset(
     if validate:
         check_ids_in_catalog(paths, schema, catalog["video_id"])
     data = read_table(paths, schema, validate=validate, shuffle_files=shuffle, seed=seed, shard=shard)
+    if num_rows is not None and not repeat and shard is None:
+        # Rows streamed from files have no known count; batching derives the exact steps from this one.
+        data = data.apply(tf.data.experimental.assert_cardinality(int(num_rows)))
     if shuffle:
         data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -177,7 +195,8 @@ def distributed_impressions(strategy: tf.distribute.Strategy, paths, catalog: Ma
         return DistributedInput(impressions_dataset(paths, catalog, schema, batch_size, **options), None)
     if workers > 1:
         shard_files(list_files(paths), 0, workers)  # the fewer-files-than-workers error, before any worker starts
-    steps = math.ceil(count_rows(paths, schema) / batch_size)
+    num_rows = options.pop("num_rows", None)
+    steps = math.ceil((count_rows(paths, schema) if num_rows is None else num_rows) / batch_size)
     if table_format(paths) == "tfrecord":
         return DistributedInput(impressions_dataset(paths, catalog, schema, batch_size, repeat=True, **options), steps)
     data = strategy.distribute_datasets_from_function(

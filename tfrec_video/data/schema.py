@@ -11,6 +11,10 @@ A `Feature` says what one column holds:
   `""` for strings, so batches have fixed shapes).
 * `required`: a file without a required column is rejected; an optional column
   may be absent from a file, and then the feature is absent from the dataset.
+* `min_value` / `max_value` (numbers) and `non_empty` (strings): the documented
+  range of a value. Readers and `write_table` reject a value outside it, naming
+  the file, row and feature, in every format: `clicked` is 0 or 1, `hour` 0 to
+  23, `duration_s` at least 0, and ids are never `""` (the pad of `history`).
 
 Example:
 
@@ -44,6 +48,11 @@ class Feature:
       role: what the feature is for (`"id"`, `"label"`, `"content"`, `"context"`,
         `"media"`, `"history"`, `"time"`); models pick features by role.
       description: one line for docs and error messages.
+      min_value: the smallest value allowed (numbers; every value of a vector
+        or list), or None for no bound.
+      max_value: the largest value allowed, or None for no bound.
+      non_empty: strings only: `""` is not a value (ids: `""` pads histories
+        and means "no video").
     """
 
     name: str
@@ -53,6 +62,9 @@ class Feature:
     required: bool = False
     role: str = "content"
     description: str = ""
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+    non_empty: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -63,6 +75,13 @@ class Feature:
             raise ValueError(
                 f"Feature {self.name!r}: a {self.kind} needs a positive integer length, got {self.length!r}."
             )
+        bounded = self.min_value is not None or self.max_value is not None
+        if bounded and self.dtype not in ("int64", "float32"):
+            raise ValueError(f"Feature {self.name!r}: min_value / max_value need a number dtype, got {self.dtype!r}.")
+        if self.non_empty and self.dtype != "string":
+            raise ValueError(f"Feature {self.name!r}: non_empty needs a string dtype, got {self.dtype!r}.")
+        if bounded and None not in (self.min_value, self.max_value) and self.min_value > self.max_value:
+            raise ValueError(f"Feature {self.name!r}: min_value {self.min_value!r} > max_value {self.max_value!r}.")
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -88,11 +107,29 @@ class Feature:
 
     def describe(self) -> str:
         """Human wording of what is expected, for error messages."""
+        bounds = f", {self.describe_range()}" if self.describe_range() else ""
         if self.kind == "scalar":
-            return f"one {self.dtype} value"
+            return f"one {self.dtype} value{bounds}"
         if self.kind == "vector":
-            return f"a vector of exactly {self.length} {self.dtype} values"
-        return f"a list of at most {self.length} {self.dtype} values"
+            return f"a vector of exactly {self.length} {self.dtype} values{bounds}"
+        return f"a list of at most {self.length} {self.dtype} values{bounds}"
+
+    def describe_range(self) -> str:
+        """The documented range in words (`"from 0 to 23"`, `"0 or 1"`, `">= 0"`, `"not empty"`), or `""`."""
+        def number(value):
+            return str(int(value)) if self.dtype == "int64" or float(value).is_integer() else repr(value)
+
+        if self.non_empty:
+            return "not empty"
+        if self.min_value is not None and self.max_value is not None:
+            if self.dtype == "int64" and self.max_value - self.min_value == 1:
+                return f"{number(self.min_value)} or {number(self.max_value)}"
+            return f"from {number(self.min_value)} to {number(self.max_value)}"
+        if self.min_value is not None:
+            return f">= {number(self.min_value)}"
+        if self.max_value is not None:
+            return f"<= {number(self.max_value)}"
+        return ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,10 +209,10 @@ def catalog_schema(image_dim: Optional[int] = 1024, audio_dim: Optional[int] = 1
     return TableSchema(
         "catalog",
         (
-            Feature("video_id", "string", required=True, role="id", description="unique video id"),
+            Feature("video_id", "string", required=True, role="id", description="unique video id", non_empty=True),
             Feature("title", "string", required=True, role="content", description="free text, any language"),
             Feature("category", "string", role="content", description="category name"),
-            Feature("duration_s", "float32", role="content", description="duration in seconds"),
+            Feature("duration_s", "float32", role="content", description="duration in seconds", min_value=0),
             Feature("image_embedding", "float32", "vector", image_dim, role="content",
                     description="precomputed thumbnail embedding"),
             Feature("audio_embedding", "float32", "vector", audio_dim, role="content",
@@ -201,13 +238,14 @@ def impressions_schema(history_length: int = 20) -> TableSchema:
     return TableSchema(
         "impressions",
         (
-            Feature("user_id", "string", required=True, role="id", description="user id"),
+            Feature("user_id", "string", required=True, role="id", description="user id", non_empty=True),
             Feature("history", "string", "list", history_length, role="history",
                     description="recently clicked video ids, newest first"),
-            Feature("hour", "int64", role="context", description="hour of day, 0-23"),
+            Feature("hour", "int64", role="context", description="hour of day, 0-23", min_value=0, max_value=23),
             Feature("device", "string", role="context", description="device type"),
-            Feature("video_id", "string", required=True, role="id", description="the video shown"),
-            Feature("clicked", "int64", required=True, role="label", description="1 if clicked, else 0"),
+            Feature("video_id", "string", required=True, role="id", description="the video shown", non_empty=True),
+            Feature("clicked", "int64", required=True, role="label", description="1 if clicked, else 0",
+                    min_value=0, max_value=1),
             Feature("timestamp", "int64", role="time", description="seconds since the epoch"),
         ),
     )

@@ -82,8 +82,21 @@ def open_table(paths, schema: TableSchema, format: Optional[str]):
         names = module.read_columns(f)
         validation.check_column_names(f, names, schema)
         columns.append(names)
-    validation.check_same_columns(files, columns)
+    check_same_columns(files, columns)
     return files, module, schema.select(columns[0])
+
+
+def check_same_columns(files: Sequence[str], columns: Sequence[Sequence[str]]) -> None:
+    """Raises unless every file has the same set of columns, naming two files that differ."""
+    first = set(columns[0])
+    for file, names in zip(files[1:], columns[1:]):
+        if set(names) != first:
+            parts = [f"only {path!r} has {cols}" for path, cols in (
+                (files[0], sorted(first - set(names))), (file, sorted(set(names) - first))) if cols]
+            raise DataValidationError(
+                f"files {files[0]!r} and {file!r} have different columns ({'; '.join(parts)}); "
+                "every file of one table must have the same columns", file=file,
+                expected=f"the columns of {files[0]!r}: {sorted(first)}")
 
 
 def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSchema,
@@ -163,7 +176,7 @@ def write_table(columns: Mapping[str, object], path: PathLike, schema: TableSche
 
 def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, format: Optional[str] = None,
                validate: bool = True, shuffle_files: bool = False, seed: Optional[int] = None,
-               shard: Optional[Tuple[int, int]] = None):
+               shard: Optional[Tuple[int, int]] = None, progress: bool = False):
     """Reads a table as an unbatched `tf.data.Dataset` of `{feature: tensor}`.
 
     Under `tf.distribute` with several workers, every worker must read a
@@ -195,6 +208,8 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
         pipeline's share `(input_pipeline_id, num_input_pipelines)`. Every
         worker must then use the same `seed`, so that their shares are
         disjoint. The dataset is then marked not to be sharded again.
+      progress: show a progress bar (tqdm, on stderr) over the files of the
+        validation pass, which reads every row before training starts.
 
     Returns:
       A `tf.data.Dataset` whose elements are dicts of tensors with static
@@ -213,7 +228,10 @@ def read_table(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema, 
     """
     files, module, sub = open_table(paths, schema, format)
     if validate:
-        for f in files:
+        from tqdm.auto import tqdm
+
+        for f in tqdm(files, desc=f"checking the {schema.name} files", unit="file", disable=not progress,
+                      leave=False):
             for _ in module.iter_batches(f, sub, validate=True, dense=False):
                 pass
     if shuffle_files:
@@ -311,19 +329,36 @@ def read_table_numpy(paths: Union[PathLike, Sequence[PathLike]], schema: TableSc
     >>> catalog["title"][0]  # doctest: +SKIP
     'How to brew coffee'
     """
+    return read_table_numpy_with_files(paths, schema, format, validate)[0]
+
+
+def read_table_numpy_with_files(paths: Union[PathLike, Sequence[PathLike]], schema: TableSchema,
+                                format: Optional[str] = None, validate: bool = True
+                                ) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, int]]]:
+    """`read_table_numpy`, and where each row came from: `(columns, [(file, rows), ...])`.
+
+    The second part lists every file in the order its rows were stacked, with
+    its number of rows, so that a check across rows (a duplicate id) can name
+    the file and row of each (`tfrec_video.data.integrity.source_of`).
+    """
     files, module, sub = open_table(paths, schema, format)
     parts: Dict[str, List[np.ndarray]] = {f.name: [] for f in sub}
+    file_rows: List[Tuple[str, int]] = []
+    first = next(iter(sub)).name
     for path in files:
+        rows = 0
         for offset, batch in module.iter_batches(path, sub, validate=validate, dense=True):
             for f in sub:
                 values = batch[f.name]
                 if f.dtype == "string":
                     values = _to_str(values, path, f, offset)
                 parts[f.name].append(values)
+            rows += len(batch[first])
+        file_rows.append((path, rows))
     out = {}
     for f in sub:
         chunks = parts[f.name]
         out[f.name] = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         if out[f.name].dtype != f.numpy_dtype and f.numpy_dtype is not object:
             out[f.name] = out[f.name].astype(f.numpy_dtype)
-    return out
+    return out, file_rows

@@ -23,6 +23,10 @@ Reading parses in the graph: `TFRecordDataset -> batch -> tf.io.parse_example
 checks counts and values with numpy; only when TensorFlow refuses a batch (a
 wrong value type, a record that is not an Example) does a per-record Python scan
 run to name the exact row and feature.
+
+Errors name the 0-based *row*, the index of the record in the file (`row 0` is
+the first record; a corrupt or truncated file is named at the first record that
+cannot be read): a TFRecord file has no lines.
 """
 
 import logging

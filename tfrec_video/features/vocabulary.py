@@ -37,7 +37,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from tfrec_video.data.join import UnknownVideoError
 from tfrec_video.data.schema import as_strings
+from tfrec_video.errors import DataValidationError, shorten
 from tfrec_video.features.pca import fit_pca
 from tfrec_video.features.wordpiece import learn_title_vocabulary
 
@@ -153,7 +155,7 @@ def click_rate_prior(impressions: np.ndarray, clicks: np.ndarray) -> Tuple[float
 
 
 def data_shape(user_impressions: np.ndarray, user_clicks: Optional[np.ndarray], video_impressions: np.ndarray,
-               catalog_size: int, features: Iterable[str]) -> dict:
+               catalog_size: int, features: Iterable[str], video_clicks: Optional[np.ndarray] = None) -> dict:
     """The training data's shape, from per-user and per-video counts (every id, not a capped vocabulary).
 
     Args:
@@ -162,11 +164,15 @@ def data_shape(user_impressions: np.ndarray, user_clicks: Optional[np.ndarray], 
       video_impressions: impressions of each training video.
       catalog_size: videos in the catalog.
       features: the optional features present (catalog and impression columns).
+      video_clicks: clicks of each training video (None without `clicked`).
 
     Returns:
-      `{"users", "videos", "median_user_impressions", "median_user_clicks",
-      "median_video_impressions", "cold_catalog_share", "click_rate", "features"}`
-      (`median_user_clicks` and `click_rate` None without clicks).
+      `{"users", "videos", "impressions", "clicks", "clicked_videos",
+      "median_user_impressions", "median_user_clicks", "median_video_impressions",
+      "cold_catalog_share", "click_rate", "features"}` (`clicks`,
+      `clicked_videos`, `median_user_clicks` and `click_rate` None without
+      clicks). `fit_model` refuses data whose shape nothing can be learned
+      from (`tfrec_video.training.fit.check_learnable`).
 
     Example:
 
@@ -180,6 +186,9 @@ def data_shape(user_impressions: np.ndarray, user_clicks: Optional[np.ndarray], 
     return {
         "users": int(len(user_impressions)),
         "videos": int(len(video_impressions)),
+        "impressions": int(user_impressions.sum()),
+        "clicks": None if clicks is None else int(clicks.sum()),
+        "clicked_videos": None if video_clicks is None else int(np.count_nonzero(video_clicks)),
         "median_user_impressions": float(np.median(user_impressions)) if len(user_impressions) else 0.0,
         "median_user_clicks": None if clicks is None or not len(clicks) else float(np.median(clicks)),
         "median_video_impressions": float(np.median(video_impressions)) if len(video_impressions) else 0.0,
@@ -198,6 +207,14 @@ def _ranked(counter: collections.Counter, max_size: Optional[int]) -> List[str]:
     return [k for k, _ in items]
 
 
+def _check_labels(clicked: np.ndarray, offset: int) -> None:
+    """Raises at the first `clicked` value that is not 0 or 1 (a label of 2 or -1 trains a negative loss)."""
+    bad = np.flatnonzero((clicked != 0) & (clicked != 1))
+    if bad.size:
+        raise DataValidationError(f"value {shorten(clicked[bad[0]].item())} is out of range", row=offset + int(bad[0]),
+                                  feature="clicked", expected="a value 0 or 1 — 1 if clicked, else 0")
+
+
 def _iter_batches(impressions) -> Iterable[Dict[str, np.ndarray]]:
     if isinstance(impressions, Mapping):
         yield {k: np.asarray(v) for k, v in impressions.items()}
@@ -214,6 +231,8 @@ def adapt(
     max_users: Optional[int] = None,
     max_videos: Optional[int] = None,
     media_components: int = 16,
+    check_catalog: bool = False,
+    progress: bool = False,
 ) -> Vocabularies:
     """Learns `Vocabularies` from the catalog and the training impressions.
 
@@ -226,10 +245,23 @@ def adapt(
       max_videos: cap on video ids with their own row.
       media_components: principal components kept of `image_embedding` and
         `audio_embedding` (0 keeps the raw embeddings; see `features.pca`).
+      check_catalog: raise `UnknownVideoError` when an impression's `video_id`
+        is not in the catalog (its history may name any video). `fit_model`
+        then finds the file and row with `check_ids_in_catalog`.
+      progress: show a progress bar (tqdm, on stderr) of the rows read: on a
+        large table this pass takes a while.
 
     Returns:
       A `Vocabularies`.
+
+    Raises:
+      DataValidationError: a `clicked` value other than 0 or 1 (named by its
+        row in `impressions`), or no impressions at all.
+      UnknownVideoError: with `check_catalog`, impressions of videos the
+        catalog lacks.
     """
+    from tqdm.auto import tqdm
+
     users: collections.Counter = collections.Counter()
     videos: collections.Counter = collections.Counter()
     user_clicks: collections.Counter = collections.Counter()
@@ -239,8 +271,15 @@ def adapt(
     history_length = None
     has_hour = False
     has_device = False
+    rows = 0
+    bar = tqdm(desc="adapt: reading the training impressions", unit=" rows", unit_scale=True, disable=not progress,
+               leave=False)
     for batch in _iter_batches(impressions):
         has_clicks = has_clicks and "clicked" in batch
+        if has_clicks:
+            _check_labels(np.asarray(batch["clicked"]).reshape(-1), rows)
+        rows += len(batch["video_id"])
+        bar.update(len(batch["video_id"]))
         for name, counter, clicked in (("user_id", users, user_clicks), ("video_id", videos, video_clicks)):
             ids, inverse, counts = np.unique(as_strings(batch[name]), return_inverse=True, return_counts=True)
             counter.update(dict(zip(ids.tolist(), counts.tolist())))
@@ -255,8 +294,16 @@ def adapt(
         if "history" in batch:
             history_length = int(np.asarray(batch["history"]).shape[-1])
         has_hour = has_hour or "hour" in batch
+    bar.close()
     if not videos:
-        raise ValueError("adapt: the training impressions are empty.")
+        raise DataValidationError("the training impressions are empty", expected="at least one impression")
+    if check_catalog:
+        known = set(as_strings(catalog["video_id"]).tolist())
+        unknown = sorted(v for v in videos if v not in known)
+        if unknown:
+            raise UnknownVideoError(
+                f"{len(unknown)} video ids of the training impressions are not in the catalog, e.g. "
+                f"{shorten(unknown[:5])}", feature="video_id", expected="a video_id listed in the catalog")
 
     video_ids = _ranked(videos, max_videos)
     duration_mean = duration_std = None
@@ -279,7 +326,9 @@ def adapt(
     shape = data_shape(np.array([users[u] for u in all_users]),
                        np.array([user_clicks[u] for u in all_users]) if has_clicks else None,
                        np.array([c for v, c in videos.items() if v != ""]),
-                       int(len(catalog["video_id"])), optional)
+                       int(len(catalog["video_id"])), optional,
+                       np.array([video_clicks[v] for v in videos if v != ""]) if has_clicks else None)
+    shape["impressions"] = rows  # Every row, also one whose user_id is empty (left out of the users).
     counts = {}
     if has_clicks:
         # The priors come from every id, not only the capped vocabularies: they describe the data.

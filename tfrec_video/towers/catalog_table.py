@@ -33,6 +33,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.data.integrity import check_unique_ids
 from tfrec_video.distribute import host_variables
 
 
@@ -73,6 +74,8 @@ class CatalogTable(tf.keras.layers.Layer):
         """Fills the table from catalog column arrays (`video_id` plus every column).
 
         Raises:
+          DataValidationError: a `video_id` appears twice (named with both rows;
+            `load_catalog` names the file too).
           ValueError: a column is missing, or has the wrong number of rows or shape.
         """
         if "video_id" not in catalog:
@@ -81,6 +84,8 @@ class CatalogTable(tf.keras.layers.Layer):
         if len(ids) != self.size:
             raise ValueError(f"CatalogTable {self.name}: expected a catalog of {self.size} videos (the one the "
                              f"model was built for), got {len(ids)}.")
+        # Before anything is assigned, so that a refused catalog leaves the table as it was.
+        check_unique_ids(ids, [("the catalog", len(ids))], "video_id")
         for name, (dtype, shape) in self.columns.items():
             if name not in catalog:
                 raise ValueError(f"CatalogTable {self.name}: the catalog has no {name!r} column.")
@@ -91,8 +96,6 @@ class CatalogTable(tf.keras.layers.Layer):
             empty = self.values[name][:1]
             self.values[name].assign(tf.concat([empty, tf.constant(column.astype(object) if dtype == "string"
                                                                    else column.astype(dtype))], axis=0))
-        if len(set(ids.tolist())) != len(ids):
-            raise ValueError(f"CatalogTable {self.name}: video_id values must be unique.")
         self.ids.assign(np.concatenate([[""], ids]).astype(object))
         fingerprints = self._fingerprint(tf.constant(ids)).numpy()
         order = np.argsort(fingerprints, kind="stable")

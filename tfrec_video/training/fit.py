@@ -26,10 +26,12 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.data.integrity import check_splits_agree
+from tfrec_video.data.join import UnknownVideoError, check_ids_in_catalog
 from tfrec_video.data.pipeline import distributed_impressions, impressions_dataset
 from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.data.tables import read_table
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.dtype_policy import dtype_policy
@@ -152,6 +154,55 @@ def click_counts(impressions: tf.data.Dataset) -> Dict[str, int]:
     return video_counts(impressions)[1]
 
 
+def check_learnable(shape: Mapping, model_config: ModelConfig, train_paths=None) -> None:
+    """Refuses training data that a head can learn nothing from, before any step is run.
+
+    Without these checks such data trains to the end without a word and yields
+    a model that predicts a constant:
+
+    * no click at all: retrieval trains on the clicked rows and ranking needs
+      both outcomes, so neither head can learn; refused.
+    * only clicks: ranking has no negative to tell apart; refused unless the
+      ranking head is off (`ModelConfig.ranking_weight=0`).
+    * clicks on a single video: retrieval can only ever retrieve that video;
+      refused unless the retrieval head is off (`retrieval_weight=0`).
+    * a single user: the model learns the videos that user clicks, nothing
+      that tells users apart; a warning, not an error (it is a valid smoke test).
+
+    Args:
+      shape: `Vocabularies.data_shape` of the training impressions (`adapt`).
+      model_config: the model, for which heads train.
+      train_paths: the training files, for messages.
+
+    Raises:
+      DataValidationError: naming the files, what is missing and what to do.
+    """
+    import warnings
+
+    clicks, rows = shape.get("clicks"), shape.get("impressions")
+    if clicks is None or rows is None:  # Vocabularies from before these counts: nothing to check.
+        return
+    where = dict(file=None if train_paths is None else str(train_paths), feature="clicked")
+    if clicks == 0:
+        raise DataValidationError(
+            f"none of the {rows} training impressions is clicked: retrieval learns from clicks and ranking "
+            "from clicks against non-clicks, so nothing can be learned", **where,
+            expected="some rows with clicked = 1")
+    if clicks == rows and model_config.ranking_weight > 0:
+        raise DataValidationError(
+            f"all {rows} training impressions are clicked: the ranking head cannot learn what is not clicked", **where,
+            expected="some rows with clicked = 0 (impressions shown but not clicked), or model.ranking_weight: 0 "
+                     "to train retrieval alone")
+    if shape.get("clicked_videos") == 1 and model_config.retrieval_weight > 0:
+        raise DataValidationError(
+            "every click of the training impressions is on the same video: retrieval cannot learn to tell "
+            "videos apart", **where, expected="clicks on at least two videos, or model.retrieval_weight: 0 to "
+                                              "train ranking alone")
+    if shape.get("users") == 1:
+        warnings.warn(f"the training impressions {where['file']} all come from one user: the model cannot learn "
+                      "what tells users apart.", UserWarning, stacklevel=2)
+
+
 def _with_selection(callbacks: List, config: TrainingConfig, model, catalog, schema, validation_paths,
                     validation, content, verbose) -> List:
     """`callbacks` with `HeadSelection` and `ClickCalibration` added where validation data allows.
@@ -231,6 +282,10 @@ def fit_model(
     Raises:
       ConfigError: under a strategy, a batch size that does not divide between
         the replicas, or fewer training files than workers.
+      DataValidationError: before any training: a bad row (file, row and
+        feature), training and validation files with different columns, an
+        impression whose video is not in the catalog, or training data that
+        nothing can be learned from (`check_learnable`).
 
     Example:
 
@@ -240,10 +295,20 @@ def fit_model(
     """
     strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(training_config.seed)
-    raw = read_table(train_paths, impressions_schema, validate=True)
-    vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,
-                         max_users=model_config.max_users, max_videos=model_config.max_videos,
-                         media_components=model_config.media_components)
+    # Up front, from the files' headers: a validation split without a column the model reads would
+    # otherwise fail inside tf.function at the end of the first epoch.
+    check_splits_agree({"train": train_paths, "validation": validation_paths}, impressions_schema)
+    raw = read_table(train_paths, impressions_schema, validate=True, progress=verbose > 0)
+    try:
+        vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,
+                             max_users=model_config.max_users, max_videos=model_config.max_videos,
+                             media_components=model_config.media_components, check_catalog=True,
+                             progress=verbose > 0)
+    except UnknownVideoError:
+        # adapt saw an unknown video but not where it is; this pass over video_id names the file and row.
+        check_ids_in_catalog(train_paths, impressions_schema, catalog["video_id"])
+        raise
+    check_learnable(vocabularies.data_shape, model_config, train_paths)
     # Held until fit returns: the first training step creates the layers that are built lazily.
     with dtype_policy(training_config.dtype_policy):
         with strategy.scope():
@@ -252,10 +317,11 @@ def fit_model(
             model.compile(optimizer=tf.keras.optimizers.Adam(model_config.learning_rate))
         # Join exactly what the candidate tower reads (raw thumbnails only when a hub image model is set).
         content = [name for name in model.video_feature_names if name != "video_id"]
+        # adapt counted the rows: the dataset's cardinality, so Keras knows the steps of epoch 1.
         train = distributed_impressions(strategy, train_paths, catalog, impressions_schema,
                                         training_config.batch_size, shuffle=True, seed=training_config.seed,
                                         shuffle_buffer=training_config.shuffle_buffer, validate=False,
-                                        features=content)
+                                        features=content, num_rows=vocabularies.data_shape["impressions"])
         validation = None
         if validation_paths is not None:
             validation = distributed_impressions(strategy, validation_paths, catalog, impressions_schema,
