@@ -276,8 +276,8 @@ def test_broken_and_missing_media_are_logged_counted_and_left_out_unless_zero_fi
 @pytest.mark.bad_input
 @pytest.mark.parametrize("text, message", [
     ("video_id,thumbnail_path\nv1,a.png\n", r"row|lacks the columns \['audio_path'\]"),
-    ("video_id,thumbnail_path,audio_path\nv1,a.png,\nv1,b.png,\n", r"row 1: feature 'video_id': duplicate video_id 'v1'"),
-    ("video_id,thumbnail_path,audio_path\n,a.png,\n", r"row 0: feature 'video_id': empty video_id"),
+    ("video_id,thumbnail_path,audio_path\nv1,a.png,\nv1,b.png,\n", r"line 3: feature 'video_id': duplicate video_id 'v1' \(first on line 2\)"),
+    ("video_id,thumbnail_path,audio_path\n,a.png,\n", r"line 2: feature 'video_id': empty video_id"),
     ("video_id,thumbnail_path,audio_path\n", r"no rows"),
 ])
 def test_a_malformed_media_csv_is_named(tmp_path, encoders, text, message):

@@ -56,7 +56,7 @@ import tensorflow as tf
 from tfrec_video.data.files import detect_format, open_file
 from tfrec_video.data.media_embeddings import STATE_FILE, embeddings_schema
 from tfrec_video.data.tables import write_table
-from tfrec_video.errors import ConfigError, DataValidationError
+from tfrec_video.errors import ConfigError, DataValidationError, shorten
 from tfrec_video.media_embedding.decode import MediaError, frames, read_audio, read_image
 from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model
 
@@ -125,15 +125,16 @@ def read_media_csv(path: str) -> List[Dict[str, str]]:
                                   file=path, expected="the header video_id,thumbnail_path,audio_path")
     base = os.path.dirname(path)
     rows, seen = [], {}
-    for row_number, row in enumerate(reader):
+    for row in reader:
+        line = reader.line_num  # the line an editor shows (the header is line 1)
         video_id = (row["video_id"] or "").strip()
         if not video_id:
-            raise DataValidationError("empty video_id", file=path, row=row_number, feature="video_id",
+            raise DataValidationError("empty video_id", file=path, line=line, feature="video_id",
                                       expected="a non-empty id")
         if video_id in seen:
-            raise DataValidationError(f"duplicate video_id {video_id!r} (first in row {seen[video_id]})",
-                                      file=path, row=row_number, feature="video_id", expected="unique ids")
-        seen[video_id] = row_number
+            raise DataValidationError(f"duplicate video_id {shorten(video_id)} (first on line {seen[video_id]})",
+                                      file=path, line=line, feature="video_id", expected="unique ids")
+        seen[video_id] = line
         resolved = {"video_id": video_id}
         for column in ("thumbnail_path", "audio_path"):
             value = (row[column] or "").strip()
