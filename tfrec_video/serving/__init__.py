@@ -1,6 +1,7 @@
 """Serving: a trained model into a TF Serving SavedModel, and an export loaded back.
 
-`export` (`ServingModule`, `export_saved_model`), `warmup` (the warmup requests),
+`export` (`ServingModule`, `export_saved_model`), `versions` (version directories:
+umask modes, concurrent writers, stale temporary directories), `warmup` (the warmup requests),
 `loaded` (`ExportedModel`: an export behind the interface evaluation uses) and
 `scann` (approximate retrieval, in process only). May import models, towers,
 training, features, evaluation, data and the base modules; never media_embedding or cli.

@@ -6,7 +6,11 @@ Layout (what `tensorflow_model_server --model_base_path=saved_models/<name>` pol
 
 Versions are integers and auto-increment. A version is written to a hidden
 temporary directory beside it and renamed into place, so a polling server never
-sees half a model and a crash never leaves a visible partial version.
+sees half a model and a crash never leaves a visible partial version. Its
+directories and files follow the umask (0755 / 0644 under umask 022), so a
+server running as another user can read it; two exports into one directory at
+once both succeed, with distinct versions; and the temporary directory a killed
+export left behind is removed by the next export (see `serving.versions`).
 
 Signatures (all inputs batchable, `[batch]` or `[batch, history_length]`):
 
@@ -51,7 +55,16 @@ Serving replays them when it loads the version, so the first real request does
 not pay for lazy initialisation. It is written inside the temporary directory,
 before the rename.
 
-Odd requests get defined answers, never an error: unknown ids and empty
+Shapes are checked in the graph, since neither TF Serving nor a loaded
+signature holds a request to the signature's shapes: an input of the wrong rank
+or width, or a batch size that differs from the other inputs', is refused with
+an `InvalidArgumentError` naming the input, what was expected and what came,
+e.g. `history: expected shape [batch, <= 20], got [2, 25]` (a wider history
+would otherwise be pooled whole, silently). A `history` narrower than the
+exported width is padded with `""` in the graph: the same answer as the request
+padded by the client.
+
+Odd values get defined answers, never an error: unknown ids and empty
 strings use the model's OOV buckets, a non-finite number (NaN, inf) in
 `duration_s`, `image_embedding` or `audio_embedding` counts as 0 (no value)
 and a finite one is clipped to +-1e6 (so that 3e38 cannot overflow the
@@ -72,34 +85,101 @@ Example:
 import os
 import re
 import shutil
-import tempfile
 from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfrec_video.evaluation.candidates import top_k_excluding
+from tfrec_video.serving.versions import (follow_umask, make_temp_dir, next_version, publish,
+                                          remove_stale_temp_dirs)
 from tfrec_video.serving.warmup import warmup_requests, write_warmup_requests
 from tfrec_video.towers import CatalogTable
-
-_VERSION = re.compile(r"^\d+$")
-
 
 # Float inputs beyond this magnitude are clipped: far outside any embedding or duration, and small
 # enough that no tower overflows float32 on them.
 MAX_FLOAT_INPUT = 1e6
 
 
+# List inputs a request may send narrower than exported: they are padded with "" in the graph (what a
+# client padding them itself gets). Wider ones are refused: cutting them would drop ids silently.
+PADDED_LISTS = ("history",)
+# The input whose batch size the others must match, when the signature has it.
+_BATCH_REFERENCES = ("user_id", "video_id")
+
+
+def _shape_text(dims) -> tf.Tensor:
+    """`"[2, 25]"`: a shape vector as a string tensor, for an error message."""
+    return tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(dims), separator=", "), "]"])
+
+
+def _checked(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """`features` after graph checks of their runtime shapes against the signature's, `PADDED_LISTS` padded.
+
+    Callers (a TF Serving client, `tf.saved_model.load`) are not held to the signature's shapes: a
+    `[batch, 1]` `user_id` or a 25-wide `history` reaches the graph, and fails deep inside it naming
+    no input, or is silently pooled. Each input is checked for its rank and fixed widths, then for
+    the batch size of the first input, in a fixed order (each check waits for the one before, so
+    the message is deterministic), and every op that reads an input runs after the checks. A
+    failure is an `InvalidArgumentError` whose message holds `<name>: expected ..., got ...` (no
+    quotes: TF's `Assert` would print them escaped).
+
+    The runtime shape goes through `boolean_mask`, whose output length is unknown to shape
+    inference: Grappler would otherwise fold `Size(Shape(x))` to the signature's rank.
+    """
+    names = ([name for name in _BATCH_REFERENCES if name in features]
+             + sorted(name for name in features if name not in _BATCH_REFERENCES))
+    reference = names[0]
+    check = tf.no_op()
+    batch, runtime = None, {}
+    for name in names:
+        value, spec = features[name], features[name].shape
+        with tf.control_dependencies([check]):
+            shape = tf.shape(value, out_type=tf.int64)
+            dims = tf.boolean_mask(shape, shape >= 0)
+            # Indexable whatever the rank really is: a missing dimension reads as -1.
+            padded = runtime[name] = tf.concat([dims, tf.fill([spec.rank], tf.constant(-1, tf.int64))], 0)
+            ok = tf.equal(tf.size(dims), spec.rank)
+            widths = []
+            for axis in range(1, spec.rank):
+                width = spec[axis]
+                if width is None:
+                    widths.append("m")
+                    continue
+                fits = padded[axis] <= width if name in PADDED_LISTS else tf.equal(padded[axis], width)
+                ok = tf.logical_and(ok, fits)
+                widths.append(f"<= {width}" if name in PADDED_LISTS else str(width))
+            expected = f"{name}: expected shape [{', '.join(['batch'] + widths)}], got "
+            check = tf.debugging.Assert(ok, [tf.strings.join([expected, _shape_text(dims)])], name=f"check_{name}")
+        if batch is None:
+            batch = padded[0]
+            continue
+        with tf.control_dependencies([check]):
+            message = tf.strings.join([f"{name}: expected batch size ", tf.strings.as_string(batch),
+                                       f" (that of {reference}), got shape ", _shape_text(dims)])
+            check = tf.debugging.Assert(tf.equal(padded[0], batch), [message], name=f"check_{name}_batch")
+    checked = {}
+    with tf.control_dependencies([check]):
+        for name, value in features.items():
+            if name in PADDED_LISTS:
+                width = value.shape[1]
+                short = tf.maximum(width - runtime[name][1], 0)
+                value = tf.ensure_shape(tf.pad(value, [[0, 0], [0, short]], constant_values=""), [None, width])
+            checked[name] = tf.identity(value)
+    return checked
+
+
 def _guarded(fn):
-    """`fn(features)` made total over serving requests: non-finite floats become 0, finite ones are
-    clipped to +-MAX_FLOAT_INPUT, and an empty batch runs on one placeholder row (some layers cannot
-    trace a zero-row batch) whose output rows are dropped again."""
+    """`fn(features)` made total over serving requests: shapes are checked (`_checked`), non-finite
+    floats become 0, finite ones are clipped to +-MAX_FLOAT_INPUT, and an empty batch runs on one
+    placeholder row (some layers cannot trace a zero-row batch) whose output rows are dropped again."""
 
     def sane(value):
         value = tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
         return tf.clip_by_value(value, -MAX_FLOAT_INPUT, MAX_FLOAT_INPUT)
 
     def guarded(features):
+        features = _checked(features)
         features = {name: sane(value) if value.dtype.is_floating else value for name, value in features.items()}
         batch = tf.shape(next(iter(features.values())))[0]
         placeholder = {name: tf.zeros(tf.concat([[1], tf.shape(value)[1:]], 0), value.dtype)
@@ -241,14 +321,6 @@ class ServingModule(tf.Module):
         }
 
 
-def next_version(model_dir: str) -> int:
-    """One more than the highest numeric version under `model_dir` (1 when there is none)."""
-    if not tf.io.gfile.isdir(model_dir):
-        return 1
-    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))]
-    return max(versions, default=0) + 1
-
-
 def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str = "saved_models",
                        name: str = "video_rec", k: int = 100, n: int = 10, version: Optional[int] = None,
                        exclude_seen: bool = True) -> str:
@@ -261,33 +333,42 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
       name: the model name, TF Serving's `--model_name`.
       k: candidates retrieved before ranking.
       n: videos returned by `serving_default`.
-      version: the version number; by default one more than the highest present.
+      version: the version number; by default one more than the highest present
+        (when a concurrent export takes that number first, the next free one).
       exclude_seen: `retrieve`, `serving_default` and their `_excluding` forms
         leave out the request's `history` videos (False keeps them; see the
         module docstring).
 
-    The version holds `assets.extra/tf_serving_warmup_requests` (see `warmup_requests`).
+    The version holds `assets.extra/tf_serving_warmup_requests` (see `warmup_requests`). Its
+    directories and files follow the umask (0755 / 0644 under umask 022), so a server running as
+    another user reads them. Temporary directories of killed exports are removed first
+    (`versions.remove_stale_temp_dirs`).
 
     Returns:
       The path of the new version directory.
+
+    Raises:
+      FileExistsError: `version` was given and exists already.
     """
     if not re.match(r"^[A-Za-z0-9_.-]+$", name):
         raise ValueError(f"export: model name must be letters, digits, '_', '.' or '-', got {name!r}.")
     model_dir = os.path.join(base_dir, name)
     os.makedirs(model_dir, exist_ok=True)
-    version = next_version(model_dir) if version is None else int(version)
+    remove_stale_temp_dirs(model_dir)
+    fixed = version is not None
+    version = int(version) if fixed else next_version(model_dir)
     final = os.path.join(model_dir, str(version))
-    if os.path.exists(final):
+    if fixed and os.path.lexists(final):
         raise FileExistsError(f"export: {final} already exists; versions are never overwritten.")
     module = ServingModule(model, catalog, k=k, n=n, exclude_seen=exclude_seen)
     # A dot-prefixed sibling: TF Serving ignores non-numeric names, and rename within one
-    # filesystem is atomic.
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    # filesystem is atomic. Its name records this process, so a later export can tell it stale.
+    tmp = make_temp_dir(model_dir, version)
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         write_warmup_requests(tmp, warmup_requests(module, name))
-        os.rename(tmp, final)
+        follow_umask(tmp)
+        return publish(tmp, model_dir, version, fixed=fixed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final

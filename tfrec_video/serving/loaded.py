@@ -30,6 +30,11 @@ give the feature names, the `history` length and the image and audio embedding
 dimensions (`feature_length`), from which `tfrec-video evaluate` builds the
 schemas of the user's files.
 
+A request the export's shape checks refuse (an input of the wrong rank or width,
+or batch sizes that differ between inputs) raises `DataValidationError` naming
+the SavedModel, the input, what came and what was expected, rather than
+TensorFlow's `InvalidArgumentError`.
+
 Only TensorFlow and TensorFlow Text (the WordPiece ops) are needed to load it;
 nothing of the Keras model is rebuilt.
 
@@ -50,12 +55,15 @@ from typing import Dict, List, Mapping, Optional
 
 import tensorflow as tf
 
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, DataValidationError
 
 # The signatures evaluation needs; `retrieve` and `serving_default` (`served_lists`) are optional.
 REQUIRED_SIGNATURES = ("embed_query", "embed_video", "rank")
 # The signature that takes `exclude` beside each list signature's inputs.
 _EXCLUDING = {"serving_default": "recommend_excluding", "retrieve": "retrieve_excluding"}
+# What an export's input checks (`serving.export._checked`) say when they refuse a request:
+# `assertion failed: [history: expected shape [batch, <= 20], got [2, 25]]`.
+_REFUSED = re.compile(r"assertion failed: \[([A-Za-z_][A-Za-z0-9_]*): expected (.*?), got ([^\n]*)\]")
 
 
 def _versions_hint(path: str) -> str:
@@ -144,13 +152,33 @@ class ExportedModel:
                               f"(it has {sorted(features)}).")
         return {n: features[n] for n in names}
 
+    def _call(self, signature: str, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The signature named `signature` on its inputs taken from `features`.
+
+        Raises:
+          ConfigError: `features` lacks an input of the signature.
+          DataValidationError: naming the input, when the export's shape checks refuse it (wrong
+            rank or width, or a batch size that differs from the other inputs').
+        """
+        fn = self._loaded.signatures[signature]
+        inputs = self._inputs(fn, features)
+        try:
+            return fn(**inputs)
+        except tf.errors.InvalidArgumentError as error:
+            refused = _REFUSED.search(str(error))
+            if refused is None:
+                raise
+            name, expected, got = refused.groups()
+            raise DataValidationError(f"the {signature} signature refused it: got {got}", file=self.path,
+                                      feature=name, expected=expected) from None
+
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """Query embeddings `[batch, dim]` from the `embed_query` signature (`training` is ignored)."""
-        return self._embed_query(**self._inputs(self._embed_query, features))["query_embedding"]
+        return self._call("embed_query", features)["query_embedding"]
 
     def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """Video embeddings `[batch, dim]` from the `embed_video` signature (`training` is ignored)."""
-        return self._embed_video(**self._inputs(self._embed_video, features))["video_embedding"]
+        return self._call("embed_video", features)["video_embedding"]
 
     def _serve(self, name: str, features: Mapping[str, tf.Tensor], exclude=None) -> Dict[str, tf.Tensor]:
         """Calls signature `name`, or `name`'s `_excluding` form with `exclude` when it is given."""
@@ -160,11 +188,9 @@ class ExportedModel:
             hint = " (an export older than the `exclude` input)" if exclude is not None else ""
             raise ConfigError(f"{self.path}: the SavedModel lacks the signature {signature!r}{hint}; it has "
                               f"{sorted(signatures.keys())}.")
-        fn = signatures[signature]
         if exclude is not None:
             features = dict(features, exclude=tf.convert_to_tensor(exclude, tf.string))
-        inputs = self._inputs(fn, features)
-        return fn(**inputs)
+        return self._call(signature, features)
 
     def recommend(self, features: Mapping[str, tf.Tensor], exclude=None) -> Dict[str, tf.Tensor]:
         """What TF Serving answers to `serving_default`: `video_ids`, `click_probability` and
@@ -197,5 +223,5 @@ class ExportedModel:
         """`query_embedding` and `click_probability` of a batch of impressions (user features + `video_id`)."""
         return {
             "query_embedding": self.embed_queries(features),
-            "click_probability": self._rank(**self._inputs(self._rank, features))["click_probability"],
+            "click_probability": self._call("rank", features)["click_probability"],
         }
