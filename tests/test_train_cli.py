@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -16,7 +15,7 @@ from tfrec_video.errors import ConfigError
 from tfrec_video.training.run_config import (CallbackConfig, apply_overrides, dump_run_config, load_run_config,
                                       run_config_from_dict)
 
-from toy import PNG, SMALL_MODEL
+from toy import PNG, SMALL_MODEL, kill_when
 
 
 
@@ -83,7 +82,7 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
     ("data: {builtin: tiny}\nexport: {name: ../escape}\n", r"export.name must be a plain directory name"),
     ("data: {builtin: tiny}\nexport: {keep_seen: 1}\n", r"export.keep_seen must be true or false, got 1"),
     ("- just\n- a list\n", r"expected a mapping of sections at the top level, got list"),
-    ("data: {builtin: tiny\n", r"not valid YAML: .*line 2"),
+    ("data: {builtin: tiny\n", r"line 2, column 1: not valid YAML"),
     ("data: !!python/object/apply:os.system ['echo pwned']\n", r"not valid YAML"),
 ])
 def test_bad_configs_name_the_problem(tmp_path, text, message):
@@ -225,20 +224,10 @@ def test_a_killed_run_resumes_from_its_last_backup(tmp_path, tiny_cache):
     command = [sys.executable, "-m", "tfrec_video", "train", "--config", cfg, "--verbose", "2", "--no-export"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     history = tmp_path / "run" / HISTORY_FILE
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.time() + 300
-        # Kill it as soon as two epochs are logged (the backup is written before the log line).
-        while time.time() < deadline and process.poll() is None:
-            if history.exists() and len(history.read_text().strip().splitlines()) >= 3:
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    # Kill it as soon as two epochs are logged (the backup is written before the log line).
+    returncode, _ = kill_when(command, lambda: history.exists() and len(history.read_text().strip().splitlines()) >= 3,
+                              env=env, poll_s=0.05)
+    assert returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert (tmp_path / "run" / "backup").exists() and not (tmp_path / "run" / "report.json").exists()
     killed_at = len(read_history(str(history))["loss"])
 

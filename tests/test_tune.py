@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -19,7 +18,7 @@ from tfrec_video.training.search_space import (DEFAULT_SPACE, TuneConfig, check_
                                                tune_config_from_dict)
 from tfrec_video.training.study import OWNER_ATTR
 
-from toy import PNG, SMALL_MODEL
+from toy import PNG, SMALL_MODEL, kill_when
 
 # Two quick epochs a trial: no head selection, calibration or served-order fit (tested elsewhere).
 FAST_TRAINING = {"epochs": 2, "batch_size": 128, "shuffle_buffer": 1000, "select_heads": False, "calibrate": False,
@@ -252,20 +251,10 @@ def test_a_killed_tune_resumes_without_repeating_finished_trials(tmp_path, tiny_
     cfg = _config_file(tmp_path, tiny_cache[0], trials=trials)
     storage = f"sqlite:///{tmp_path / 'tune' / 'study.db'}"
     command = [sys.executable, "-m", "tfrec_video", "tune", "--config", cfg, "--verbose", "0", "--epochs", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    try:
-        deadline = time.time() + 400
-        # Kill it while it trains its second trial: one trial finished, one left RUNNING.
-        while time.time() < deadline and process.poll() is None:
-            if (tmp_path / "tune" / "study.db").exists() and _killable(storage):
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.5)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-3000:]
+    # Kill it while it trains its second trial: one trial finished, one left RUNNING.
+    returncode, stderr = kill_when(command, lambda: (tmp_path / "tune" / "study.db").exists() and _killable(storage),
+                                   env=ENV, deadline_s=400, poll_s=0.5)
+    assert returncode == -signal.SIGKILL, stderr[-3000:]
     before = {t.number: t for t in _study(storage).trials}
     finished = {n: t.params for n, t in before.items() if t.state == optuna.trial.TrialState.COMPLETE}
     killed = [n for n, t in before.items() if t.state == optuna.trial.TrialState.RUNNING]

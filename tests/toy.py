@@ -78,3 +78,38 @@ SMALL_MODEL = {"embedding_dim": 16, "id_dim": 8, "title_vocabulary_size": 300, "
                "title_dim": 8, "media_dim": 8, "media_components": 4, "query_hidden_units": [16],
                "candidate_hidden_units": [16], "ranking_hidden_units": [16], "user_oov_buckets": 4,
                "video_oov_buckets": 4}
+
+
+def kill_when(command, ready, *, env=None, deadline_s=300, poll_s=0.1):
+    """Start `command`, SIGKILL it as soon as `ready()` is true, and return its return code and stderr.
+
+    The kill-and-resume tests (train, tune) all need the same dance: poll a condition on the files the
+    process writes, kill -9 at that moment, and make sure nothing is left running whatever happens.
+
+    Args:
+      command: the argv to run.
+      ready: a no-argument callable, polled every `poll_s` seconds while the process runs.
+      env: the process environment.
+      deadline_s: give up polling after this long (the process is then killed anyway).
+
+    Returns:
+      `(returncode, stderr_text)`: `-signal.SIGKILL` when it was killed at the ready moment.
+    """
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + deadline_s
+        while time.time() < deadline and process.poll() is None:
+            if ready():
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(poll_s)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, process.stderr.read().decode(errors="replace")
