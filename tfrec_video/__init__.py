@@ -24,6 +24,9 @@ below; `tests/test_layout.py` enforces it):
     media_embedding                        the offline embed step
     cli                                    the `tfrec-video` commands (`python -m tfrec_video`)
 
+Importing it also sets `TF_CPP_MIN_LOG_LEVEL=3` unless the environment sets it: TensorFlow's C++
+start-up logs about CUDA on CPU-only machines read like errors (set it to 0 to see them).
+
 The old flat module paths (`tfrec_video.export`, `tfrec_video.schema`, ...) still
 import, with a `DeprecationWarning`, until the release `deprecated_paths` names.
 """
@@ -31,6 +34,14 @@ import, with a `DeprecationWarning`, until the release `deprecated_paths` names.
 import os as _os
 
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ start-up logs on a machine without a GPU look like failures and help no one: "Could
+# not find cuda drivers", "Unable to register cuDNN/cuFFT/cuBLAS factory" (logged at ERROR), the
+# oneDNN and cpu_feature_guard notices, "TF-TRT Warning". Level 2 still lets the factory errors
+# through (measured with TF 2.17.1), so the default is 3; TF reads the variable when it is first
+# imported, so this works only when tfrec_video is imported first, as `tfrec-video` does. A value
+# already set wins: `TF_CPP_MIN_LOG_LEVEL=0 tfrec-video ...` shows them all again. Python exceptions
+# and Python-side TF warnings are not affected.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 

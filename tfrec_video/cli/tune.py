@@ -56,8 +56,9 @@ import time
 import urllib.parse
 from typing import Dict, List, Optional
 
-from tfrec_video.errors import ConfigError
-from tfrec_video.training.run_config import DataConfig, RunConfig, dump_run_config, load_run_config, read_config_file
+from tfrec_video.config_fields import in_file, read_config
+from tfrec_video.errors import ConfigError, shorten
+from tfrec_video.training.run_config import DataConfig, RunConfig, dump_run_config, load_run_config
 from tfrec_video.training.search_space import (TuneConfig, check_space, sampled_values, tune_config_from_dict,
                                                with_values)
 
@@ -102,8 +103,8 @@ def trial_base_config(config: RunConfig, tune: TuneConfig) -> RunConfig:
                           "to use several machines, run tune on each with one shared --storage.")
     data = _trial_data(config)
     if tune.objective.startswith("val_") and data.validation is None:
-        raise ConfigError(f"tune.objective {tune.objective!r} is a validation metric, and the run has no validation "
-                          "data: set data.validation.")
+        raise ConfigError(f"tune.objective {shorten(tune.objective)} is a validation metric, and the run has no "
+                          "validation data: set data.validation.")
     callbacks = dataclasses.replace(config.callbacks, projector=False)
     k = _recall_k(tune.objective)
     training = config.training
@@ -320,18 +321,34 @@ def format_report(report: dict, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def tune_config_from_args(args) -> TuneConfig:
-    """The `TuneConfig` of parsed arguments: the file's `tune:` section, then the flags."""
-    values = read_config_file(args.config).get("tune") if args.config else None
+def tune_config_from_args(args, base: Optional[RunConfig] = None) -> TuneConfig:
+    """The `TuneConfig` of parsed arguments: the file's `tune:` section, then the flags.
+
+    Args:
+      args: the parsed `tfrec-video tune` arguments.
+      base: the run being tuned; when given, its values for every end of the space are checked too
+        (`check_space`), so that an error names the config file and the line of the parameter.
+
+    Raises:
+      ConfigError: naming the config file and the line of the offending key.
+    """
+    values, lines = read_config(args.config) if args.config else ({}, {})
+    values = values.get("tune") if isinstance(values, dict) else None
     values = dict(values) if isinstance(values, dict) else values or {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{args.config}: tune: expected a mapping, got {type(values).__name__}.")
+        raise in_file(ConfigError(f"tune: expected a mapping, got {type(values).__name__}."), args.config, lines)
     if args.objective is not None and args.direction is None:
         values.pop("direction", None)  # the file's direction was for its own objective
     for name in ("trials", "objective", "direction", "storage", "study_name", "seed"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    return tune_config_from_dict(values, f"{args.config}: tune" if args.config else "tune")
+    try:
+        tune = tune_config_from_dict(values, f"{args.config}: tune" if args.config else "tune")
+        if base is not None:
+            check_space(tune, base)
+    except ConfigError as error:
+        raise in_file(error, args.config, lines) from None
+    return tune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -361,7 +378,7 @@ def run_cli(args) -> int:
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
     config = load_run_config(args.config, overrides)
-    report = run_tune(config, tune_config_from_args(args), verbose=args.verbose)
+    report = run_tune(config, tune_config_from_args(args, config), verbose=args.verbose)
     return 0 if report["best"] is not None else 1
 
 

@@ -30,6 +30,27 @@ def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.count_nonzero(scores >= true[:, None], axis=1) - 1
 
 
+def _count(videos, queries, target, exclude=None):
+    scores = tf.matmul(queries, videos, transpose_b=True)
+    if exclude is not None:
+        scores = mask_rows(scores, exclude)
+    true = tf.gather(scores, target, axis=1, batch_dims=1)
+    ranks = tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
+    if exclude is not None:
+        # An excluded true video is never shown; its masked score would tie with the other excluded ones.
+        hidden = tf.reduce_any(tf.equal(exclude, target[:, None]), axis=1)
+        ranks = tf.where(hidden, tf.cast(tf.shape(videos)[0], tf.int64), ranks)
+    return ranks
+
+
+# Traced once per process for every ranker, with the catalog as an argument: a per-ranker function
+# (an evaluation builds several) made TF warn about retracing after every training run.
+_MATRIX = tf.TensorSpec([None, None], tf.float32)
+_RANKS = tf.function(_count, input_signature=[_MATRIX, _MATRIX, tf.TensorSpec([None], tf.int64)])
+_RANKS_EXCLUDING = tf.function(_count, input_signature=[_MATRIX, _MATRIX, tf.TensorSpec([None], tf.int64),
+                                                        tf.TensorSpec([None, None], tf.int64)])
+
+
 class CatalogRanker:
     """Exact 0-based ranks of each query's true video among a whole catalog of embeddings.
 
@@ -63,11 +84,6 @@ class CatalogRanker:
         # A variable, so that `set_videos` reuses the traced function (a callback ranks every epoch).
         self._videos = tf.Variable(videos, trainable=False)
         self._chunk = max(1, int(max_scores) // self.num_videos)
-        self._ranks = tf.function(self._count, input_signature=[
-            tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64)])
-        self._ranks_excluding = tf.function(self._count, input_signature=[
-            tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None, None], tf.int64)])
 
     def set_videos(self, video_embeddings: np.ndarray) -> None:
         """Replaces the catalog embeddings by ones of the same shape (the same videos, a newer model)."""
@@ -76,18 +92,6 @@ class CatalogRanker:
             raise ValueError(f"CatalogRanker: expected embeddings of shape {(self.num_videos, self.dim)}, "
                              f"got {videos.shape}.")
         self._videos.assign(videos)
-
-    def _count(self, queries, target, exclude=None):
-        scores = tf.matmul(queries, self._videos, transpose_b=True)
-        if exclude is not None:
-            scores = mask_rows(scores, exclude)
-        true = tf.gather(scores, target, axis=1, batch_dims=1)
-        ranks = tf.reduce_sum(tf.cast(scores >= true[:, None], tf.int64), axis=1) - 1
-        if exclude is not None:
-            # An excluded true video is never shown; its masked score would tie with the other excluded ones.
-            hidden = tf.reduce_any(tf.equal(exclude, target[:, None]), axis=1)
-            ranks = tf.where(hidden, tf.cast(self.num_videos, tf.int64), ranks)
-        return ranks
 
     def __call__(self, queries: np.ndarray, target: np.ndarray, exclude: Optional[np.ndarray] = None) -> np.ndarray:
         """Ranks `[n]` of `target` (catalog rows) for `queries` `[n, dim]`.
@@ -103,8 +107,8 @@ class CatalogRanker:
         if exclude is not None:
             exclude = np.asarray(exclude, np.int64).reshape(len(target), -1)
         chunks = [slice(i, i + self._chunk) for i in range(0, len(target), self._chunk)]
-        ranks = [(self._ranks(queries[c], target[c]) if exclude is None else
-                  self._ranks_excluding(queries[c], target[c], exclude[c])).numpy() for c in chunks]
+        ranks = [(_RANKS(self._videos, queries[c], target[c]) if exclude is None else
+                  _RANKS_EXCLUDING(self._videos, queries[c], target[c], exclude[c])).numpy() for c in chunks]
         return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
 
 

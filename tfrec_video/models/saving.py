@@ -31,7 +31,7 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.video_rec import VideoRecModel
 
 FORMAT = "tfrec_video.model/2"
@@ -99,21 +99,48 @@ def load_model(directory: str) -> VideoRecModel:
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: unreadable model config: {error}") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise ConfigError(f"{path}: unreadable model config: {shorten(str(error))}") from None
     known = (FORMAT, *_LEGACY_FORMATS)
     if not isinstance(saved, dict) or saved.get("format") not in known or saved.get("class") != "VideoRecModel":
-        raise ConfigError(f"{path}: expected format {FORMAT!r} of a VideoRecModel, got "
-                          f"{saved.get('format') if isinstance(saved, dict) else type(saved).__name__!r}.")
-    config = saved["config"]
+        got = (f"format {shorten(saved.get('format'))}, class {shorten(saved.get('class'))}" if isinstance(saved, dict)
+               else type(saved).__name__)
+        raise ConfigError(f"{path}: expected format {FORMAT!r} of a VideoRecModel, got {got}.")
+    config = saved.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise ConfigError(f"{path}: the model config is missing or not a mapping (expected {{'config': {{...}}}}).")
     if saved["format"] in _LEGACY_FORMATS:
         config = dict(config, config={**_LEGACY_FORMATS[saved["format"]], **config["config"]})
-    model = VideoRecModel.from_config(config)
+    try:
+        model = VideoRecModel.from_config(config)
+    except ConfigError as error:  # a field out of range: name the file it was read from
+        raise ConfigError(f"{path}: {error}") from None
+    except (TypeError, KeyError, ValueError) as error:
+        raise ConfigError(f"{path}: the model config does not build a VideoRecModel: "
+                          f"{type(error).__name__}: {shorten(str(error))}") from None
     model(_dummy_batch(model), training=False)
     try:
         status = tf.train.Checkpoint(model=model).read(os.path.join(directory, WEIGHTS))
         status.assert_existing_objects_matched()
+        # Every variable of the rebuilt model is restored (checked above); what the checkpoint holds
+        # beyond them is the optimizer's state, which a model loaded to export or evaluate never uses.
+        # Without this, TF warns once per optimizer slot ("Value in checkpoint could not be found").
+        status.expect_partial()
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{directory}: the weights do not restore into the saved config: {first}") from None
+    _build_tasks(model)
     return model
+
+
+def _build_tasks(model: VideoRecModel) -> None:
+    """Marks the loss tasks built, as the first training step would.
+
+    `tfrs.tasks.Retrieval` and `Ranking` hold no weights (only the per-run state of their metrics) and
+    are built by their first call, in a training step, which a loaded model never takes. Left unbuilt,
+    every `tf.saved_model.save` of the model (`tfrec-video export`) warns "Skipping full serialization
+    of TF-Keras layer ..., because it is not built", though the servable never calls them.
+    """
+    for task in (getattr(model, "retrieval_task", None), getattr(model, "ranking_task", None)):
+        if isinstance(task, tf.keras.layers.Layer) and not task.built and not task.weights:
+            task.build(None)

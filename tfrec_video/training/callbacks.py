@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.data.tables import read_table
+from tfrec_video.errors import shorten
 from tfrec_video.evaluation.candidates import catalog_index, catalog_rows
 from tfrec_video.evaluation.ranking import CatalogRanker, embed_catalog
 
@@ -62,9 +63,10 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
                  exclude_seen: bool = False):
         super().__init__()
         if not isinstance(k, int) or k <= 0:
-            raise ValueError(f"RetrievalRecall: k must be a positive integer, got {k!r}.")
+            raise ValueError(f"RetrievalRecall: k must be a positive integer, got {shorten(k)}.")
         if max_clicks is not None and (not isinstance(max_clicks, int) or max_clicks <= 0):
-            raise ValueError(f"RetrievalRecall: max_clicks must be a positive integer or None, got {max_clicks!r}.")
+            raise ValueError("RetrievalRecall: max_clicks must be a positive integer or None, got "
+                             f"{shorten(max_clicks)}.")
         self.paths = paths
         self.catalog = catalog
         self.schema = schema

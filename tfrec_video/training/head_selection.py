@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.distribute import is_chief
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, shorten
 
 _STATE = "head_selection.json"
 _WEIGHTS = "head_selection_{}.npz"
@@ -87,10 +87,11 @@ class HeadSelection(tf.keras.callbacks.Callback):
                  state_dir: Optional[str] = None, verbose: int = 0):
         super().__init__()
         if not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"HeadSelection: patience must be a positive integer, got {patience!r}.")
+            raise ConfigError(f"HeadSelection: patience must be a positive integer, got {shorten(patience)}.")
         for name, monitor in (("retrieval_monitor", retrieval_monitor), ("ranking_monitor", ranking_monitor)):
             if not isinstance(monitor, str) or not monitor.startswith("val_"):
-                raise ConfigError(f"HeadSelection: {name} must be a validation metric (val_...), got {monitor!r}.")
+                raise ConfigError(f"HeadSelection: {name} must be a validation metric (val_...), got "
+                                  f"{shorten(monitor)}.")
         self.retrieval_monitor = retrieval_monitor
         self.ranking_monitor = ranking_monitor
         self.patience = patience
@@ -99,7 +100,7 @@ class HeadSelection(tf.keras.callbacks.Callback):
         self.validation_steps = validation_steps
         if not 0 < ranking_learning_rate_scale <= 1:
             raise ConfigError("HeadSelection: ranking_learning_rate_scale must be in (0, 1], got "
-                              f"{ranking_learning_rate_scale!r}.")
+                              f"{shorten(ranking_learning_rate_scale)}.")
         self.ranking_learning_rate_scale = float(ranking_learning_rate_scale)
         self.state_dir = state_dir
         self.verbose = verbose
@@ -116,7 +117,7 @@ class HeadSelection(tf.keras.callbacks.Callback):
     def _value(self, logs, monitor) -> float:
         if not logs or monitor not in logs:
             raise ConfigError(
-                f"HeadSelection: {monitor!r} is not in the epoch logs (they have {sorted(logs or {})}). Pass "
+                f"HeadSelection: {shorten(monitor)} is not in the epoch logs (they have {sorted(logs or {})}). Pass "
                 "validation_data to fit, and put RetrievalRecall before HeadSelection in the callbacks.")
         return float(logs[monitor])
 

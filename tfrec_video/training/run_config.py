@@ -30,10 +30,12 @@ export:                           # ExportConfig fields
 `data: {builtin: tiny}` (or `default`, or `sparse`: `BuiltinConfig.sparse()`) trains on the built-in dataset instead of
 files; its paths and sizes come from the generated dataset.
 
-**Reading is data only.** Files are parsed with `yaml.safe_load` (JSON with
-`json.load`): no tags, no Python objects, nothing is executed. Every key is
-checked (`tfrec_video.config_fields.from_mapping`), so a misspelled setting is
-an error that names the file, the section and the closest field.
+**Reading is data only.** Files are parsed as plain YAML (JSON for `.json`) by
+`tfrec_video.config_fields.read_config`: no tags, no Python objects, nothing is
+executed, and a file over 1 MB, with more than 100 aliases, 10,000 values once
+its aliases are expanded, or 32 levels of nesting is refused. Every key is checked
+(`tfrec_video.config_fields.from_mapping`), so a misspelled setting is an error
+that names the file, the line, the section and the closest field.
 
 **Paths.** Relative local paths in a config file are relative to that file's
 directory, not to the working directory, so a config works from anywhere.
@@ -63,9 +65,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import yaml
 
-from tfrec_video.config_fields import check_known, field_names, from_mapping
+from tfrec_video.config_fields import (check_known, field_names, from_mapping, in_file, line_of, parse_config_text,
+                                       plain_copy, read_config)
 from tfrec_video.distribute import STRATEGIES
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.training.fit import TrainingConfig
 
@@ -83,12 +86,12 @@ def _as_paths(value, field: str) -> Paths:
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
         return tuple(value)
-    raise ConfigError(f"data.{field} must be a path, a glob or a list of them, got {value!r}.")
+    raise ConfigError(f"data.{field} must be a path, a glob or a list of them, got {shorten(value)}.")
 
 
 def _positive_int(section: str, name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{section}.{name} must be a positive integer, got {value!r}.")
+        raise ConfigError(f"{section}.{name} must be a positive integer, got {shorten(value)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +132,11 @@ class DataConfig:
             _positive_int("data", name, getattr(self, name))
         if self.builtin is not None:
             if self.builtin not in BUILTIN_SIZES:
-                raise ConfigError(f"data.builtin must be one of {BUILTIN_SIZES} (or absent), got {self.builtin!r}.")
+                raise ConfigError(f"data.builtin must be one of {BUILTIN_SIZES} (or absent), got "
+                                  f"{shorten(self.builtin)}.")
             given = [n for n in ("catalog", "train", "test") if getattr(self, n) is not None]
             if given:
-                raise ConfigError(f"data.builtin={self.builtin!r} supplies the catalog, train and test files; "
+                raise ConfigError(f"data.builtin={shorten(self.builtin)} supplies the catalog, train and test files; "
                                   f"remove data.{', data.'.join(given)} or data.builtin.")
         elif self.catalog is None or self.train is None:
             raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default|sparse` for the built-in "
@@ -180,7 +184,7 @@ class CallbackConfig:
         _positive_int("callbacks", "patience", self.patience)
         _positive_int("callbacks", "projector_max_videos", self.projector_max_videos)
         if not isinstance(self.recall_k, int) or isinstance(self.recall_k, bool) or self.recall_k < 0:
-            raise ConfigError(f"callbacks.recall_k must be an integer >= 0, got {self.recall_k!r}.")
+            raise ConfigError(f"callbacks.recall_k must be an integer >= 0, got {shorten(self.recall_k)}.")
         self.monitor_mode()
 
     def monitor_mode(self) -> str:
@@ -191,7 +195,7 @@ class CallbackConfig:
             return "max"
         if m in ("val_loss", "val_logloss"):
             return "min"
-        raise ConfigError(f"callbacks.monitor must be {MONITOR_HELP}; got {m!r}.")
+        raise ConfigError(f"callbacks.monitor must be {MONITOR_HELP}; got {shorten(m)}.")
 
     def monitored_recall_k(self) -> Optional[int]:
         """The K of a monitored `val_recall_at_K`, else None."""
@@ -226,11 +230,11 @@ class ExportConfig:
             raise ConfigError(f"export.n ({self.n}) must be <= export.k ({self.k}).")
         for name in ("dir", "name"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ConfigError(f"export.{name} must be a non-empty string, got {getattr(self, name)!r}.")
+                raise ConfigError(f"export.{name} must be a non-empty string, got {shorten(getattr(self, name))}.")
         if not isinstance(self.keep_seen, bool):
-            raise ConfigError(f"export.keep_seen must be true or false, got {self.keep_seen!r}.")
+            raise ConfigError(f"export.keep_seen must be true or false, got {shorten(self.keep_seen)}.")
         if os.sep in self.name or self.name in (".", ".."):
-            raise ConfigError(f"export.name must be a plain directory name, got {self.name!r}.")
+            raise ConfigError(f"export.name must be a plain directory name, got {shorten(self.name)}.")
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "callbacks": CallbackConfig,
@@ -266,9 +270,9 @@ class RunConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+            raise ConfigError(f"strategy must be one of {STRATEGIES}, got {shorten(self.strategy)}.")
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}.")
+            raise ConfigError(f"output_dir must be a non-empty path, got {shorten(self.output_dir)}.")
         if self.callbacks.early_stopping and self.data.validation is None:
             raise ConfigError(f"callbacks.early_stopping follows {self.callbacks.monitor!r}, a validation metric: "
                               "set data.validation.")
@@ -295,25 +299,6 @@ def run_config_from_dict(values, where: str = "config") -> RunConfig:
     return RunConfig(**sections, **{k: values[k] for k in ("output_dir", "strategy") if k in values})
 
 
-def _parse(text: str, path: str):
-    try:
-        if path.endswith(".json"):
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
-                          f"{str(error).splitlines()[0]} ({_position(error)}).") from None
-
-
-def _position(error) -> str:
-    mark = getattr(error, "problem_mark", None)
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}"
-    if isinstance(error, json.JSONDecodeError):
-        return f"line {error.lineno}, column {error.colno}"
-    return "position unknown"
-
-
 def _resolve(path: str, base: str) -> str:
     if "://" in path:
         return path
@@ -326,9 +311,9 @@ def _check_exists(field: str, paths: Paths) -> None:
             continue  # remote: checked when read
         if glob.has_magic(path):
             if not glob.glob(path):
-                raise ConfigError(f"data.{field}: the glob {path!r} matches no file.")
+                raise ConfigError(f"data.{field}: the glob {shorten(path)} matches no file.")
         elif not os.path.exists(path):
-            raise ConfigError(f"data.{field}: {path!r} does not exist.")
+            raise ConfigError(f"data.{field}: {shorten(path)} does not exist.")
 
 
 def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunConfig:
@@ -361,17 +346,19 @@ def read_config_file(path: str) -> dict:
     """The top-level mapping of a YAML/JSON config file, unchecked (`{}` for an empty file).
 
     Raises:
-      ConfigError: the file is missing, not valid YAML/JSON, or not a mapping.
+      ConfigError: the file is missing, too large, not valid YAML/JSON, refused by the bounds of
+        `tfrec_video.config_fields.read_config`, or not a mapping.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"the config file {path!r} does not exist.")
-    with open(path, encoding="utf-8") as f:
-        values = _parse(f.read(), path)
+    return _read_mapping(path)[0]
+
+
+def _read_mapping(path: str):
+    values, lines = read_config(path)
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(values).__name__}.")
-    return values
+    return values, lines
 
 
 def load_run_config(path: Optional[str], overrides: Sequence[str] = ()) -> RunConfig:
@@ -389,41 +376,44 @@ def load_run_config(path: Optional[str], overrides: Sequence[str] = ()) -> RunCo
       ConfigError: the file is missing or not valid YAML/JSON, a key is
         unknown, a value is out of range, or a data path does not exist.
     """
-    values: dict = {}
+    values, lines = {}, {}
     base = os.getcwd()
     where = "config"
     if path is not None:
-        values = read_config_file(path)
+        values, lines = _read_mapping(path)
         base = os.path.dirname(os.path.abspath(path))
         where = path
-    values = _with_overrides(values, overrides)
-    return resolve_paths(run_config_from_dict(values, where), base)
+    try:
+        return resolve_paths(run_config_from_dict(_with_overrides(values, overrides), where), base)
+    except ConfigError as error:  # the dataclasses name the field; the user also needs the file and line
+        overridden = dict.fromkeys((text.partition("=")[0].strip() for text in overrides), 0)
+        if str(error).startswith("--set") or line_of(str(error), overridden) is not None:
+            raise  # about a --set value: the file is not where to look
+        raise in_file(error, path, lines) from None
 
 
 def _split_override(text: str):
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects section.field=value, got {text!r}.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML.") from None
+        raise ConfigError(f"--set expects section.field=value, got {shorten(text)}.")
+    # The same bounded YAML as a file: a value on the command line may come from a script or a template.
+    value = parse_config_text(raw, f"--set {shorten(text)}")[0] if raw.strip() else None
     return key.strip().split("."), value
 
 
 def _with_overrides(values: dict, overrides: Sequence[str]) -> dict:
-    values = json.loads(json.dumps(values, default=list))  # a deep copy of plain data
+    values = plain_copy(values)
     for text in overrides:
         keys, value = _split_override(text)
         if len(keys) == 1 and keys[0] in ("output_dir", "strategy"):
             values[keys[0]] = value
             continue
         if len(keys) != 2 or keys[0] not in _SECTIONS:
-            raise ConfigError(f"--set {text!r}: the key must be output_dir, strategy or section.field with a "
+            raise ConfigError(f"--set {shorten(text)}: the key must be output_dir, strategy or section.field with a "
                               f"section of {sorted(_SECTIONS)}.")
         section = values.setdefault(keys[0], {}) or {}
         if not isinstance(section, dict):
-            raise ConfigError(f"--set {text!r}: the config's {keys[0]!r} section is not a mapping.")
+            raise ConfigError(f"--set {shorten(text)}: the config's {keys[0]!r} section is not a mapping.")
         check_known([keys[1]], field_names(_SECTIONS[keys[0]]), f"--set {keys[0]}")
         section[keys[1]] = value
         values[keys[0]] = section

@@ -59,7 +59,7 @@ import typing
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from tfrec_video.config_fields import check_known, field_names, from_mapping
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.training.fit import TrainingConfig
 from tfrec_video.training.run_config import RunConfig, run_config_from_dict
@@ -175,14 +175,14 @@ def parse_param(key: str, spec, where: str = "tune.space") -> SearchParam:
     """
     section, _, name = str(key).partition(".")
     if section not in SECTIONS or not name:
-        raise ConfigError(f"{where}: {key!r} must be section.field with a section of {sorted(SECTIONS)}.")
+        raise ConfigError(f"{where}: {shorten(key)} must be section.field with a section of {sorted(SECTIONS)}.")
     check_known([key], [f"{section}.{f}" for f in field_names(SECTIONS[section])], where)
     at = f"{where}.{key}"
     if isinstance(spec, (list, tuple)):
         spec = {"choices": list(spec)}
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{at}: expected {{low, high[, log, step]}}, {{choices: [...]}} or a list of choices, "
-                          f"got {spec!r}.")
+                          f"got {shorten(spec)}.")
     check_known(spec, _OPTIONS, at)
     if "choices" in spec:
         extra = sorted(set(spec) - {"choices"})
@@ -190,10 +190,10 @@ def parse_param(key: str, spec, where: str = "tune.space") -> SearchParam:
             raise ConfigError(f"{at}: give either choices or a range (low, high, log, step), not both ({extra}).")
         choices = spec["choices"]
         if not isinstance(choices, (list, tuple)) or not choices:
-            raise ConfigError(f"{at}: choices must be a non-empty list, got {choices!r}.")
+            raise ConfigError(f"{at}: choices must be a non-empty list, got {shorten(choices)}.")
         encoded = [json.dumps(c, sort_keys=True) for c in choices]
         if len(set(encoded)) != len(encoded):
-            raise ConfigError(f"{at}: choices repeat a value: {list(choices)!r}.")
+            raise ConfigError(f"{at}: choices repeat a value: {shorten(list(choices))}.")
         return SearchParam(key, "categorical", choices=tuple(choices))
     kind = _numeric_kind(section, name)
     if kind is None:
@@ -205,16 +205,16 @@ def parse_param(key: str, spec, where: str = "tune.space") -> SearchParam:
     for option, value in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
         if not _number(value) or (kind == "int" and not isinstance(value, int)):
             raise ConfigError(f"{at}: {option} must be {'an integer' if kind == 'int' else 'a number'} "
-                              f"({key} is {'an int' if kind == 'int' else 'a float'}), got {value!r}.")
+                              f"({key} is {'an int' if kind == 'int' else 'a float'}), got {shorten(value)}.")
     if not isinstance(log, bool):
-        raise ConfigError(f"{at}: log must be true or false, got {log!r}.")
+        raise ConfigError(f"{at}: log must be true or false, got {shorten(log)}.")
     if not low < high:
-        raise ConfigError(f"{at}: low ({low!r}) must be below high ({high!r}); to fix a value, set it in the "
-                          "run config instead.")
+        raise ConfigError(f"{at}: low ({shorten(low)}) must be below high ({shorten(high)}); to fix a value, set it "
+                          "in the run config instead.")
     if log and low <= 0:
-        raise ConfigError(f"{at}: a log range needs low > 0, got {low!r}.")
+        raise ConfigError(f"{at}: a log range needs low > 0, got {shorten(low)}.")
     if step is not None and step <= 0:
-        raise ConfigError(f"{at}: step must be > 0, got {step!r}.")
+        raise ConfigError(f"{at}: step must be > 0, got {shorten(step)}.")
     if step is not None and log:
         raise ConfigError(f"{at}: give log or step, not both.")
     if kind == "float":
@@ -227,7 +227,7 @@ def parse_space(space: Optional[Mapping] = None, where: str = "tune.space") -> T
     space = DEFAULT_SPACE if space is None else space
     if not isinstance(space, Mapping) or not space:
         raise ConfigError(f"{where}: expected a non-empty mapping of section.field to ranges or choices, "
-                          f"got {space!r}.")
+                          f"got {shorten(space)}.")
     return tuple(parse_param(key, spec, where) for key, spec in space.items())
 
 
@@ -283,28 +283,29 @@ class TuneConfig:
 
     def __post_init__(self):
         if not isinstance(self.objective, str) or not self.objective.strip():
-            raise ConfigError(f"tune.objective must name a metric of the epoch logs, got {self.objective!r}.")
+            raise ConfigError(f"tune.objective must name a metric of the epoch logs, got {shorten(self.objective)}.")
         if self.direction is None:
             object.__setattr__(self, "direction", default_direction(self.objective))
         elif self.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"tune.direction must be 'maximize' or 'minimize', got {self.direction!r}.")
+            raise ConfigError(f"tune.direction must be 'maximize' or 'minimize', got {shorten(self.direction)}.")
         for name, minimum in (("trials", 1), ("seed", 0), ("pruner_startup_trials", 0), ("pruner_warmup_epochs", 0),
                               ("heartbeat_interval", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(f"tune.{name} must be an integer >= {minimum}, got {value!r}.")
+                raise ConfigError(f"tune.{name} must be an integer >= {minimum}, got {shorten(value)}.")
         if self.random_trials is None:
             object.__setattr__(self, "random_trials", max(1, min(10, self.trials // 3)))
         elif not isinstance(self.random_trials, int) or isinstance(self.random_trials, bool) or self.random_trials < 0:
-            raise ConfigError(f"tune.random_trials must be an integer >= 0 or null, got {self.random_trials!r}.")
+            raise ConfigError(f"tune.random_trials must be an integer >= 0 or null, got {shorten(self.random_trials)}.")
         if self.grace_period is not None and (not isinstance(self.grace_period, int) or self.grace_period < 1):
-            raise ConfigError(f"tune.grace_period must be a positive integer or null, got {self.grace_period!r}.")
+            raise ConfigError("tune.grace_period must be a positive integer or null, got "
+                              f"{shorten(self.grace_period)}.")
         if self.pruner not in PRUNERS:
-            raise ConfigError(f"tune.pruner must be one of {PRUNERS}, got {self.pruner!r}.")
+            raise ConfigError(f"tune.pruner must be one of {PRUNERS}, got {shorten(self.pruner)}.")
         for name in ("study_name", "storage"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigError(f"tune.{name} must be a non-empty string or null, got {value!r}.")
+                raise ConfigError(f"tune.{name} must be a non-empty string or null, got {shorten(value)}.")
         object.__setattr__(self, "params", parse_space(self.space))
 
     def param(self, key: str) -> Optional[SearchParam]:
@@ -347,7 +348,7 @@ def check_space(tune: TuneConfig, config: RunConfig) -> None:
             try:
                 with_values(config, {param.key: value})
             except ConfigError as error:
-                raise ConfigError(f"tune.space.{param.key}: {value!r} is not a valid value: {error}") from None
+                raise ConfigError(f"tune.space.{param.key}: {shorten(value)} is not a valid value: {error}") from None
 
 
 def sampled_values(params: Sequence[SearchParam], trial_params: Mapping[str, Any]) -> Dict[str, Any]:

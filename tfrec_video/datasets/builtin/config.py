@@ -14,7 +14,8 @@ from typing import Dict, Tuple
 import numpy as np
 
 from tfrec_video.datasets.builtin.topics import TOPICS, Topic
-from tfrec_video.errors import ConfigError
+from tfrec_video.config_fields import check_known
+from tfrec_video.errors import ConfigError, shorten
 
 # Bump whenever the generator's output for a given config changes: caches keyed
 # on the config hash are then regenerated.
@@ -229,7 +230,7 @@ class BuiltinConfig:
         """`"tiny"`, `"default"` or `"sparse"`: the named configs (`data.builtin` in a run config)."""
         makers = {"tiny": cls.tiny, "default": cls, "sparse": cls.sparse}
         if name not in makers:
-            raise ConfigError(f"the built-in dataset is one of {sorted(makers)}, got {name!r}.")
+            raise ConfigError(f"the built-in dataset is one of {sorted(makers)}, got {shorten(name)}.")
         return makers[name]()
 
     def to_dict(self) -> dict:
@@ -240,11 +241,10 @@ class BuiltinConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BuiltinConfig":
-        """Inverse of `to_dict`; unknown keys raise `ConfigError` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"BuiltinConfig: unknown field(s) {unknown}; known fields are {sorted(names)}.")
+        """Inverse of `to_dict`; unknown keys raise `ConfigError` naming them (and the closest field)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"BuiltinConfig: expected a mapping of field names to values, got {shorten(d)}.")
+        check_known(d, [f.name for f in dataclasses.fields(cls)], "BuiltinConfig")
         return cls(**d)
 
     def config_hash(self) -> str:
@@ -256,7 +256,7 @@ class BuiltinConfig:
         """Raises `ConfigError` (a `ValueError`) naming the first bad field."""
 
         def fail(name, expected):
-            raise ConfigError(f"BuiltinConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
+            raise ConfigError(f"BuiltinConfig.{name} must be {expected}, got {shorten(getattr(self, name))}.")
 
         def is_int(x):
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
