@@ -32,7 +32,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 COLUMNS = ("user_id", "history", "hour", "device", "video_id", "clicked")
 FILES, ROWS_PER_FILE = 4, 100
-TIMEOUT_S = 240
+TIMEOUT_S = 360
 
 
 @pytest.fixture(scope="module")

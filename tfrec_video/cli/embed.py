@@ -7,6 +7,7 @@ The work is `tfrec_video.media_embedding.step.run_embed`; this module is its fla
 
 import logging
 
+from tfrec_video.cli.run_dir import check_output_dir
 from tfrec_video.errors import ConfigError
 from tfrec_video.media_embedding.step import run_embed
 
@@ -50,6 +51,7 @@ def _run_cli(args) -> int:
             assert len(image_range) == 2
         except (ValueError, AssertionError):
             raise ConfigError(f"--image-range must be auto or LOW,HIGH, got {args.image_range!r}.") from None
+    check_output_dir(args.out, "--out")  # before the encoders load
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = run_embed(args.catalog, args.out, image_model=args.image_model, audio_model=args.audio_model,
                         batch_size=args.batch_size, shard_size=args.shard_size, zero_fill=args.zero_fill,

@@ -29,6 +29,7 @@ import os
 import time
 from typing import Optional, Sequence, Union
 
+from tfrec_video.cli.run_dir import check_output_file
 from tfrec_video.data.files import list_files
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
 from tfrec_video.data.schema import catalog_schema, impressions_schema
@@ -118,9 +119,11 @@ def run_evaluate(
       The report dict also written to `report_path`.
 
     Raises:
-      ConfigError: a bad model directory or a bad combination of arguments, naming it.
+      ConfigError: a bad model directory or a bad combination of arguments, naming it; a
+        `report_path` that cannot be written (checked first).
       DataValidationError: missing or bad data files, naming the file.
     """
+    check_output_file(report_path, "report_path (--report)")
     say = print if verbose else (lambda *a, **k: None)
     timings = {}
     start = time.time()

@@ -6,6 +6,9 @@ The model is exported against the given catalog, so a model trained once can be
 exported again when the catalog changes, on another machine.
 """
 
+import os
+
+from tfrec_video.cli.run_dir import check_output_dir
 from tfrec_video.data.pipeline import load_catalog
 from tfrec_video.data.schema import catalog_schema
 from tfrec_video.errors import ConfigError
@@ -36,6 +39,9 @@ def run_cli(args) -> int:
     """Handler of `tfrec-video export`: loads the saved model and the catalog, writes one version."""
     if not 0 < args.n <= args.k:
         raise ConfigError(f"need 0 < -n <= -k, got -n {args.n} and -k {args.k}.")
+    # Before the model and catalog load: a bad output path is reported in seconds, not after the work.
+    check_output_dir(args.export_dir, "--export-dir")
+    check_output_dir(os.path.join(args.export_dir, args.name), "--export-dir/--name")
     model = load_model(args.model)
     v = model.vocabularies
     catalog = load_catalog(args.catalog, catalog_schema(v.image_dim or 1024, v.audio_dim or 128))

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Optional
 
+from tfrec_video.cli.run_dir import check_output_dir
 from tfrec_video.datasets import FORMATS, BuiltinConfig, generate
 from tfrec_video.errors import ConfigError
 
@@ -54,6 +55,7 @@ def run_generate_cli(args) -> int:
     try:
         if args.tiny and args.sparse:
             raise ConfigError("give --tiny or --sparse, not both.")
+        check_output_dir(args.out, "--out")
         make = BuiltinConfig.tiny if args.tiny else BuiltinConfig.sparse if args.sparse else BuiltinConfig
         cfg = make(**overrides)
     except ConfigError as e:

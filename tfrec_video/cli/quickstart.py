@@ -11,6 +11,11 @@
 4. print a metrics table and write `report.json`;
 5. export `saved_models/video_rec/<version>/` and load it in a fresh process that
    imports only `tensorflow` and `tensorflow_text`.
+
+The export directory and the report's folder are checked before the dataset is
+read: a path that is a file, or that cannot be written, is one error naming it.
+Quickstart trains in memory, into no run directory, so two at once need no lock:
+`report.json` is replaced atomically and each export is a new version.
 """
 
 import json
@@ -20,6 +25,7 @@ import sys
 import time
 from typing import Optional
 
+from tfrec_video.cli.run_dir import check_output_dir, check_output_file
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
 from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.data.tables import read_table
@@ -93,7 +99,13 @@ def run_quickstart(
 
     Returns:
       The report dict also written to `report_path`.
+
+    Raises:
+      ConfigError: `export_dir` or `report_path` cannot be written (checked first).
     """
+    check_output_dir(export_dir, "export_dir (--export-dir)")
+    check_output_dir(os.path.join(export_dir, model_name), "export_dir/model_name (--export-dir/--name)")
+    check_output_file(report_path, "report_path (--report)")
     say = print if verbose else (lambda *a, **k: None)
     timings = {}
     start = time.time()

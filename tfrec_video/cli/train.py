@@ -16,16 +16,30 @@ One run, from a YAML/JSON `RunConfig` (`tfrec_video.training.run_config`) and fl
 **Resuming.** `BackupAndRestore` keeps the training state (weights, optimizer,
 epoch and step) in `output_dir/backup/`, every epoch or every
 `callbacks.backup_every` steps. A run that is killed and started again with
-the same command resumes from the last backup, losing at most one interval;
-the backup is deleted when training finishes, so the next run into the same
-`output_dir` starts from scratch. The vocabularies are adapted from the same
-files again, and the run refuses to resume when they came out differently
-(the data changed).
+the same command resumes from the last backup, losing at most one interval.
+The vocabularies are adapted from the same files again, and the run refuses
+to resume when they came out differently (the data changed). The backup is
+deleted when training finishes; from then until the run is complete,
+`output_dir/trained.json` records the finished training, so a run killed
+during the evaluation or the export and started again with the same config
+and data reuses the saved model instead of training again (a changed config
+or changed data trains again, saying which field changed; see
+`tfrec_video.cli.run_dir`). A complete run removes the record: the next run
+into the same `output_dir` starts from scratch.
+
+**One run per output directory.** The run holds a lock on `output_dir`
+(`run.lock`, released by the kernel when the process ends, even by `kill -9`):
+a second run into it stops at once with an error naming the other process,
+and touches none of its files. In a `multi_worker` run only the chief holds it.
+`output_dir` and `export.dir` are checked before anything is read: a path that
+is a file or that cannot be written is an error that names it.
 
 **Output directory.**
 
     output_dir/
       config.yaml          the resolved config of the run
+      run.lock             held by the run writing here (pid, host, start time, command)
+      trained.json         a finished training (only while evaluation, report or export are unfinished)
       backup/              BackupAndRestore state (only while a run is unfinished)
       checkpoints/         ModelCheckpoint weights, every epoch or the best by callbacks.monitor
       history.csv          per-epoch metrics, kept across resumes (CSVLogger)
@@ -47,8 +61,10 @@ import math
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
+from tfrec_video.cli.run_dir import (ResumeState, check_output_dir, forget_trained, lock_run_dir,
+                                     reusable_training, training_fingerprint, write_trained)
 from tfrec_video.training.run_config import RunConfig, STRATEGIES, dump_run_config, load_run_config
 
 BACKUP_DIR = "backup"
@@ -80,52 +96,7 @@ def resolve_data(config: RunConfig) -> dict:
             "impressions_schema": impressions_schema(data.history_length)}
 
 
-class _RunState:
-    """What the script needs to know about `fit` besides `History`: where it started."""
-
-    def __init__(self):
-        import tensorflow as tf
-
-        class Recorder(tf.keras.callbacks.Callback):
-            def __init__(self, state):
-                super().__init__()
-                self.state = state
-
-            def on_epoch_begin(self, epoch, logs=None):
-                if self.state.first_epoch is None:
-                    self.state.first_epoch = epoch
-
-            def on_train_begin(self, logs=None):
-                self.state.check_vocabularies(self.model)
-
-        self.first_epoch: Optional[int] = None
-        self.vocabulary_path: Optional[str] = None
-        self.chief = True
-        self.callback = Recorder(self)
-
-    def check_vocabularies(self, model) -> None:
-        # BackupAndRestore restores weights by position in the variables; vocabularies adapted from
-        # changed data would silently mean other ids.
-        from tfrec_video.errors import ConfigError
-
-        current = json.dumps(model.vocabularies.to_dict(), sort_keys=True)
-        if os.path.exists(self.vocabulary_path):
-            with open(self.vocabulary_path, encoding="utf-8") as f:
-                if f.read() != current:
-                    raise ConfigError(
-                        f"cannot resume the unfinished run in {os.path.dirname(self.vocabulary_path)}: the "
-                        "vocabularies adapted from the data differ from the ones it started with (the training "
-                        f"files or the model config changed). Delete {os.path.dirname(self.vocabulary_path)}/"
-                        f"{BACKUP_DIR} to start over.")
-            return
-        if not self.chief:
-            return
-        with open(self.vocabulary_path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(current)
-        os.replace(self.vocabulary_path + ".tmp", self.vocabulary_path)
-
-
-def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, state: _RunState) -> List:
+def _callbacks(config: RunConfig, data: dict, catalog, out: str, chief: bool, state: ResumeState) -> List:
     import tensorflow as tf
 
     from tfrec_video.training.callbacks import EmbeddingProjector, RetrievalRecall
@@ -221,27 +192,45 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
 
     Returns:
       The report also written to `output_dir/report.json` (by the chief).
+
+    Raises:
+      ConfigError: a bad config; an `output_dir` or `export.dir` that is a file or
+        cannot be written (checked before anything is read or trained); another
+        live run holding `output_dir` (`RunDirBusy`).
     """
-    say = print if verbose else (lambda *a, **k: None)
-    start = time.time()
-    timings = {}
-    from tfrec_video.distribute import is_chief, make_strategy, worker_dir
+    check_output_dir(config.output_dir, "output_dir")
+    if config.export.enabled:
+        check_output_dir(config.export.dir, "export.dir")
+        check_output_dir(os.path.join(config.export.dir, config.export.name), "export.dir/export.name")
+    from tfrec_video.distribute import is_chief, make_strategy
 
     # First: a multi-worker strategy must exist before TensorFlow runs any op.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
+    with lock_run_dir(config.output_dir, chief):
+        return _run_locked(config, strategy, chief, verbose, extra_callbacks)
 
+
+def _run_locked(config: RunConfig, strategy, chief: bool, verbose: int, extra_callbacks: Sequence) -> dict:
+    """`run_training` once the output paths are checked and `output_dir` is this run's alone."""
+    say = print if verbose else (lambda *a, **k: None)
+    start = time.time()
     from tfrec_video.data.pipeline import impressions_dataset, load_catalog
     from tfrec_video.data.tables import read_table
+    from tfrec_video.distribute import worker_dir
     from tfrec_video.evaluation.report import evaluate, format_table, write_report
-    from tfrec_video.models.saving import save_model
-    from tfrec_video.training.fit import click_counts, fit_model
+    from tfrec_video.training.fit import click_counts
 
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     if chief:
         dump_run_config(config, os.path.join(out, "config.yaml"))
     data = resolve_data(config)
+    # The test split too, before training: fit_model checks train against validation only.
+    from tfrec_video.data.integrity import check_splits_agree
+
+    check_splits_agree({"train": data["train"], "validation": data["validation"], "test": data["test"]},
+                       data["impressions_schema"])
     catalog = load_catalog(data["catalog"], data["catalog_schema"])
     if data["embeddings"] is not None:
         from tfrec_video.data.media_embeddings import attach_embeddings
@@ -249,38 +238,15 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
         catalog = attach_embeddings(catalog, data["embeddings"], image_dim=config.data.image_dim,
                                     audio_dim=config.data.audio_dim)
 
-    backup = os.path.join(out, BACKUP_DIR)
-    resuming = os.path.isdir(backup) and bool(os.listdir(backup))
-    state = _RunState()
-    state.vocabulary_path = os.path.join(out, VOCABULARY_FILE)
-    state.chief = chief
-    if not resuming:
-        for stale in (HISTORY_FILE, VOCABULARY_FILE):
-            if chief and os.path.exists(os.path.join(out, stale)):
-                os.remove(os.path.join(out, stale))
-    say(f"{'Resuming the unfinished run' if resuming else 'Training'} in {out} "
-        f"(strategy {config.strategy}, {strategy.num_replicas_in_sync} replica(s))")
-
-    t = time.time()
-    callbacks = _callbacks(config, data, catalog, out, chief, state) + list(extra_callbacks)
-    model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
-                                     config.training, validation_paths=data["validation"], callbacks=callbacks,
-                                     verbose=verbose, strategy=strategy, served_k=config.export.k,
-                                     served_n=config.export.n)
-    timings["train_s"] = round(time.time() - t, 1)
-    if chief and os.path.isdir(backup) and not os.listdir(backup):
-        os.rmdir(backup)  # BackupAndRestore empties it when training finishes
-    if not chief and os.path.exists(_worker_history_path()):
-        os.remove(_worker_history_path())
-    history = read_history(os.path.join(out, HISTORY_FILE)) if chief else dict(keras_history.history)
+    model, record, reused = _trained_model(config, data, catalog, strategy, chief, say, verbose, extra_callbacks)
+    trained = record["training"]
+    timings = {"train_s": trained["train_s"]}
+    # The record's history is JSON (None for NaN); the plots and final loss want numbers.
+    history = {k: [float("nan") if v is None else v for v in values] for k, values in trained["history"].items()}
     # 1-based, as in the Keras log: the last epoch that ran, when a callback stopped before `epochs`.
     epochs_total = len(next(iter(history.values()), []))
     stopped = epochs_total if 0 < epochs_total < config.training.epochs else None
 
-    # Every worker saves and exports (a save all-reduces sync-on-read variables); only the chief's
-    # copies land in output_dir and export.dir, the others go to temporary dirs (`worker_dir`).
-    with worker_dir(out, strategy) as directory:
-        save_model(model, os.path.join(directory, "model"))
     report: dict = {}
     if chief and data["test"] is not None:
         t = time.time()
@@ -298,15 +264,14 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
                                                         seed=config.training.seed))
         timings["evaluate_s"] = round(time.time() - t, 1)
     report["training"] = {
-        "epochs_run": len(keras_history.epoch), "epochs_total": epochs_total,
-        "resumed": resuming, "resumed_from_epoch": state.first_epoch if resuming else None,
-        "stopped_early_at_epoch": stopped,
+        "epochs_run": trained["epochs_run"], "epochs_total": epochs_total,
+        "resumed": trained["resumed"], "resumed_from_epoch": trained["resumed_from_epoch"],
+        "reused_trained_model": reused, "stopped_early_at_epoch": stopped,
         "final_loss": history["loss"][-1] if history.get("loss") else None,
-        "history": {k: [v if math.isfinite(v) else None for v in values] for k, values in history.items()},
+        "history": trained["history"],  # JSON: None for a NaN
         "replicas": int(strategy.num_replicas_in_sync), "strategy": config.strategy,
-        "selection": getattr(keras_history, "selection", None),
-        "calibration": getattr(keras_history, "calibration", None),
-        "list_blend": getattr(keras_history, "list_blend", None),
+        "selection": trained["selection"], "calibration": trained["calibration"],
+        "list_blend": trained["list_blend"],
     }
     # The "auto" fields of ModelConfig as the data decided them, and the data shape the rules read.
     report["model_defaults"] = getattr(model, "data_rules", None)
@@ -314,12 +279,20 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
     if config.export.enabled:
         from tfrec_video.serving.export import export_saved_model
 
-        t = time.time()
-        with worker_dir(config.export.dir, strategy) as directory:
-            version_dir = export_saved_model(model, catalog, directory, name=config.export.name,
-                                             k=config.export.k, n=config.export.n,
-                                             exclude_seen=not config.export.keep_seen)
-        timings["export_s"] = round(time.time() - t, 1)
+        settings = {k: getattr(config.export, k) for k in ("dir", "name", "k", "n", "keep_seen")}
+        done = record.get("export") or {}
+        if reused and done.get("settings") == settings and os.path.isdir(done.get("path", "")):
+            version_dir = done["path"]  # the killed run finished this export before it died
+            say(f"Keeping the export the earlier run finished: {version_dir}")
+        else:
+            t = time.time()
+            with worker_dir(config.export.dir, strategy) as directory:
+                version_dir = export_saved_model(model, catalog, directory, name=config.export.name,
+                                                 k=config.export.k, n=config.export.n,
+                                                 exclude_seen=not config.export.keep_seen)
+            timings["export_s"] = round(time.time() - t, 1)
+            if chief:  # a kill from here on does not export again
+                write_trained(out, dict(record, export={"path": os.path.abspath(version_dir), "settings": settings}))
         report["export"] = {"path": os.path.abspath(version_dir)}
     if not chief:
         return report
@@ -328,11 +301,79 @@ def run_training(config: RunConfig, verbose: int = 1, extra_callbacks: Sequence 
     report.update({"config": config.to_dict(), "dataset": data["dataset_dir"], "timings": timings,
                    "model_dir": os.path.join(out, "model")})
     write_report(report, os.path.join(out, "report.json"))
+    forget_trained(out)  # the run is complete: the next one into output_dir starts from scratch
     if "ranking" in report:
         say("\n" + format_table(report))
     say(f"\nreport: {os.path.join(out, 'report.json')}" +
         (f"\nexport: {report['export']['path']}" if "export" in report else ""))
     return report
+
+
+def _trained_model(config: RunConfig, data: dict, catalog, strategy, chief: bool, say, verbose: int,
+                   extra_callbacks: Sequence):
+    """The run's trained model: the one an earlier, killed run of the same config finished, or trained now.
+
+    Returns:
+      `(model, record, reused)`: `record` is the finished-training record
+      (`tfrec_video.cli.run_dir`), whose `training` holds what the report says of
+      the training; `reused` says whether the model was loaded instead of trained.
+    """
+    from tfrec_video.distribute import num_workers, worker_dir
+    from tfrec_video.models.saving import load_model, save_model
+    from tfrec_video.training.fit import fit_model
+
+    out = config.output_dir
+    model_dir = os.path.join(out, "model")
+    backup = os.path.join(out, BACKUP_DIR)
+    resuming = os.path.isdir(backup) and bool(os.listdir(backup))
+    fingerprint = training_fingerprint(config, data) if chief else None
+    # A single process only: the workers of a cluster could not all see the record the chief may remove.
+    if chief and not resuming and num_workers(strategy) == 1:
+        record, why_not = reusable_training(out, fingerprint, model_dir)
+        if record is not None:
+            say(f"Reusing the model an earlier run trained in {model_dir}: its training finished, the rest "
+                "of the run did not (see tfrec_video.cli.run_dir)")
+            return load_model(model_dir), record, True
+        if why_not:
+            say(f"Training again: {why_not}")
+    if chief:
+        forget_trained(out)
+    state = ResumeState(os.path.join(out, VOCABULARY_FILE), backup, chief)
+    if not resuming:
+        for stale in (HISTORY_FILE, VOCABULARY_FILE):
+            if chief and os.path.exists(os.path.join(out, stale)):
+                os.remove(os.path.join(out, stale))
+    say(f"{'Resuming the unfinished run' if resuming else 'Training'} in {out} "
+        f"(strategy {config.strategy}, {strategy.num_replicas_in_sync} replica(s))")
+
+    t = time.time()
+    callbacks = _callbacks(config, data, catalog, out, chief, state) + list(extra_callbacks)
+    model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
+                                     config.training, validation_paths=data["validation"], callbacks=callbacks,
+                                     verbose=verbose, strategy=strategy, served_k=config.export.k,
+                                     served_n=config.export.n)
+    train_s = round(time.time() - t, 1)
+    if chief and os.path.isdir(backup) and not os.listdir(backup):
+        os.rmdir(backup)  # BackupAndRestore empties it when training finishes
+    if not chief and os.path.exists(_worker_history_path()):
+        os.remove(_worker_history_path())
+    history = read_history(os.path.join(out, HISTORY_FILE)) if chief else dict(keras_history.history)
+    training = {
+        "history": {k: [v if math.isfinite(v) else None for v in values] for k, values in history.items()},
+        "epochs_run": len(keras_history.epoch), "resumed": resuming,
+        "resumed_from_epoch": state.first_epoch if resuming else None, "train_s": train_s,
+        "selection": getattr(keras_history, "selection", None),
+        "calibration": getattr(keras_history, "calibration", None),
+        "list_blend": getattr(keras_history, "list_blend", None),
+    }
+    # Every worker saves and exports (a save all-reduces sync-on-read variables); only the chief's
+    # copies land in output_dir and export.dir, the others go to temporary dirs (`worker_dir`).
+    with worker_dir(out, strategy) as directory:
+        save_model(model, os.path.join(directory, "model"))
+    record = {"fingerprint": fingerprint, "training": training}
+    if chief:  # written once the model is: a kill from here on does not train again
+        write_trained(out, record)
+    return model, record, False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
