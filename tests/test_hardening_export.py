@@ -151,6 +151,21 @@ def test_a_cli_export_follows_the_umask(exported):
     assert os.path.isdir(os.path.join(exported.version_dir, "variables"))
 
 
+def test_a_saved_model_follows_the_umask(tmp_path):
+    """`save_model` writes through mkdtemp too: its directory must not stay 0700, or `tfrec-video export`
+    run as another user (a serving host's account) cannot read the model."""
+    catalog, impressions = toy_data(n_rows=100, history_length=HISTORY, image_dim=IMAGE_DIM, audio_dim=AUDIO_DIM)
+    model = small_model(catalog, impressions, epochs=1)
+    old = os.umask(0o022)
+    try:
+        path = save_model(model, str(tmp_path / "model"))
+    finally:
+        os.umask(old)
+    modes = _modes(path)
+    assert modes["."] == 0o755 and modes["model.json"] == 0o644
+    assert {oct(mode) for name, mode in modes.items() if name != "."} <= {"0o755", "0o644"}
+
+
 _READ_AS_NOBODY = r"""
 import os, sys
 os.setgroups([])

@@ -263,3 +263,35 @@ def shard_files(files: Sequence[str], index: int, count: int) -> List[str]:
             f"so the table needs at least one file per worker (better, many). Write it as {count} or more "
             f"files (write_table one part per file), or train on fewer workers. Files: {list(files)[:5]}")
     return list(files)[int(index)::int(count)]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and restore it at once)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(root: str) -> None:
+    """Sets `root` and every directory under it to `0o777 & ~umask`, every file to `0o666 & ~umask`.
+
+    Args:
+      root: a local directory, written under a temporary name (`tempfile.mkdtemp` makes it 0700
+        whatever the umask) before it is renamed into place: an export version, a saved model.
+    """
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)

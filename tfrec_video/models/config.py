@@ -15,7 +15,7 @@ import dataclasses
 from typing import Mapping, Optional, Tuple, Union
 
 from tfrec_video.config_fields import from_mapping
-from tfrec_video.errors import ConfigError
+from tfrec_video.errors import ConfigError, shorten
 
 # A field set to AUTO is decided from the training data when the model is built (`models.data_rules`).
 AUTO = "auto"
@@ -168,51 +168,51 @@ class ModelConfig:
                      "title_sequence_length", "title_token_dim", "title_filters", "title_dim", "media_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {shorten(value)}.")
         for name in ("title_conv_widths", "query_hidden_units", "candidate_hidden_units", "ranking_hidden_units"):
             value = tuple(getattr(self, name))
             object.__setattr__(self, name, value)
             if any(not isinstance(v, int) or v <= 0 for v in value):
-                raise ConfigError(f"ModelConfig.{name} must be positive integers, got {list(value)!r}.")
+                raise ConfigError(f"ModelConfig.{name} must be positive integers, got {shorten(list(value))}.")
         if not isinstance(self.media_components, int) or self.media_components < 0:
-            raise ConfigError(f"ModelConfig.media_components must be an integer >= 0, got {self.media_components!r}.")
+            raise ConfigError(f"ModelConfig.media_components must be an integer >= 0, got {shorten(self.media_components)}.")
         for name in ("image_model", "audio_model"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigError(f"ModelConfig.{name} must be a TF Hub handle or SavedModel directory, got {value!r}.")
+                raise ConfigError(f"ModelConfig.{name} must be a TF Hub handle or SavedModel directory, got {shorten(value)}.")
         if self.image_model_size is not None and (not isinstance(self.image_model_size, int) or self.image_model_size <= 0):
-            raise ConfigError(f"ModelConfig.image_model_size must be a positive integer, got {self.image_model_size!r}.")
+            raise ConfigError(f"ModelConfig.image_model_size must be a positive integer, got {shorten(self.image_model_size)}.")
         if not (isinstance(self.audio_sample_rate, int) and self.audio_sample_rate > 0):
-            raise ConfigError(f"ModelConfig.audio_sample_rate must be a positive integer, got {self.audio_sample_rate!r}.")
+            raise ConfigError(f"ModelConfig.audio_sample_rate must be a positive integer, got {shorten(self.audio_sample_rate)}.")
         if not self.audio_clip_seconds > 0:
-            raise ConfigError(f"ModelConfig.audio_clip_seconds must be > 0, got {self.audio_clip_seconds!r}.")
+            raise ConfigError(f"ModelConfig.audio_clip_seconds must be > 0, got {shorten(self.audio_clip_seconds)}.")
         if not self.title_conv_widths:
             raise ConfigError("ModelConfig.title_conv_widths must name at least one width.")
         if self.history_pooling not in ("mean", "attention"):
-            raise ConfigError(f"ModelConfig.history_pooling must be 'mean' or 'attention', got {self.history_pooling!r}.")
+            raise ConfigError(f"ModelConfig.history_pooling must be 'mean' or 'attention', got {shorten(self.history_pooling)}.")
         if not isinstance(self.ranking_l2, (int, float)) or self.ranking_l2 < 0:
-            raise ConfigError(f"ModelConfig.ranking_l2 must be >= 0, got {self.ranking_l2!r}.")
+            raise ConfigError(f"ModelConfig.ranking_l2 must be >= 0, got {shorten(self.ranking_l2)}.")
         for name in ("video_id_dropout", "user_id_dropout", "tower_dropout", "ranking_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)!r}.")
+                raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {shorten(getattr(self, name))}.")
         if self.cross_layers < 0:
-            raise ConfigError(f"ModelConfig.cross_layers must be >= 0, got {self.cross_layers!r}.")
+            raise ConfigError(f"ModelConfig.cross_layers must be >= 0, got {shorten(self.cross_layers)}.")
         if self.logq_weight != AUTO and (isinstance(self.logq_weight, (str, bool)) or
                                          not 0.0 <= self.logq_weight <= 1.0):
             raise ConfigError(f"ModelConfig.logq_weight must be in [0, 1] or {AUTO!r}, got {self.logq_weight!r}.")
         if not self.temperature > 0:
-            raise ConfigError(f"ModelConfig.temperature must be > 0, got {self.temperature!r}.")
+            raise ConfigError(f"ModelConfig.temperature must be > 0, got {shorten(self.temperature)}.")
         if not self.learning_rate > 0:
-            raise ConfigError(f"ModelConfig.learning_rate must be > 0, got {self.learning_rate!r}.")
+            raise ConfigError(f"ModelConfig.learning_rate must be > 0, got {shorten(self.learning_rate)}.")
         if self.retrieval_weight < 0 or self.ranking_weight < 0 or self.retrieval_weight + self.ranking_weight == 0:
             raise ConfigError(
                 "ModelConfig.retrieval_weight and ranking_weight must be >= 0 and not both 0, got "
-                f"{self.retrieval_weight!r} and {self.ranking_weight!r}."
+                f"{shorten(self.retrieval_weight)} and {shorten(self.ranking_weight)}."
             )
         for name in ("max_users", "max_videos"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"ModelConfig.{name} must be a positive integer or None, got {value!r}.")
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer or None, got {shorten(value)}.")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -31,6 +31,7 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.data.files import follow_umask
 from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.video_rec import VideoRecModel
 
@@ -54,6 +55,8 @@ def save_model(model: VideoRecModel, directory: str) -> str:
             json.dump({"format": FORMAT, "class": type(model).__name__, "config": model.get_config()}, f,
                       ensure_ascii=False)
         tf.train.Checkpoint(model=model).write(os.path.join(tmp, WEIGHTS))
+        # mkdtemp's 0700 would hide the model from `tfrec-video export` run as another user.
+        follow_umask(tmp)
         old = None
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(directory)}-", dir=parent)

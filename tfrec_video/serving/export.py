@@ -90,9 +90,9 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfrec_video.data.files import follow_umask
 from tfrec_video.evaluation.candidates import top_k_excluding
-from tfrec_video.serving.versions import (follow_umask, make_temp_dir, next_version, publish,
-                                          remove_stale_temp_dirs)
+from tfrec_video.serving.versions import make_temp_dir, next_version, publish, remove_stale_temp_dirs
 from tfrec_video.serving.warmup import warmup_requests, write_warmup_requests
 from tfrec_video.towers import CatalogTable
 

@@ -8,7 +8,7 @@ into place; this module holds the file-system half of that:
   keeps the mode, so a `tensorflow_model_server` running as its own service user
   could not read the version ("SavedModel file does not exist"). The temporary
   directory is made with `os.mkdir` (which follows the umask) and
-  `follow_umask` sets every directory of the version to `0o777 & ~umask` and
+  `data.files.follow_umask` sets every directory of the version to `0o777 & ~umask` and
   every file to `0o666 & ~umask` (0755 / 0644 under umask 022) before the rename.
 * **Concurrent writers.** Two exporters into one model directory may both pick
   the same next version. `publish` renames the temporary directory into place;
@@ -90,37 +90,6 @@ def make_temp_dir(model_dir: str, version: int) -> str:
             return path
         except FileExistsError:  # a random token taken already: draw another
             continue
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the platform allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and restore it at once)
-    os.umask(mask)
-    return mask
-
-
-def follow_umask(root: str) -> None:
-    """Sets `root` and every directory under it to `0o777 & ~umask`, every file to `0o666 & ~umask`.
-
-    Args:
-      root: a local directory (the temporary version directory, before it is renamed into place).
-    """
-    mask = _umask()
-    os.chmod(root, 0o777 & ~mask)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            os.chmod(os.path.join(folder, name), 0o777 & ~mask)
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o666 & ~mask)
 
 
 def publish(tmp: str, model_dir: str, version: int, fixed: bool = False) -> str:

@@ -31,7 +31,7 @@ from tfrec_video.data.join import UnknownVideoError, check_ids_in_catalog
 from tfrec_video.data.pipeline import distributed_impressions, impressions_dataset
 from tfrec_video.data.schema import TableSchema, as_strings
 from tfrec_video.data.tables import read_table
-from tfrec_video.errors import ConfigError, DataValidationError
+from tfrec_video.errors import ConfigError, DataValidationError, shorten
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.dtype_policy import dtype_policy
@@ -107,18 +107,18 @@ class TrainingConfig:
     def __post_init__(self):
         if self.ranking_monitor not in ("val_logloss", "val_auc"):
             raise ConfigError(f"TrainingConfig.ranking_monitor must be 'val_logloss' or 'val_auc', got "
-                              f"{self.ranking_monitor!r}.")
+                              f"{shorten(self.ranking_monitor)}.")
         for name in ("batch_size", "epochs", "shuffle_buffer", "head_patience", "selection_recall_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"TrainingConfig.{name} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"TrainingConfig.{name} must be a positive integer, got {shorten(value)}.")
         if self.recall_max_clicks is not None and (not isinstance(self.recall_max_clicks, int) or isinstance(
                 self.recall_max_clicks, bool) or self.recall_max_clicks <= 0):
             raise ConfigError(f"TrainingConfig.recall_max_clicks must be a positive integer or null, got "
-                              f"{self.recall_max_clicks!r}.")
+                              f"{shorten(self.recall_max_clicks)}.")
         if not isinstance(self.mixed_precision, (bool, str)) or self.mixed_precision not in PRECISION_POLICIES:
             raise ConfigError(f"TrainingConfig.mixed_precision must be one of {list(PRECISION_POLICIES)}, "
-                              f"got {self.mixed_precision!r}.")
+                              f"got {shorten(self.mixed_precision)}.")
 
     @property
     def dtype_policy(self) -> Optional[str]:
