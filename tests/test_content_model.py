@@ -64,7 +64,7 @@ def test_catalog_table_rejects_a_catalog_of_the_wrong_size_or_shape():
         table.set_catalog({"video_id": np.array(["a"], object), "image_embedding": np.zeros([1, 2], np.float32)})
     with pytest.raises(ValueError, match="image_embedding.*expected \\[2, 2\\]"):
         table.set_catalog({"video_id": np.array(["a", "b"], object), "image_embedding": np.zeros([2, 3], np.float32)})
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="duplicate video_id .a., also at the catalog, row 0"):
         table.set_catalog({"video_id": np.array(["a", "a"], object), "image_embedding": np.zeros([2, 2], np.float32)})
 
 
