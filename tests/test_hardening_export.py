@@ -31,7 +31,7 @@ from tfrec_video.errors import DataValidationError
 from tfrec_video.models import save_model
 from tfrec_video.serving import ExportedModel
 from tfrec_video.serving import export as export_lib
-from toy import small_model, toy_data
+from toy import LogRecords, small_model, toy_data
 
 pytestmark = pytest.mark.bad_input
 
@@ -68,15 +68,6 @@ def _plant(model_dir, name, mtime=None):
     return path
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A toy model saved, then exported by `tfrec-video export` under umask 022 into a directory any
@@ -101,7 +92,7 @@ def exported(tmp_path_factory):
             "live": _plant(model_dir, _temp_name(1, os.getpid(), token="89abcdef")),
             "legacy": _plant(model_dir, ".tmp-1-k3j_x9zq"),  # mkdtemp's name, as older exports left it
         }
-        records = _Records()
+        records = LogRecords(logging.WARNING)
         logger = logging.getLogger("tfrec_video.export")
         logger.addHandler(records)
         old_umask = os.umask(0o022)

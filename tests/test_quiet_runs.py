@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from toy import SMALL_MODEL, small_model, toy_data
+from toy import LogRecords, SMALL_MODEL, small_model, toy_data
 
 # What a successful run must never print: each looks like a failure to a new user.
 NOISE = ("WARNING", "Warning", "E0000", "E external", "Traceback", "Skipping full serialization",
@@ -50,15 +50,6 @@ def test_importing_the_package_silences_tensorflows_cpu_startup_logs(tmp_path):
     assert stdout.split() == ["0"]
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def test_a_loaded_model_restores_without_warnings_and_saves_whole(tmp_path):
     import gc
 
@@ -69,7 +60,7 @@ def test_a_loaded_model_restores_without_warnings_and_saves_whole(tmp_path):
     catalog, impressions = toy_data(n_rows=300)
     model = small_model(catalog, impressions, epochs=1)  # trained: the checkpoint holds optimizer slots
     path = save_model(model, str(tmp_path / "model"))
-    records = _Records()
+    records = LogRecords(logging.DEBUG)
     tf.get_logger().addHandler(records)
     try:
         loaded = load_model(path)
@@ -91,7 +82,7 @@ def test_many_catalog_rankers_do_not_warn_about_retracing():
 
     from tfrec_video.evaluation.ranking import CatalogRanker
 
-    records = _Records()
+    records = LogRecords(logging.DEBUG)
     tf.get_logger().addHandler(records)
     try:
         rng = np.random.default_rng(0)

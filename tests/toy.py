@@ -1,4 +1,7 @@
-"""A tiny, seeded in-memory dataset for model tests (independent of the built-in generator)."""
+"""Shared test helpers: a tiny, seeded in-memory dataset for model tests (independent of the built-in
+generator), small model settings, and process and log helpers (`kill_when`, `LogRecords`)."""
+
+import logging
 
 import numpy as np
 
@@ -113,3 +116,15 @@ def kill_when(command, ready, *, env=None, deadline_s=300, poll_s=0.1):
             process.kill()
             process.wait()
     return process.returncode, process.stderr.read().decode(errors="replace")
+
+
+class LogRecords(logging.Handler):
+    """A logging handler that keeps the messages of the records at or above `level` (for a logger's
+    warnings where pytest's function-scoped `caplog` cannot reach, e.g. in a module-scoped fixture)."""
+
+    def __init__(self, level=logging.WARNING):
+        super().__init__(level)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
