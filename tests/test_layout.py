@@ -30,6 +30,7 @@ LAYERS = (
     ("evaluation", ("tfrec_video.evaluation",)),
     ("datasets", ("tfrec_video.datasets",)),
     ("features", ("tfrec_video.features",)),
+    ("text_encoders", ("tfrec_video.text_encoders",)),
     ("towers", ("tfrec_video.towers",)),
     ("models", ("tfrec_video.models",)),
     ("training", ("tfrec_video.training",)),

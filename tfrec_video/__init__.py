@@ -17,6 +17,7 @@ below; `tests/test_layout.py` enforces it):
     evaluation                             metrics, whole-catalog ranking, report, plots
     datasets                               the built-in dataset with a planted truth
     features                               vocabularies, WordPiece, PCA
+    text_encoders                          pretrained text encoders converted to SavedModels
     towers                                 Keras layers: raw features in, embeddings out
     models                                 VideoRecModel, the ranking head, saving, baselines
     training                               fit_model, callbacks, run configs
