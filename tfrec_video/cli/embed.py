@@ -1,6 +1,7 @@
 """`tfrec-video embed`: raw thumbnails and audio into `image_embedding` / `audio_embedding` features.
 
     tfrec-video embed --catalog media.csv --image-model mobilenet.tflite --out emb.parquet
+    tfrec-video embed --catalog media.csv --audio-model yamnet_spectra_in.tflite --out emb.parquet
 
 The work is `tfrec_video.media_embedding.step.run_embed`; this module is its flags.
 """
@@ -18,7 +19,9 @@ def add_cli(subparsers) -> None:
         "embed", help="turn raw thumbnails and audio into image_embedding / audio_embedding features",
         description="Embed the thumbnails and audio listed in a media CSV (video_id,thumbnail_path,audio_path; "
                     "paths relative to the CSV) with pretrained encoders (TF Hub handle, SavedModel directory or "
-                    ".tflite file), into a sharded table that training reads directly. Re-running resumes.")
+                    ".tflite file; a .tflite audio model may take log-mel patches, as YAMNet's "
+                    "yamnet_spectra_in.tflite does), into a sharded table that training reads directly. "
+                    "Re-running resumes.")
     p.add_argument("--catalog", required=True, metavar="CSV", help="the media CSV")
     p.add_argument("--image-model", metavar="MODEL", help="image encoder: hub URL, SavedModel dir or .tflite")
     p.add_argument("--audio-model", metavar="MODEL", help="audio encoder: hub URL, SavedModel dir or .tflite")
@@ -34,7 +37,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--image-output-key", help="output of a hub image model with several (dict key or index)")
     p.add_argument("--audio-sample-rate", type=int, default=16000, help="the audio model's sample rate")
     p.add_argument("--audio-clip-seconds", type=float, default=1.0, help="frame length of a hub audio model")
-    p.add_argument("--audio-output-key", help="output of a hub audio model with several (YAMNet: 1)")
+    p.add_argument("--audio-output-key", help="output of a hub audio model with several (hub YAMNet: 1), or a "
+                                              ".tflite model's output index")
+    p.add_argument("--audio-output-tensor", metavar="NAME",
+                   help="tensor of a .tflite audio model read as the embedding, intermediate ones included (default: "
+                        "a known embedding tensor such as YAMNet's tower0/network/layer28/reduce_mean, else the "
+                        "model's output)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_cli)
 
@@ -58,6 +66,6 @@ def _run_cli(args) -> int:
                         image_size=args.image_size, image_range=image_range,
                         image_output_key=_key(args.image_output_key), audio_sample_rate=args.audio_sample_rate,
                         audio_clip_seconds=args.audio_clip_seconds, audio_output_key=_key(args.audio_output_key),
-                        progress=not args.quiet)
+                        audio_output_tensor=args.audio_output_tensor, progress=not args.quiet)
     print(summary.describe())
     return 0

@@ -23,12 +23,25 @@ that modality, and nothing is invented for it: its row is left out of the
 output, unless `--zero-fill` asks for a zero vector in place of each missing
 embedding. The summary reports every count.
 
+**Audio models.** A clip is decoded to 16 kHz mono (`--audio-sample-rate`) and
+embedded whole: a waveform model sees frames of its input length, the frames'
+embeddings averaged. A `.tflite` model whose input is a log-mel patch (YAMNet's
+`yamnet_spectra_in.tflite`: `[1, 96, 64]`) gets the patches that
+`media_embedding.log_mel` computes in TF (0.96 s each, every 0.48 s; a clip
+shorter than one patch is padded with silence), the patches' embeddings
+averaged. The embedding is the tensor `--audio-output-tensor` names (any
+tensor of the graph, intermediate ones included); by default a known embedding
+tensor (YAMNet's 1024-d `tower0/network/layer28/reduce_mean`), else the
+model's output. (The TF Hub YAMNet takes waveforms; `--audio-output-key 1`
+picks its embedding.)
+
 **Resuming.** A shard is written atomically (a temporary file renamed into
 place) and recorded in `out/_embed_state.json` when it is complete. Running the
 same command again skips complete shards, so an interrupted run resumes where
 it stopped. The state also records the CSV's content hash, the models (local
 paths made absolute) and every option that changes the vectors (input size,
-output key, sample rate, frame length, pixel range, zero-fill, shard size): a
+output key, sample rate, frame length, pixel range, zero-fill, shard size, and
+for a `.tflite` audio model the tensor it reads and its log-mel front end): a
 run with another CSV, model or option refuses to mix its shards with the old
 ones (choose another `--out`, or delete it). An embedding that the model
 returns with a NaN or infinity counts as a failed item, like an undecodable
@@ -38,7 +51,7 @@ Example:
 
     tfrec-video embed --catalog media.csv \\
         --image-model ../shared/pretrained/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite \\
-        --audio-model https://tfhub.dev/google/yamnet/1 --audio-output-key 1 --out emb.parquet
+        --audio-model ../shared/pretrained/audio/yamnet_spectra_in.tflite --out emb.parquet
 """
 
 import csv
@@ -57,7 +70,7 @@ from tfrec_video.data.files import detect_format, open_file
 from tfrec_video.data.media_embeddings import STATE_FILE, embeddings_schema
 from tfrec_video.data.tables import write_table
 from tfrec_video.errors import ConfigError, DataValidationError, shorten
-from tfrec_video.media_embedding.decode import MediaError, frames, read_audio, read_image
+from tfrec_video.media_embedding.decode import MediaError, read_audio, read_image
 from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model
 
 log = logging.getLogger("tfrec_video.embed")
@@ -238,13 +251,13 @@ def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
             counts.missing_audio += 1
             continue
         try:
-            clip_frames = frames(read_audio(path, sample_rate), model.input_size)
+            waveform = read_audio(path, sample_rate)
         except MediaError as error:
             counts.failed_audio += 1
             log.warning("audio skipped: %s", error)
             continue
-        # The clip's embedding is the mean of its frames' embeddings.
-        out[i] = _finite(model.embed(clip_frames).mean(axis=0), path, "audio", counts)
+        # The clip's embedding is the mean of its frames' (or log-mel patches') embeddings.
+        out[i] = _finite(model.embed_clip(waveform), path, "audio", counts)
     return out
 
 
@@ -262,6 +275,7 @@ def run_embed(
     audio_sample_rate: int = 16000,
     audio_clip_seconds: float = 1.0,
     audio_output_key=None,
+    audio_output_tensor: Optional[str] = None,
     progress: bool = True,
 ) -> EmbedSummary:
     """Embeds the media listed in `catalog` into the sharded table `out` (see the module docstring).
@@ -279,7 +293,10 @@ def run_embed(
       image_output_key: the output of a hub image model returning several.
       audio_sample_rate: the rate the audio model expects; clips are resampled to it.
       audio_clip_seconds: the frame length a hub audio model takes.
-      audio_output_key: the output of a hub audio model returning several (YAMNet: 1).
+      audio_output_key: the output of a hub audio model returning several (YAMNet: 1), or a
+        `.tflite` model's output index.
+      audio_output_tensor: the tensor of a `.tflite` audio model read as the embedding
+        (default: a known embedding tensor such as YAMNet's, else the model's output).
       progress: show a tqdm progress bar.
 
     Returns:
@@ -302,7 +319,8 @@ def run_embed(
     with open_file(catalog, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     images = load_image_model(image_model, image_size, image_range, image_output_key) if image_model else None
-    audio = load_audio_model(audio_model, audio_sample_rate, audio_clip_seconds, audio_output_key) if audio_model else None
+    audio = (load_audio_model(audio_model, audio_sample_rate, audio_clip_seconds, audio_output_key, audio_output_tensor)
+             if audio_model else None)
     # Everything that changes the vectors, as resolved (the input size the model declares rather than the
     # flag), so that `--image-size 224` on a model that says 224 still resumes.
     identity = {"catalog_sha256": digest, "image_model": _model_identity(image_model),
@@ -312,6 +330,9 @@ def run_embed(
                 "image_output_key": image_output_key if images else None,
                 "audio_sample_rate": audio_sample_rate, "audio_frame_samples": audio.input_size if audio else None,
                 "audio_output_key": audio_output_key if audio else None, "format": fmt}
+    # A `.tflite` audio model adds the tensor it reads and its log-mel front end (audio_output_tensor,
+    # audio_front_end); absent for other models, so their earlier runs still resume.
+    identity.update({f"audio_{k}": v for k, v in (audio.state_options() if audio else {}).items()})
     state = _load_state(out, identity)
     os.makedirs(out, exist_ok=True)
     # Saved before the first shard: a run killed right after renaming shard 0 into place must still resume,
