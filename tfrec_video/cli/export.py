@@ -44,7 +44,8 @@ def run_cli(args) -> int:
     check_output_dir(os.path.join(args.export_dir, args.name), "--export-dir/--name")
     model = load_model(args.model)
     v = model.vocabularies
-    catalog = load_catalog(args.catalog, catalog_schema(v.image_dim or 1024, v.audio_dim or 128))
+    catalog = load_catalog(args.catalog, catalog_schema(v.image_dim or 1024, v.audio_dim or 128,
+                                                        v.title_embedding_dim or 384))
     missing = [name for name in model.video_feature_names if name not in catalog]
     if missing:
         raise ConfigError(f"the model reads the video features {missing}, which the catalog {args.catalog} lacks.")

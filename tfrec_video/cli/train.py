@@ -92,7 +92,7 @@ def resolve_data(config: RunConfig) -> dict:
                 "impressions_schema": impressions_schema(dataset_config.history_length)}
     return {"catalog": data.catalog, "train": data.train, "test": data.test, "validation": data.validation,
             "embeddings": data.embeddings, "dataset_dir": None, "truth": None,
-            "catalog_schema": catalog_schema(data.image_dim, data.audio_dim),
+            "catalog_schema": catalog_schema(data.image_dim, data.audio_dim, data.title_embedding_dim),
             "impressions_schema": impressions_schema(data.history_length)}
 
 
@@ -236,7 +236,8 @@ def _run_locked(config: RunConfig, strategy, chief: bool, verbose: int, extra_ca
         from tfrec_video.data.media_embeddings import attach_embeddings
 
         catalog = attach_embeddings(catalog, data["embeddings"], image_dim=config.data.image_dim,
-                                    audio_dim=config.data.audio_dim)
+                                    audio_dim=config.data.audio_dim,
+                                    title_embedding_dim=config.data.title_embedding_dim)
 
     model, record, reused = _trained_model(config, data, catalog, strategy, chief, say, verbose, extra_callbacks)
     trained = record["training"]

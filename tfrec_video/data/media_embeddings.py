@@ -1,11 +1,12 @@
 """The embedding step's output table, and joining it into the catalog by `video_id`.
 
 `tfrec-video embed` (`tfrec_video.media_embedding`) writes a table of
-`video_id` plus `image_embedding` and/or `audio_embedding` vectors
-(`embeddings_schema`). `attach_embeddings` reads such a table (any format,
-file, directory or glob) and adds its vectors to the catalog's columns, so the
-model trains on them as if the catalog had carried them all along; this is what
-`data.embeddings` in a `tfrec-video train` config does.
+`video_id` plus `image_embedding`, `audio_embedding` and/or `title_embedding`
+vectors (`embeddings_schema`). `attach_embeddings` reads such a table (any
+format, file, directory or glob) and adds its vectors to the catalog's columns,
+so the model trains on them as if the catalog had carried them all along; this
+is what `data.embeddings` in a `tfrec-video train` config does. `read_titles`
+reads the titles the embedding step embeds from a catalog table.
 
 Example:
 
@@ -26,27 +27,29 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfrec_video.data.files import is_local, list_files
+from tfrec_video.data.files import files_format, is_local, list_files
 from tfrec_video.data.schema import Feature, TableSchema, as_strings
 from tfrec_video.data.integrity import check_unique_ids
-from tfrec_video.data.tables import read_table_numpy_with_files, table_columns
+from tfrec_video.data.tables import _module as format_module, _to_str, read_table_numpy_with_files, table_columns
 from tfrec_video.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 # Written by the embedding step in its output directory; it records the widths.
 STATE_FILE = "_embed_state.json"
 MISSING = ("error", "zeros")
+EMBEDDINGS = ("image_embedding", "audio_embedding", "title_embedding")
 
 
-def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] = None) -> TableSchema:
+def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] = None,
+                      title_embedding_dim: Optional[int] = None) -> TableSchema:
     """The embedding table: `video_id` and the embeddings of the modalities with a width.
 
     Raises:
-      ValueError: neither width is given, or one is not a positive integer.
+      ValueError: no width is given, or one is not a positive integer.
     """
     features = [Feature("video_id", "string", required=True, role="id", description="the catalog's video id",
                         non_empty=True)]
-    for name, dim in (("image_embedding", image_dim), ("audio_embedding", audio_dim)):
+    for name, dim in zip(EMBEDDINGS, (image_dim, audio_dim, title_embedding_dim)):
         if dim is None:
             continue
         if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
@@ -54,7 +57,7 @@ def embeddings_schema(image_dim: Optional[int] = None, audio_dim: Optional[int] 
         features.append(Feature(name, "float32", "vector", dim, required=True, role="content",
                                 description=f"pretrained {name.split('_')[0]} embedding"))
     if len(features) == 1:
-        raise ValueError("embeddings_schema: give image_dim, audio_dim or both.")
+        raise ValueError("embeddings_schema: give image_dim, audio_dim, title_embedding_dim or several.")
     return TableSchema("embeddings", tuple(features))
 
 
@@ -72,7 +75,8 @@ def _recorded_widths(files: Sequence[str]) -> Dict[str, int]:
 
 
 def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optional[int] = None,
-                      audio_dim: Optional[int] = None, missing: str = "error") -> Dict[str, np.ndarray]:
+                      audio_dim: Optional[int] = None, missing: str = "error",
+                      title_embedding_dim: Optional[int] = None) -> Dict[str, np.ndarray]:
     """The catalog with the embedding table's vectors joined in by `video_id`.
 
     Args:
@@ -82,13 +86,15 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
         step's output directory records its widths, which then win (also when
         `paths` is a glob or list of its shards).
       audio_dim: the same for `audio_embedding`.
+      title_embedding_dim: the same for `title_embedding`.
       missing: what a catalog video without a row in the table gets: `"error"`
         (a `DataValidationError` naming the videos) or `"zeros"` (a zero
         vector, logged with the count).
 
     Returns:
       A new dict: the catalog's columns plus (replacing any already there)
-      `image_embedding` / `audio_embedding` `[videos, dim]` float32, in catalog order.
+      `image_embedding` / `audio_embedding` / `title_embedding` `[videos, dim]`
+      float32, in catalog order.
 
     Raises:
       DataValidationError: an unreadable table, a wrong width, a non-finite
@@ -98,16 +104,18 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
     if missing not in MISSING:
         raise ValueError(f"attach_embeddings: missing must be one of {MISSING}, got {missing!r}.")
     files = list_files(paths)
-    widths = {"image_embedding": image_dim, "audio_embedding": audio_dim, **_recorded_widths(files)}
-    names = [n for n in ("image_embedding", "audio_embedding") if n in table_columns(files)]
+    widths = {"image_embedding": image_dim, "audio_embedding": audio_dim, "title_embedding": title_embedding_dim,
+              **_recorded_widths(files)}
+    names = [n for n in EMBEDDINGS if n in table_columns(files)]
     if not names:
-        raise DataValidationError("the table has no image_embedding or audio_embedding column", file=files[0],
-                                  expected="the output of tfrec-video embed")
+        raise DataValidationError("the table has no image_embedding, audio_embedding or title_embedding column",
+                                  file=files[0], expected="the output of tfrec-video embed")
     for name in names:
         if not widths.get(name):
             raise DataValidationError("its width is not known", file=files[0], feature=name,
-                                      expected="image_dim / audio_dim (data.image_dim, data.audio_dim in a config)")
-    schema = embeddings_schema(*(widths[n] if n in names else None for n in ("image_embedding", "audio_embedding")))
+                                      expected="image_dim / audio_dim / title_embedding_dim (data.image_dim, "
+                                               "data.audio_dim, data.title_embedding_dim in a config)")
+    schema = embeddings_schema(*(widths[n] if n in names else None for n in EMBEDDINGS))
     table, file_rows = read_table_numpy_with_files(files, schema, validate=True)
     # A duplicate id is named by the file and row (line, for CSV) of both of its rows.
     check_unique_ids(table["video_id"], file_rows, "video_id")
@@ -130,3 +138,39 @@ def attach_embeddings(catalog: Mapping[str, np.ndarray], paths, image_dim: Optio
         values[rows >= 0] = table[name][rows[rows >= 0]]
         out[name] = values
     return out
+
+
+def read_titles(paths) -> Dict[str, str]:
+    """The `video_id` -> `title` of a catalog table (any format; file, directory, glob or list).
+
+    Only the two columns are read: the table may hold any other catalog column
+    (embeddings of any width, media bytes), which is neither read nor checked.
+
+    Raises:
+      DataValidationError: a missing file or column, an empty or duplicate
+        `video_id` (named by file and row, or line for CSV), or no rows.
+    """
+    schema = TableSchema("titles", (
+        Feature("video_id", "string", required=True, role="id", description="the catalog's video id", non_empty=True),
+        Feature("title", "string", required=True, role="content", description="free text, any language")))
+    files = list_files(paths)
+    module = format_module(files_format(files, None))
+    parts: Dict[str, list] = {"video_id": [], "title": []}
+    file_rows = []
+    for path in files:
+        columns = module.read_columns(path)
+        for name in schema.names:
+            if name not in columns:
+                raise DataValidationError(f"the table has no {name} column (it has {sorted(columns)})", file=path,
+                                          feature=name, expected="a catalog table with video_id and title columns")
+        rows = 0
+        for offset, batch in module.iter_batches(path, schema, validate=True, dense=True):
+            for feature in schema:
+                parts[feature.name].append(_to_str(np.asarray(batch[feature.name]), path, feature, offset))
+            rows += len(batch["video_id"])
+        file_rows.append((path, rows))
+    ids = np.concatenate(parts["video_id"]) if parts["video_id"] else np.zeros(0, object)
+    if not len(ids):
+        raise DataValidationError("the table has no rows", file=files[0], expected="one row per video")
+    check_unique_ids(ids, file_rows, "video_id")
+    return dict(zip(ids.tolist(), np.concatenate(parts["title"]).tolist()))

@@ -37,7 +37,7 @@ from tfrec_video.distribute import num_workers
 from tfrec_video.errors import ConfigError
 
 # Raw media stays out of training batches: the embedding step turns it into vectors first.
-CONTENT_FEATURES = ("title", "category", "duration_s", "image_embedding", "audio_embedding")
+CONTENT_FEATURES = ("title", "category", "duration_s", "image_embedding", "audio_embedding", "title_embedding")
 
 
 def load_catalog(paths, schema: TableSchema, validate: bool = True) -> Dict[str, np.ndarray]:

@@ -193,17 +193,20 @@ class TableSchema:
         return cls(d["name"], tuple(Feature.from_dict(f) for f in d["features"]))
 
 
-def catalog_schema(image_dim: Optional[int] = 1024, audio_dim: Optional[int] = 128) -> TableSchema:
+def catalog_schema(image_dim: Optional[int] = 1024, audio_dim: Optional[int] = 128,
+                   title_embedding_dim: int = 384) -> TableSchema:
     """The catalog table: one row per video.
 
     Args:
       image_dim: length of `image_embedding` (1024 matches MobileNet feature vectors).
       audio_dim: length of `audio_embedding` (128 matches VGGish).
+      title_embedding_dim: length of `title_embedding`, a pretrained text
+        encoder's vector of the title (384 matches multilingual-e5-small).
 
     Returns:
       A `TableSchema`. Only `video_id` and `title` are required.
     """
-    for name, dim in (("image_dim", image_dim), ("audio_dim", audio_dim)):
+    for name, dim in (("image_dim", image_dim), ("audio_dim", audio_dim), ("title_embedding_dim", title_embedding_dim)):
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"catalog_schema: {name} must be a positive integer, got {dim!r}.")
     return TableSchema(
@@ -217,6 +220,8 @@ def catalog_schema(image_dim: Optional[int] = 1024, audio_dim: Optional[int] = 1
                     description="precomputed thumbnail embedding"),
             Feature("audio_embedding", "float32", "vector", audio_dim, role="content",
                     description="precomputed audio embedding"),
+            Feature("title_embedding", "float32", "vector", title_embedding_dim, role="content",
+                    description="precomputed title embedding (tfrec-video embed --text-model)"),
             Feature("thumbnail", "bytes", role="media", description="encoded JPEG or PNG thumbnail"),
             Feature("audio", "bytes", role="media", description="encoded WAV, FLAC, MP3 or OGG clip"),
         ),

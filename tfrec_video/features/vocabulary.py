@@ -9,7 +9,8 @@ impressions and the catalog once and records:
   estimates each candidate's in-batch sampling probability;
 * the WordPiece vocabulary of the catalog titles;
 * normalisation statistics for `duration_s`, and the principal components of
-  the media embeddings (`tfrec_video.features.pca`);
+  the media embeddings and of a precomputed `title_embedding`
+  (`tfrec_video.features.pca`);
 * which optional features the data has, so the towers build only what can be fed;
 * the data's shape (`data_shape`): events per user and per video, the share of
   the catalog never seen in training, the click rate and the features present.
@@ -75,6 +76,9 @@ class Vocabularies:
       video_prior_strength: the same for videos.
       data_shape: the shape of the training data (`data_shape`), or None for
         vocabularies adapted before it was recorded.
+      title_embedding_dim: length of the catalog's `title_embedding` (a
+        pretrained text encoder's vector of the title), or None when absent.
+      title_pca: `fit_pca` statistics of `title_embedding`, or None.
     """
 
     user_ids: List[str]
@@ -99,6 +103,8 @@ class Vocabularies:
     user_prior_strength: Optional[float] = None
     video_prior_strength: Optional[float] = None
     data_shape: Optional[dict] = None
+    title_embedding_dim: Optional[int] = None
+    title_pca: Optional[dict] = None
 
     def __post_init__(self):
         for ids, name in (("video_ids", "video_counts"), ("video_ids", "video_clicks"),
@@ -243,8 +249,9 @@ def adapt(
       title_vocabulary_size: WordPiece vocabulary size.
       max_users: cap on user ids with their own row (the rest share hashed OOV buckets).
       max_videos: cap on video ids with their own row.
-      media_components: principal components kept of `image_embedding` and
-        `audio_embedding` (0 keeps the raw embeddings; see `features.pca`).
+      media_components: principal components kept of `image_embedding`,
+        `audio_embedding` and `title_embedding` (0 keeps the raw embeddings;
+        see `features.pca`).
       check_catalog: raise `UnknownVideoError` when an impression's `video_id`
         is not in the catalog (its history may name any video). `fit_model`
         then finds the file and row with `check_ids_in_catalog`.
@@ -318,8 +325,8 @@ def adapt(
         return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
 
     user_ids = _ranked(users, max_users)
-    optional = [name for name in ("category", "duration_s", "image_embedding", "audio_embedding", "thumbnail", "audio")
-                if name in catalog]
+    optional = [name for name in ("category", "duration_s", "image_embedding", "audio_embedding", "title_embedding",
+                                  "thumbnail", "audio") if name in catalog]
     optional += [name for name, present in (("history", history_length is not None), ("hour", has_hour),
                                             ("device", has_device)) if present]
     all_users = [u for u in users if u != ""]
@@ -358,5 +365,7 @@ def adapt(
         audio_pca=fit_pca(catalog["audio_embedding"], media_components) if "audio_embedding" in catalog else None,
         catalog_size=int(len(catalog["video_id"])),
         data_shape=shape,
+        title_embedding_dim=dim("title_embedding"),
+        title_pca=fit_pca(catalog["title_embedding"], media_components) if "title_embedding" in catalog else None,
         **counts,
     )

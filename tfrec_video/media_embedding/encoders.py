@@ -40,6 +40,12 @@
     patch geometry taken from the input shape (YAMNet: 96 x 64) and the hop half
     a patch (48 frames). A clip's embedding is its patches' mean (`embed_clip`).
 
+**Text models** (`load_text_model`, for `--text-model`): a TF Hub handle or
+SavedModel directory mapping a string `[batch]` to float32 `[batch, dim]` (what
+`tfrec-video convert-text-encoder` writes), run through
+`tfrec_video.towers.pretrained_title.PretrainedTitleEncoder`: the vector a
+title gets offline is the one the in-graph encoder would give it.
+
 Example:
 
     model = load_image_model("../shared/pretrained/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
@@ -352,3 +358,36 @@ def load_audio_model(handle: str, sample_rate: int = 16000, clip_seconds: float 
         raise ConfigError(f"the audio model {handle!r} is not a .tflite file: an output tensor name applies to .tflite "
                           "models only (expected an output key for a hub model or SavedModel).")
     return HubMediaModel(handle, "audio", sample_rate=sample_rate, clip_seconds=clip_seconds, output_key=output_key)
+
+
+class TextModel:
+    """A text encoder for the embedding step: `embed(titles)` -> `[n, output_dim]` float32.
+
+    Attributes:
+      handle: what it was loaded from.
+      output_dim: the embedding width.
+    """
+
+    def __init__(self, handle: str):
+        from tfrec_video.towers.pretrained_title import PretrainedTitleEncoder
+
+        self.handle = handle
+        try:
+            self._encoder = PretrainedTitleEncoder(handle)
+        except ConfigError as error:
+            raise ConfigError(f"--text-model: {error}") from None
+        self.output_dim = int(self._encoder.output_dim)
+        self._embed = tf.function(self._encoder, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def embed(self, titles: Sequence[str]) -> np.ndarray:
+        """`[len(titles), output_dim]` float32 vectors of `titles` (strings, any language)."""
+        return self._embed(tf.constant(list(titles), tf.string)).numpy()
+
+
+def load_text_model(handle: str) -> TextModel:
+    """A title encoder from a TF Hub handle or a SavedModel directory (string `[batch]` -> `[batch, dim]`).
+
+    Raises:
+      ConfigError: the model is missing, does not load, or does not map strings to `[batch, dim]`.
+    """
+    return TextModel(os.fspath(handle))

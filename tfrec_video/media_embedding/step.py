@@ -1,18 +1,22 @@
-"""`tfrec-video embed`: raw thumbnails and audio → `image_embedding` / `audio_embedding` features.
+"""`tfrec-video embed`: raw thumbnails, audio and titles → `image_embedding` / `audio_embedding` /
+`title_embedding` features.
 
     media.csv ──► decode (tf.io.decode_image / tensorflow-io audio) ──► pretrained encoder(s) ──► shards
+    titles (media.csv's title column, or --titles TABLE) ──► pretrained text encoder ──┘
 
 **Input.** A CSV with the header `video_id,thumbnail_path,audio_path` (other
 columns are ignored). Paths are relative to the CSV's directory (absolute paths
 and `scheme://` paths work too); an empty path means the video has no thumbnail
-or no audio track.
+or no audio track. `--text-model` embeds titles: the CSV's `title` column, or
+`--titles TABLE` (then the CSV may be left out); `tfrec_video.media_embedding.titles`
+says which videos and titles are embedded.
 
 **Output.** `--out` names a table in the package's formats, by its extension
 (`emb.parquet`, `emb.tfrecord`, `.tfrecord.gz`): a *directory* of shards
 `part-00000.<ext>`, `part-00001.<ext>`, ... of `--shard-size` rows each, with
-the columns `video_id` and `image_embedding` and/or `audio_embedding` (only
-the modalities a model was given for). Every reader of the package reads the
-directory as one table, and `tfrec_video.data.media_embeddings.attach_embeddings`
+the columns `video_id` and `image_embedding`, `audio_embedding` and/or
+`title_embedding` (only the modalities a model was given for). Every reader of
+the package reads the directory as one table, and `tfrec_video.data.media_embeddings.attach_embeddings`
 (or `data.embeddings` in a `tfrec-video train` config) joins it into the
 catalog by `video_id`.
 
@@ -39,13 +43,13 @@ picks its embedding.)
 place) and recorded in `out/_embed_state.json` when it is complete. Running the
 same command again skips complete shards, so an interrupted run resumes where
 it stopped. The state also records the CSV's content hash, the models (local
-paths made absolute) and every option that changes the vectors (input size,
-output key, sample rate, frame length, pixel range, zero-fill, shard size, and
-for a `.tflite` audio model the tensor it reads and its log-mel front end): a
-run with another CSV, model or option refuses to mix its shards with the old
-ones (choose another `--out`, or delete it). An embedding that the model
-returns with a NaN or infinity counts as a failed item, like an undecodable
-file.
+paths made absolute), the hash of the titles embedded, and every option that
+changes the vectors (input size, output key, sample rate, frame length, pixel
+range, zero-fill, shard size, and for a `.tflite` audio model the tensor it
+reads and its log-mel front end): a run with another CSV, model, titles or
+option refuses to mix its shards with the old ones (choose another `--out`, or
+delete it). An embedding that the model returns with a NaN or infinity counts
+as a failed item, like an undecodable file.
 
 Example:
 
@@ -71,7 +75,8 @@ from tfrec_video.data.media_embeddings import STATE_FILE, embeddings_schema
 from tfrec_video.data.tables import write_table
 from tfrec_video.errors import ConfigError, DataValidationError, shorten
 from tfrec_video.media_embedding.decode import MediaError, read_audio, read_image
-from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model
+from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model, load_text_model
+from tfrec_video.media_embedding.titles import embed_titles, titled_rows
 
 log = logging.getLogger("tfrec_video.embed")
 COLUMNS = ("video_id", "thumbnail_path", "audio_path")
@@ -89,9 +94,11 @@ class EmbedSummary:
       shards_skipped: shards already complete from an earlier run.
       missing_thumbnail / missing_audio: empty paths.
       failed_thumbnail / failed_audio: files that do not exist or do not decode.
+      missing_title: videos without a title (no row in `--titles`).
+      failed_title: titles whose embedding was not finite.
       zero_filled: embeddings replaced by zeros (`zero_fill`).
       left_out: rows not written because an embedding was missing.
-      image_dim / audio_dim: embedding widths (None without that model).
+      image_dim / audio_dim / title_dim: embedding widths (None without that model).
     """
 
     out: str
@@ -107,22 +114,32 @@ class EmbedSummary:
     left_out: int = 0
     image_dim: Optional[int] = None
     audio_dim: Optional[int] = None
+    missing_title: int = 0
+    failed_title: int = 0
+    title_dim: Optional[int] = None
 
     def describe(self) -> str:
+        titles = (f"titles missing {self.missing_title}, failed {self.failed_title}; "
+                  if self.title_dim is not None else "")
         return (f"embedded {self.videos} videos into {self.out}: {self.written} rows written "
                 f"({self.shards_written} shards written, {self.shards_skipped} already done); "
                 f"thumbnails missing {self.missing_thumbnail}, failed {self.failed_thumbnail}; "
-                f"audio missing {self.missing_audio}, failed {self.failed_audio}; "
+                f"audio missing {self.missing_audio}, failed {self.failed_audio}; {titles}"
                 f"zero-filled {self.zero_filled}, left out {self.left_out}")
 
 
-def read_media_csv(path: str) -> List[Dict[str, str]]:
-    """The rows of a media CSV, with paths resolved against its directory.
+def read_media_csv(path: str, columns: Sequence[str] = COLUMNS) -> List[Dict[str, str]]:
+    """The rows of a media CSV, with paths resolved against its directory, and `title` when it has one.
+
+    Args:
+      path: the CSV.
+      columns: the columns it must have.
 
     Raises:
       DataValidationError: the file is missing, not UTF-8, lacks a column, has
         an empty or duplicate `video_id`, or has no rows.
     """
+    header = ",".join(columns)
     try:
         with open_file(path, "rb") as f:
             text = f.read().decode("utf-8-sig")
@@ -130,12 +147,12 @@ def read_media_csv(path: str) -> List[Dict[str, str]]:
         raise DataValidationError("not UTF-8 text", file=path, expected="a UTF-8 CSV file") from None
     except (OSError, tf.errors.OpError):
         raise DataValidationError("cannot read the file (does it exist?)", file=path,
-                                  expected="a CSV with the header video_id,thumbnail_path,audio_path") from None
+                                  expected=f"a CSV with the header {header}") from None
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
         raise DataValidationError(f"the header lacks the columns {missing} (it has {reader.fieldnames})",
-                                  file=path, expected="the header video_id,thumbnail_path,audio_path")
+                                  file=path, expected=f"the header {header}")
     base = os.path.dirname(path)
     rows, seen = [], {}
     for row in reader:
@@ -149,8 +166,10 @@ def read_media_csv(path: str) -> List[Dict[str, str]]:
                                       file=path, line=line, feature="video_id", expected="unique ids")
         seen[video_id] = line
         resolved = {"video_id": video_id}
+        if "title" in reader.fieldnames:
+            resolved["title"] = row["title"] or ""
         for column in ("thumbnail_path", "audio_path"):
-            value = (row[column] or "").strip()
+            value = (row.get(column) or "").strip()
             if value and "://" not in value and not os.path.isabs(value):
                 value = os.path.join(base, value)
             resolved[column] = value
@@ -262,7 +281,7 @@ def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
 
 
 def run_embed(
-    catalog: str,
+    catalog: Optional[str],
     out: str,
     image_model: Optional[str] = None,
     audio_model: Optional[str] = None,
@@ -277,11 +296,14 @@ def run_embed(
     audio_output_key=None,
     audio_output_tensor: Optional[str] = None,
     progress: bool = True,
+    text_model: Optional[str] = None,
+    titles: Optional[str] = None,
 ) -> EmbedSummary:
     """Embeds the media listed in `catalog` into the sharded table `out` (see the module docstring).
 
     Args:
-      catalog: the media CSV (`video_id,thumbnail_path,audio_path`).
+      catalog: the media CSV (`video_id,thumbnail_path,audio_path`, and `title`
+        for `text_model` without `titles`); None with `titles` and no media model.
       out: the output directory, named with the table's extension (`emb.parquet`).
       image_model: a TF Hub handle, SavedModel directory or `.tflite` image encoder.
       audio_model: the same for audio.
@@ -298,6 +320,10 @@ def run_embed(
       audio_output_tensor: the tensor of a `.tflite` audio model read as the embedding
         (default: a known embedding tensor such as YAMNet's, else the model's output).
       progress: show a tqdm progress bar.
+      text_model: a TF Hub handle or SavedModel directory of a text encoder
+        (string `[batch]` -> `[batch, dim]`): writes `title_embedding`.
+      titles: a catalog table (any format) whose `title` of each `video_id`
+        is embedded, instead of the media CSV's `title` column.
 
     Returns:
       An `EmbedSummary`.
@@ -306,8 +332,12 @@ def run_embed(
       ConfigError: no model, an unusable model, bad sizes, or an `out` of another run.
       DataValidationError: a malformed media CSV.
     """
-    if not image_model and not audio_model:
-        raise ConfigError("embed: give --image-model, --audio-model or both.")
+    media = bool(image_model or audio_model)
+    if not media and not text_model:
+        raise ConfigError("embed: give --image-model, --audio-model or both, and/or --text-model.")
+    if not catalog and (media or not titles):
+        raise ConfigError("embed: give --catalog CSV (the media CSV; --image-model and --audio-model need it), or "
+                          "--titles TABLE with --text-model alone.")
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"embed: {name} must be a positive integer, got {value!r}.")
@@ -315,9 +345,16 @@ def run_embed(
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out!r} is a file; embed writes a directory of shards there "
                           f"(part-00000{_extension(out)}, ...). Choose another --out, or remove the file.")
-    rows = read_media_csv(catalog)
-    with open_file(catalog, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    needed = ("video_id",) + (COLUMNS[1:] if media else ()) + (("title",) if text_model and not titles else ())
+    rows = read_media_csv(catalog, needed) if catalog else None
+    digest = None
+    if catalog:
+        with open_file(catalog, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    titles_digest = None
+    if text_model:
+        rows, titles_digest = titled_rows(rows, titles)
+    text = load_text_model(text_model) if text_model else None
     images = load_image_model(image_model, image_size, image_range, image_output_key) if image_model else None
     audio = (load_audio_model(audio_model, audio_sample_rate, audio_clip_seconds, audio_output_key, audio_output_tensor)
              if audio_model else None)
@@ -333,16 +370,20 @@ def run_embed(
     # A `.tflite` audio model adds the tensor it reads and its log-mel front end (audio_output_tensor,
     # audio_front_end); absent for other models, so their earlier runs still resume.
     identity.update({f"audio_{k}": v for k, v in (audio.state_options() if audio else {}).items()})
+    if text:  # absent without a text model, so that earlier runs still resume
+        identity.update(text_model=_model_identity(text_model), titles_sha256=titles_digest)
     state = _load_state(out, identity)
     os.makedirs(out, exist_ok=True)
     # Saved before the first shard: a run killed right after renaming shard 0 into place must still resume,
     # not find a directory of shards that "no embedding run wrote".
     _save_state(out, state)
     summary = EmbedSummary(out=out, videos=len(rows), image_dim=images.output_dim if images else None,
-                           audio_dim=audio.output_dim if audio else None)
+                           audio_dim=audio.output_dim if audio else None, title_dim=text.output_dim if text else None)
     # attach_embeddings reads the widths from here.
-    state["widths"] = {"image_embedding": summary.image_dim, "audio_embedding": summary.audio_dim}
-    schema = embeddings_schema(summary.image_dim, summary.audio_dim)
+    dims = {"image_embedding": summary.image_dim, "audio_embedding": summary.audio_dim,
+            "title_embedding": summary.title_dim}
+    state["widths"] = dict(dims)
+    schema = embeddings_schema(*dims.values())
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(rows), unit="video", desc="embed", disable=not progress)
@@ -357,7 +398,7 @@ def run_embed(
         columns: Dict[str, list] = {"video_id": []}
         vectors = {}
         for name, model, column in (("image_embedding", images, "thumbnail_path"),
-                                    ("audio_embedding", audio, "audio_path")):
+                                    ("audio_embedding", audio, "audio_path"), ("title_embedding", text, "title")):
             if model is None:
                 continue
             columns[name] = []
@@ -366,8 +407,10 @@ def run_embed(
                 paths = [row[column] for row in shard[b:b + batch_size]]
                 if name == "image_embedding":
                     found += _embed_images(model, paths, summary)
-                else:
+                elif name == "audio_embedding":
                     found += _embed_audio(model, paths, audio_sample_rate, summary)
+                else:
+                    found += embed_titles(model, paths, summary)
             vectors[name] = found
         for i, row in enumerate(shard):
             items = {name: found[i] for name, found in vectors.items()}
@@ -378,8 +421,7 @@ def run_embed(
             for name, vector in items.items():
                 if vector is None:
                     summary.zero_filled += 1
-                    vector = np.zeros(summary.image_dim if name == "image_embedding" else summary.audio_dim,
-                                      np.float32)
+                    vector = np.zeros(dims[name], np.float32)
                 columns[name].append(np.asarray(vector, np.float32))
         written = len(columns["video_id"])
         if written:

@@ -19,6 +19,8 @@ from tfrec_video.errors import ConfigError, shorten
 
 # A field set to AUTO is decided from the training data when the model is built (`models.data_rules`).
 AUTO = "auto"
+# `ModelConfig.title_encoder`: what reads the raw title (`tfrec_video.towers.candidate.TITLE_MODES`).
+TITLE_ENCODERS = ("cnn", "pretrained", "both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,22 @@ class ModelConfig:
       title_token_dim: token embedding width.
       title_conv_widths: Conv1D window widths of the title CNN.
       title_filters: filters per width.
-      title_dim: title encoding width.
+      title_dim: title encoding width: the CNN's output, and the width the
+        pretrained title vector (`text_model`, or a precomputed `title_embedding`)
+        is projected to.
+      title_encoder: what reads the raw `title`: `"cnn"` (the WordPiece CNN
+        learned from scratch), `"pretrained"` (`text_model` alone) or `"both"`
+        (the two side by side).
+      text_model: a TF Hub handle (URL) or local SavedModel directory of a
+        pretrained text encoder: a string `[batch]` in, float32 `[batch, dim]`
+        out (`tfrec-video convert-text-encoder` writes multilingual-e5-small
+        so). Loaded in the candidate tower through `hub.KerasLayer`
+        (`tfrec_video.towers.pretrained_title`) and exported with the model;
+        needed by `title_encoder` `"pretrained"` and `"both"`, not loaded with
+        `"cnn"` (so one config compares the three by `title_encoder` alone).
+        Checked when the model is built: a missing directory or a model that
+        is not string -> `[batch, dim]` is a `ConfigError`.
+      fine_tune_text: train `text_model`'s weights too (frozen by default).
       media_dim: width the image and audio embeddings are projected to.
       media_components: principal components of the image and audio embeddings
         kept by the adapt step before the projection (0: use them raw). See
@@ -133,6 +150,9 @@ class ModelConfig:
     title_conv_widths: Tuple[int, ...] = (1, 2, 3)
     title_filters: int = 32
     title_dim: int = 32
+    title_encoder: str = "cnn"
+    text_model: Optional[str] = None
+    fine_tune_text: bool = False
     media_dim: int = 32
     media_components: int = 16
     image_model: Optional[str] = None
@@ -176,7 +196,7 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name} must be positive integers, got {shorten(list(value))}.")
         if not isinstance(self.media_components, int) or self.media_components < 0:
             raise ConfigError(f"ModelConfig.media_components must be an integer >= 0, got {shorten(self.media_components)}.")
-        for name in ("image_model", "audio_model"):
+        for name in ("image_model", "audio_model", "text_model"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"ModelConfig.{name} must be a TF Hub handle or SavedModel directory, got {shorten(value)}.")
@@ -186,6 +206,15 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.audio_sample_rate must be a positive integer, got {shorten(self.audio_sample_rate)}.")
         if not self.audio_clip_seconds > 0:
             raise ConfigError(f"ModelConfig.audio_clip_seconds must be > 0, got {shorten(self.audio_clip_seconds)}.")
+        if self.title_encoder not in TITLE_ENCODERS:
+            raise ConfigError(f"ModelConfig.title_encoder must be one of {TITLE_ENCODERS}, got "
+                              f"{shorten(self.title_encoder)}.")
+        if self.title_encoder != "cnn" and self.text_model is None:
+            raise ConfigError(f"ModelConfig.title_encoder={self.title_encoder!r} reads titles with a pretrained "
+                              "text encoder: set ModelConfig.text_model to its SavedModel directory or TF Hub "
+                              "handle (tfrec-video convert-text-encoder --out DIR writes one).")
+        if not isinstance(self.fine_tune_text, bool):
+            raise ConfigError(f"ModelConfig.fine_tune_text must be true or false, got {shorten(self.fine_tune_text)}.")
         if not self.title_conv_widths:
             raise ConfigError("ModelConfig.title_conv_widths must name at least one width.")
         if self.history_pooling not in ("mean", "attention"):
@@ -213,6 +242,23 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"ModelConfig.{name} must be a positive integer or None, got {shorten(value)}.")
+
+    def hub_encoders(self) -> dict:
+        """The candidate tower's in-graph pretrained encoders, as its keyword arguments.
+
+        Returns:
+          `{"image_encoder", "audio_encoder", "title_model"}`: each a layer config
+          (`handle`, `trainable`, ...), or None when its model is not set.
+        """
+        image = audio = text = None
+        if self.image_model:
+            image = dict(handle=self.image_model, image_size=self.image_model_size, trainable=self.fine_tune_media)
+        if self.audio_model:
+            audio = dict(handle=self.audio_model, sample_rate=self.audio_sample_rate,
+                         clip_seconds=self.audio_clip_seconds, trainable=self.fine_tune_media)
+        if self.text_model and self.title_encoder != "cnn":
+            text = dict(handle=self.text_model, trainable=self.fine_tune_text)
+        return {"image_encoder": image, "audio_encoder": audio, "title_model": text}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -18,7 +18,9 @@ The rules, each measured against the fixed default on both built-in regimes
   cold ones among them. That trade only pays when the content can place a new
   video: **0.5 when the videos have image or audio content** (embeddings in
   the catalog, or `image_model` / `audio_model`), **1.0 when the only content
-  is text and categories**. Measured (12 epochs, each head at its best
+  is text and categories**; text read by a pretrained encoder (`text_model`,
+  a precomputed `title_embedding`) is text here, since the rule was measured
+  with image and audio content only. Measured (12 epochs, each head at its best
   validation epoch; test split):
   - default data (media): 0.5 keeps cold-start Recall@100 at 0.26 where the
     full correction gives 0.15 (3 epochs; `ModelConfig` docstring);

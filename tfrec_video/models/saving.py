@@ -74,8 +74,9 @@ def save_model(model: VideoRecModel, directory: str) -> str:
 def _dummy_batch(model: VideoRecModel) -> Dict[str, tf.Tensor]:
     """One impression with every feature the model reads, to create its variables."""
     v = model.vocabularies
-    widths = {"history": v.history_length, "image_embedding": v.image_dim, "audio_embedding": v.audio_dim}
-    floats = {"duration_s", "image_embedding", "audio_embedding"}
+    widths = {"history": v.history_length, "image_embedding": v.image_dim, "audio_embedding": v.audio_dim,
+              "title_embedding": v.title_embedding_dim}
+    floats = {"duration_s", "image_embedding", "audio_embedding", "title_embedding"}
     batch = {}
     for name in set(model.query_feature_names) | set(model.video_feature_names):
         shape = [1] + ([widths[name]] if widths.get(name) else [])

@@ -74,7 +74,7 @@ CATALOG_FROM_WEIGHTS = "from_weights"
 
 _CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float32",
                    "image_embedding": "float32", "audio_embedding": "float32", "thumbnail": "string",
-                   "audio": "string"}
+                   "audio": "string", "title_embedding": "float32"}
 
 
 class VideoRecModel(ServedOrder, tfrs.Model):
@@ -118,13 +118,6 @@ class VideoRecModel(ServedOrder, tfrs.Model):
             user_id_dropout=config.user_id_dropout,
             hidden_units=config.query_hidden_units, output_dim=config.embedding_dim, dropout=config.tower_dropout,
             name="query_tower")
-        image_encoder = audio_encoder = None
-        if config.image_model:
-            image_encoder = dict(handle=config.image_model, image_size=config.image_model_size,
-                                 trainable=config.fine_tune_media)
-        if config.audio_model:
-            audio_encoder = dict(handle=config.audio_model, sample_rate=config.audio_sample_rate,
-                                 clip_seconds=config.audio_clip_seconds, trainable=config.fine_tune_media)
         if catalog is not None and not isinstance(catalog, str):
             for column, wanted in (("thumbnail", config.image_model), ("audio", config.audio_model)):
                 if wanted and column not in catalog:
@@ -132,15 +125,20 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                                       f"_model is set, so the catalog needs a {column!r} column of raw bytes; it "
                                       f"has {sorted(catalog)}.")
         duration_stats = None if v.duration_log_mean is None else (v.duration_log_mean, v.duration_log_std)
-        self.candidate_tower = CandidateTower(
-            self.video_embedding, v.title_tokens,
-            title_options=dict(sequence_length=config.title_sequence_length, token_dim=config.title_token_dim,
-                               conv_widths=config.title_conv_widths, filters=config.title_filters,
-                               output_dim=config.title_dim),
-            categories=v.categories, duration_stats=duration_stats, image_dim=v.image_dim, audio_dim=v.audio_dim,
-            media_dim=config.media_dim, image_pca=v.image_pca, audio_pca=v.audio_pca,
-            image_encoder=image_encoder, audio_encoder=audio_encoder, hidden_units=config.candidate_hidden_units, output_dim=config.embedding_dim,
-            dropout=config.tower_dropout, name="candidate_tower")
+        try:  # The only ConfigError a tower raises is the text model's (`towers.pretrained_title`).
+            self.candidate_tower = CandidateTower(
+                self.video_embedding, v.title_tokens,
+                title_options=dict(sequence_length=config.title_sequence_length, token_dim=config.title_token_dim,
+                                   conv_widths=config.title_conv_widths, filters=config.title_filters,
+                                   output_dim=config.title_dim),
+                categories=v.categories, duration_stats=duration_stats, image_dim=v.image_dim, audio_dim=v.audio_dim,
+                media_dim=config.media_dim, image_pca=v.image_pca, audio_pca=v.audio_pca,
+                title_mode=config.title_encoder, title_embedding_dim=v.title_embedding_dim, title_pca=v.title_pca,
+                **config.hub_encoders(),
+                hidden_units=config.candidate_hidden_units, output_dim=config.embedding_dim,
+                dropout=config.tower_dropout, name="candidate_tower")
+        except ConfigError as error:
+            raise ConfigError(f"ModelConfig.text_model: {error}") from None
         self.catalog_table = None
         if config.history_content and v.history_length:
             if catalog is None:
@@ -219,7 +217,8 @@ class VideoRecModel(ServedOrder, tfrs.Model):
     def content_columns(self):
         """`CatalogTable` column specs of the video features other than `video_id`."""
         v = self.vocabularies
-        dims = {"image_embedding": v.image_dim, "audio_embedding": v.audio_dim}
+        dims = {"image_embedding": v.image_dim, "audio_embedding": v.audio_dim,
+                "title_embedding": v.title_embedding_dim}
         return {name: (_CONTENT_DTYPES[name], [dims[name]] if dims.get(name) else [])
                 for name in self.video_feature_names if name != "video_id"}
 

@@ -66,7 +66,7 @@ padded by the client.
 
 Odd values get defined answers, never an error: unknown ids and empty
 strings use the model's OOV buckets, a non-finite number (NaN, inf) in
-`duration_s`, `image_embedding` or `audio_embedding` counts as 0 (no value)
+`duration_s`, `image_embedding`, `audio_embedding` or `title_embedding` counts as 0 (no value)
 and a finite one is clipped to +-1e6 (so that 3e38 cannot overflow the
 towers to inf), and an empty batch returns empty outputs of the promised shapes.
 `tests/test_serving_fuzz.py` sends 10,000 random requests to prove it.
@@ -199,6 +199,7 @@ def _feature_spec(name: str, model) -> tf.TensorSpec:
         "video_id": ([None], tf.string), "title": ([None], tf.string), "category": ([None], tf.string),
         "duration_s": ([None], tf.float32), "image_embedding": ([None, v.image_dim], tf.float32),
         "audio_embedding": ([None, v.audio_dim], tf.float32),
+        "title_embedding": ([None, v.title_embedding_dim], tf.float32),
         "thumbnail": ([None], tf.string), "audio": ([None], tf.string), "exclude": ([None, None], tf.string),
     }
     shape, dtype = shapes[name]

@@ -1,8 +1,8 @@
 """Towers: raw features in, embeddings out. Each layer here round-trips through `get_config`.
 
 One Keras layer per module: the query and candidate towers and their parts (id
-embeddings, the title CNN, history pooling, PCA whitening, media encoders and
-their byte checks) and `CatalogTable`. May import features, data and the base modules.
+embeddings, the title CNN, the pretrained title encoder, history pooling, PCA
+whitening, media encoders and their byte checks) and `CatalogTable`. May import features, data and the base modules.
 """
 
 from tfrec_video.towers.candidate import CandidateTower
@@ -12,10 +12,11 @@ from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.history_pooling import HistoryPooling
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.mlp import MLP
+from tfrec_video.towers.pretrained_title import PretrainedTitleEncoder
 from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.query import QueryTower
 from tfrec_video.towers.target_attention import TargetAttention
 from tfrec_video.towers.title_encoder import TitleEncoder
 
 __all__ = ["CandidateTower", "CatalogTable", "ClickCounts", "EmbeddingTower", "HistoryPooling", "IdEmbedding", "MLP",
-           "PrincipalComponents", "QueryTower", "TargetAttention", "TitleEncoder"]
+           "PretrainedTitleEncoder", "PrincipalComponents", "QueryTower", "TargetAttention", "TitleEncoder"]

@@ -1,7 +1,9 @@
 """`CandidateTower`: raw video features to an L2-normalised video embedding.
 
     video_id        ──IdEmbedding (hashed OOV buckets, id dropout)──┐
-    title           ──TitleEncoder (WordPiece + Conv1D + max-pool)──┤
+    title           ──TitleEncoder (WordPiece + Conv1D + max-pool)──┤  (title_mode cnn / both)
+      and/or title  ──PretrainedTitleEncoder (hub.KerasLayer)──Dense┤  (title_mode pretrained / both)
+    title_embedding ──PrincipalComponents──Dense projection─────────┤
     image_embedding ──PrincipalComponents──Dense projection─────────┤
       or thumbnail  ──ImageEncoder (hub.KerasLayer)──Dense──────────┤
     audio_embedding ──PrincipalComponents──Dense projection─────────┼─concat─► MLP ─► L2 normalise
@@ -19,7 +21,13 @@ why: raw, their video-specific variation works as a second id and cold start
 suffers). With an `image_encoder` (`audio_encoder`) the tower reads the raw
 `thumbnail` (`audio`) bytes instead and embeds them in the graph through a TF
 Hub model (`tfrec_video.towers.media_encoder`), frozen unless configured
-trainable.
+trainable. Titles the same way: `title_mode` picks the CNN (`"cnn"`), a
+pretrained text encoder read in the graph from the raw `title`
+(`"pretrained"`, `tfrec_video.towers.pretrained_title`) or both; the pretrained
+vector is projected by a Dense layer to the CNN's width (`title_options`'
+`output_dim`). A precomputed `title_embedding` (`tfrec-video embed
+--text-model`) is whitened and projected like the media embeddings, to that
+same width, whichever `title_mode`.
 
 Example:
 
@@ -40,9 +48,14 @@ from tfrec_video.towers.embedding_tower import EmbeddingTower
 from tfrec_video.towers.id_embedding import IdEmbedding
 from tfrec_video.towers.media_encoder import AudioEncoder, ImageEncoder
 from tfrec_video.towers.mlp import MLP
+from tfrec_video.towers.pretrained_title import PretrainedTitleEncoder
 from tfrec_video.towers.principal_components import PrincipalComponents
 from tfrec_video.towers.title_encoder import TitleEncoder
 from tfrec_video.towers.untracked import untracked
+
+
+# What reads the raw title: the CNN, the pretrained text encoder, or both side by side.
+TITLE_MODES = ("cnn", "pretrained", "both")
 
 
 class CandidateTower(EmbeddingTower):
@@ -64,6 +77,12 @@ class CandidateTower(EmbeddingTower):
         read raw `thumbnail` bytes through a TF Hub model instead of `image_embedding`.
       audio_encoder: optional `AudioEncoder` config: read raw `audio` (WAV) bytes
         instead of `audio_embedding`.
+      title_mode: `"cnn"` (the `TitleEncoder`), `"pretrained"` (`title_model`
+        only) or `"both"`.
+      title_model: `PretrainedTitleEncoder` config (`handle`, `trainable`, ...),
+        needed by the `"pretrained"` and `"both"` modes.
+      title_embedding_dim: length of a precomputed `title_embedding`, or None.
+      title_pca: `fit_pca` statistics applied to `title_embedding` first.
       hidden_units: MLP widths.
       output_dim: the embedding width.
       dropout: MLP dropout.
@@ -74,12 +93,30 @@ class CandidateTower(EmbeddingTower):
                  image_dim: Optional[int] = None, audio_dim: Optional[int] = None, media_dim: int = 32,
                  image_pca: Optional[dict] = None, audio_pca: Optional[dict] = None,
                  image_encoder: Optional[dict] = None, audio_encoder: Optional[dict] = None,
+                 title_mode: str = "cnn", title_model: Optional[dict] = None,
+                 title_embedding_dim: Optional[int] = None, title_pca: Optional[dict] = None,
                  hidden_units: Sequence[int] = (128,), output_dim: int = 64, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         # Copies: Keras wraps what a layer stores for tracking, which must not reach the caller's dicts.
-        image_pca, audio_pca = _plain(image_pca), _plain(audio_pca)
+        image_pca, audio_pca, title_pca = _plain(image_pca), _plain(audio_pca), _plain(title_pca)
+        if title_mode not in TITLE_MODES:
+            raise ValueError(f"CandidateTower: title_mode must be one of {TITLE_MODES}, got {title_mode!r}.")
+        if title_mode != "cnn" and not title_model:
+            raise ValueError(f"CandidateTower: title_mode={title_mode!r} needs title_model (the text encoder).")
         self.video_embedding = video_embedding
-        self.title_encoder = TitleEncoder(title_tokens, **(title_options or {}), name="title_encoder")
+        self.title_mode = title_mode
+        title_width = int((title_options or {}).get("output_dim", 32))
+        self.title_encoder = (TitleEncoder(title_tokens, **(title_options or {}), name="title_encoder")
+                              if title_mode != "pretrained" else None)
+        self.pretrained_title = self.pretrained_title_projection = None
+        if title_mode != "cnn":
+            self.pretrained_title = PretrainedTitleEncoder(**_encoder_kwargs(title_model), name="pretrained_title")
+            self.pretrained_title_projection = tf.keras.layers.Dense(title_width, name="pretrained_title_projection")
+        self.title_embedding_dim = title_embedding_dim
+        self.title_embedding_pca = (PrincipalComponents(**title_pca, name="title_embedding_pca")
+                                    if title_embedding_dim and title_pca else None)
+        self.title_embedding_projection = (tf.keras.layers.Dense(title_width, name="title_embedding_projection")
+                                           if title_embedding_dim else None)
         self.category_embedding = IdEmbedding(categories, 8, 2, name="category") if categories else None
         self.duration_stats = None if duration_stats is None else (float(duration_stats[0]), float(duration_stats[1]))
         # Raw media through a hub model replaces the precomputed vector of the same modality.
@@ -105,6 +142,9 @@ class CandidateTower(EmbeddingTower):
                             image_pca=image_pca, audio_pca=audio_pca,
                             image_encoder=None if image_encoder is None else _encoder_kwargs(image_encoder),
                             audio_encoder=None if audio_encoder is None else _encoder_kwargs(audio_encoder),
+                            title_mode=title_mode,
+                            title_model=None if not title_model else _encoder_kwargs(title_model),
+                            title_embedding_dim=title_embedding_dim, title_pca=title_pca,
                             hidden_units=list(hidden_units), output_dim=output_dim, dropout=dropout))
 
     @property
@@ -118,12 +158,17 @@ class CandidateTower(EmbeddingTower):
             names.append("thumbnail" if self.image_encoder is not None else "image_embedding")
         if self.audio_projection is not None:
             names.append("audio" if self.audio_encoder is not None else "audio_embedding")
+        if self.title_embedding_projection is not None:
+            names.append("title_embedding")
         return names
 
     def encode(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """The concatenated video features, before the MLP."""
-        parts = [self.video_embedding(features["video_id"], training=training),
-                 self.title_encoder(features["title"])]
+        parts = [self.video_embedding(features["video_id"], training=training)]
+        if self.title_encoder is not None:
+            parts.append(self.title_encoder(features["title"]))
+        if self.pretrained_title is not None:
+            parts.append(self.pretrained_title_projection(self.pretrained_title(features["title"], training=training)))
         if self.category_embedding is not None:
             parts.append(self.category_embedding(features["category"]))
         if self.duration_stats is not None:
@@ -132,7 +177,8 @@ class CandidateTower(EmbeddingTower):
             parts.append(((duration - mean) / std)[:, None])
         for name, raw, encoder, pca, projection in (
                 ("image_embedding", "thumbnail", self.image_encoder, self.image_pca, self.image_projection),
-                ("audio_embedding", "audio", self.audio_encoder, self.audio_pca, self.audio_projection)):
+                ("audio_embedding", "audio", self.audio_encoder, self.audio_pca, self.audio_projection),
+                ("title_embedding", None, None, self.title_embedding_pca, self.title_embedding_projection)):
             if projection is None:
                 continue
             if encoder is not None:

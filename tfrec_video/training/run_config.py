@@ -11,11 +11,14 @@ data:
   validation: data/valid/         # optional: per-epoch val_auc and val_recall_at_K
   test: data/test/                # optional: report.json metrics and plots
   embeddings: emb/                # optional: `tfrec-video embed` output joined into the catalog
-  history_length: 20              # the files' history length, image and audio widths
+  history_length: 20              # the files' history length, image, audio and title-embedding widths
   image_dim: 1024
   audio_dim: 128
+  title_embedding_dim: 384
 model:                            # ModelConfig fields
   embedding_dim: 64
+  title_encoder: both             # cnn (default) | pretrained | both
+  text_model: encoders/e5_small   # tfrec-video convert-text-encoder --out encoders/e5_small
 training:                         # TrainingConfig fields
   epochs: 3
   batch_size: 1024
@@ -38,7 +41,8 @@ its aliases are expanded, or 32 levels of nesting is refused. Every key is check
 that names the file, the line, the section and the closest field.
 
 **Paths.** Relative local paths in a config file are relative to that file's
-directory, not to the working directory, so a config works from anywhere.
+directory, not to the working directory, so a config works from anywhere
+(`model.text_model` too).
 They are resolved to absolute paths when the file is read, and the data paths
 must exist (a glob must match a file). Paths with a scheme (`s3://bucket/x`)
 are left as they are and checked when read.
@@ -107,11 +111,13 @@ class DataConfig:
       train: training impressions.
       validation: impressions evaluated after each epoch (val_auc, val_recall_at_K).
       test: impressions for the final report and plots.
-      embeddings: `tfrec-video embed` output whose image and audio embeddings
-        are joined into the catalog by `video_id`.
+      embeddings: `tfrec-video embed` output whose image, audio and title
+        embeddings are joined into the catalog by `video_id`.
       history_length: length of the impressions' `history` lists.
       image_dim: width of `image_embedding` in the files.
       audio_dim: width of `audio_embedding` in the files.
+      title_embedding_dim: width of `title_embedding` in the catalog files (an
+        embed step's output records its own).
     """
 
     builtin: Optional[str] = None
@@ -124,11 +130,12 @@ class DataConfig:
     history_length: int = 20
     image_dim: int = 1024
     audio_dim: int = 128
+    title_embedding_dim: int = 384
 
     def __post_init__(self):
         for name in ("catalog", "train", "validation", "test", "embeddings"):
             object.__setattr__(self, name, _as_paths(getattr(self, name), name))
-        for name in ("history_length", "image_dim", "audio_dim"):
+        for name in ("history_length", "image_dim", "audio_dim", "title_embedding_dim"):
             _positive_int("data", name, getattr(self, name))
         if self.builtin is not None:
             if self.builtin not in BUILTIN_SIZES:
@@ -337,9 +344,12 @@ def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunCo
         data[name] = value
     if config.data.builtin_dir is not None:
         data["builtin_dir"] = _resolve(config.data.builtin_dir, base_dir)
+    model = config.model
+    if model.text_model is not None:
+        model = dataclasses.replace(model, text_model=_resolve(model.text_model, base_dir))
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, **data), output_dir=_resolve(config.output_dir, base_dir),
-        export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
+        model=model, export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
 
 
 def read_config_file(path: str) -> dict:
