@@ -38,6 +38,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-videos", type=int, default=None, help="catalog size")
     p.add_argument("--n-users", type=int, default=None, help="number of users")
     p.add_argument("--impressions-per-user", type=float, default=None, help="mean impressions per user")
+    p.add_argument("--language-shift", type=float, default=None, metavar="SHARE",
+                   help="title languages shift with time (BuiltinConfig.language_shift): SHARE, in [0.5, 1], of a "
+                        "topic's training-period titles are in its training language (English or Chinese) and "
+                        "of its cold videos' titles in the other one (default: off)")
     p.add_argument("--tiny", action="store_true", help="the tiny test config (150 videos, 120 users)")
     p.add_argument("--sparse", action="store_true",
                    help="the sparse regime (BuiltinConfig.sparse(): 24,000 users with a median of 6 clicks, titles "
@@ -51,7 +55,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 def run_generate_cli(args) -> int:
     """Handler of `tfrec-video generate-data`; prints a summary and returns 0."""
     overrides = {k: v for k, v in (("seed", args.seed), ("n_videos", args.n_videos), ("n_users", args.n_users),
-                                    ("impressions_per_user", args.impressions_per_user)) if v is not None}
+                                    ("impressions_per_user", args.impressions_per_user),
+                                    ("language_shift", args.language_shift)) if v is not None}
     try:
         if args.tiny and args.sparse:
             raise ConfigError("give --tiny or --sparse, not both.")

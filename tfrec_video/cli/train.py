@@ -79,9 +79,9 @@ def resolve_data(config: RunConfig) -> dict:
     data = config.data
     if data.builtin is not None:
         from tfrec_video.data.pipeline import builtin_splits
-        from tfrec_video.datasets import BuiltinConfig, GroundTruth, ensure_builtin
+        from tfrec_video.datasets import GroundTruth, ensure_builtin
 
-        dataset_config = BuiltinConfig.named(data.builtin)
+        dataset_config = data.builtin_config()
         directory = ensure_builtin(data.builtin_dir, dataset_config, progress=False)
         splits = builtin_splits(directory)
         return {"catalog": splits["catalog"], "train": splits["train"], "test": splits["test"],

@@ -4,7 +4,8 @@
 `callbacks` (`RetrievalRecall`, `EmbeddingProjector`), `head_selection` (each head from
 its own best validation epoch), `calibration` (Platt scaling of clicks), `list_blend`
 (fitting the served order), `baselines` (the report's click MLP), `run_config`
-(`RunConfig`, the YAML/JSON file of `tfrec-video train`), and for `tfrec-video tune`:
+(`RunConfig`, the YAML/JSON file of `tfrec-video train`; its `data:` section is
+`data_config`), and for `tfrec-video tune`:
 `search_space` (the `tune:` section), `pruning` (`TrialPruning`, a Keras callback) and
 `study` (the Optuna study: storage, trials of dead processes, summary plot; Optuna is
 imported only when used). May import models, towers, features, evaluation, data and the

@@ -65,7 +65,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import yaml
 
@@ -74,81 +74,12 @@ from tfrec_video.config_fields import (check_known, field_names, from_mapping, i
 from tfrec_video.distribute import STRATEGIES
 from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.config import ModelConfig
+# DataConfig and BUILTIN_SIZES are re-exported: run configs are read and built through this module.
+from tfrec_video.training.data_config import BUILTIN_SIZES, DataConfig, Paths, _positive_int  # noqa: F401
 from tfrec_video.training.fit import TrainingConfig
 
-BUILTIN_SIZES = ("tiny", "default", "sparse")
 # Validation metrics EarlyStopping and the best-checkpoint choice can follow (K of the recall is free).
 MONITOR_HELP = "'val_auc', 'val_logloss', 'val_loss' or 'val_recall_at_K' (K a positive integer)"
-
-Paths = Union[None, str, Tuple[str, ...]]
-
-
-def _as_paths(value, field: str) -> Paths:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip():
-        return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
-        return tuple(value)
-    raise ConfigError(f"data.{field} must be a path, a glob or a list of them, got {shorten(value)}.")
-
-
-def _positive_int(section: str, name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{section}.{name} must be a positive integer, got {shorten(value)}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the catalog and impressions are.
-
-    Args:
-      builtin: `"tiny"`, `"default"` or `"sparse"` to train on the built-in dataset (the
-        paths and sizes below then come from it), or None for files.
-      builtin_dir: the built-in dataset's cache directory (default
-        `$TFREC_VIDEO_CACHE` or `~/.cache/tfrec_video/builtin`).
-      catalog: catalog files (TFRecord, Parquet or CSV; file, directory, glob or list).
-      train: training impressions.
-      validation: impressions evaluated after each epoch (val_auc, val_recall_at_K).
-      test: impressions for the final report and plots.
-      embeddings: `tfrec-video embed` output whose image, audio and title
-        embeddings are joined into the catalog by `video_id`.
-      history_length: length of the impressions' `history` lists.
-      image_dim: width of `image_embedding` in the files.
-      audio_dim: width of `audio_embedding` in the files.
-      title_embedding_dim: width of `title_embedding` in the catalog files (an
-        embed step's output records its own).
-    """
-
-    builtin: Optional[str] = None
-    builtin_dir: Optional[str] = None
-    catalog: Paths = None
-    train: Paths = None
-    validation: Paths = None
-    test: Paths = None
-    embeddings: Paths = None
-    history_length: int = 20
-    image_dim: int = 1024
-    audio_dim: int = 128
-    title_embedding_dim: int = 384
-
-    def __post_init__(self):
-        for name in ("catalog", "train", "validation", "test", "embeddings"):
-            object.__setattr__(self, name, _as_paths(getattr(self, name), name))
-        for name in ("history_length", "image_dim", "audio_dim", "title_embedding_dim"):
-            _positive_int("data", name, getattr(self, name))
-        if self.builtin is not None:
-            if self.builtin not in BUILTIN_SIZES:
-                raise ConfigError(f"data.builtin must be one of {BUILTIN_SIZES} (or absent), got "
-                                  f"{shorten(self.builtin)}.")
-            given = [n for n in ("catalog", "train", "test") if getattr(self, n) is not None]
-            if given:
-                raise ConfigError(f"data.builtin={shorten(self.builtin)} supplies the catalog, train and test files; "
-                                  f"remove data.{', data.'.join(given)} or data.builtin.")
-        elif self.catalog is None or self.train is None:
-            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default|sparse` for the built-in "
-                              "dataset).")
-
 
 @dataclasses.dataclass(frozen=True)
 class CallbackConfig:

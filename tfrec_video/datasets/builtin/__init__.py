@@ -29,6 +29,11 @@ Generative story
    topic); otherwise a word of a topic drawn from `theta_v` (frequent words of a
    topic are drawn more often). A title is English, Chinese or mixed with
    probabilities `language_mix`; Chinese words are joined without spaces.
+   With `language_shift = p` (off by default) the language follows the time
+   instead: each topic has a training language (half the topics English, half
+   Chinese); a share `p` of a topic's videos published before the test period
+   are titled in its training language, and a share `p` of its cold-start
+   videos in the other language.
 4. **Category** is the dominant topic's category (several topics share one,
    e.g. cooking and baking are both "food"), replaced by a random category
    with probability `category_noise`.

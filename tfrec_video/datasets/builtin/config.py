@@ -28,12 +28,16 @@ FORMATS = {"parquet": "parquet", "tfrecord": "tfrecord", "csv": "csv"}
 # what is drawn.
 _PART_TOPICS, _PART_VIDEOS, _PART_USERS, _PART_PROJECTION = 1, 2, 3, 4
 _PART_EMBEDDINGS, _PART_TITLES, _PART_IMPRESSIONS, _PART_MEDIA = 5, 6, 7, 8
+_PART_LANGUAGE = 9   # `language_shift` only: its own stream, so the shift changes nothing but titles
 
 # Generation block sizes: constants (not config) so results never depend on them.
 _USER_BLOCK = 1024
 _VIDEO_BLOCK = 4096
 
 _DAY = 86400
+# `language_shift=True` means this share of a topic's training-period titles in its training language.
+DEFAULT_LANGUAGE_SHIFT = 0.9
+
 # Older videos were published up to this long before the window starts.
 _BACKLOG_SECONDS = 180 * _DAY
 
@@ -133,6 +137,26 @@ class BuiltinConfig:
         (0-255 scale), on top of per-video brightness and stripe-phase jitter.
       media_audio_noise_std: white noise of the raw WAV clips, relative to a
         unit-amplitude tone (before peak normalisation).
+      language_shift: a title-language shift between the training and the
+        test period, for measuring what a multilingual title encoder buys on
+        cold videos. 0 (the default) is off: titles are English, Chinese or
+        mixed by `language_mix`. A number `p` in [0.5, 1] replaces
+        `language_mix`: half the topics (a seeded choice) have English as
+        their *training language*, the other half Chinese; of the videos of a
+        topic (their dominant topic) published before the test period, a
+        random `round(p * n)` get titles in the training language and the
+        rest in the other language; of its cold-start videos, published in
+        the test period, the other way round (a share `p` in the other
+        language). An exact share, not a coin per video, so that a topic
+        with few videos is shifted as much as a large one. No title is mixed. True
+        means 0.9 and False 0. Only the titles change: every other column,
+        the impressions and the clicks are those of the config without the
+        shift (the languages are drawn from a stream of their own). The
+        topic words are real English and Chinese words, so a CNN that
+        learns a topic's words from its training titles has never seen the
+        words of its cold videos, while a multilingual pretrained encoder
+        (`ModelConfig.title_encoder`) maps both to the same place.
+        `truth/truth.json` then records each topic's training language.
 
     Example:
 
@@ -179,10 +203,13 @@ class BuiltinConfig:
     device_loyalty: float = 0.7
     media_pixel_noise_std: float = 18.0
     media_audio_noise_std: float = 0.15
+    language_shift: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.language_mix, list):
             self.language_mix = tuple(self.language_mix)
+        if isinstance(self.language_shift, (bool, np.bool_)):
+            self.language_shift = DEFAULT_LANGUAGE_SHIFT if self.language_shift else 0.0
         self.validate()
 
     @classmethod
@@ -226,17 +253,34 @@ class BuiltinConfig:
         return cls(**fields)
 
     @classmethod
-    def named(cls, name: str) -> "BuiltinConfig":
-        """`"tiny"`, `"default"` or `"sparse"`: the named configs (`data.builtin` in a run config)."""
+    def named(cls, name: str, **overrides) -> "BuiltinConfig":
+        """A named config (`data.builtin` in a run config), with some fields changed.
+
+        Args:
+          name: `"tiny"`, `"default"` or `"sparse"`.
+          **overrides: fields to change (for example `language_shift=0.9`);
+            an unknown name is a `ConfigError` naming it and the closest field.
+
+        Returns:
+          The `BuiltinConfig`.
+        """
         makers = {"tiny": cls.tiny, "default": cls, "sparse": cls.sparse}
-        if name not in makers:
+        if not isinstance(name, str) or name not in makers:
             raise ConfigError(f"the built-in dataset is one of {sorted(makers)}, got {shorten(name)}.")
-        return makers[name]()
+        check_known(overrides, [f.name for f in dataclasses.fields(cls)], "BuiltinConfig")
+        return makers[name](**overrides)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict of every field."""
+        """A JSON-serialisable dict of every field.
+
+        `language_shift` is left out while it is off (0), so that the configs
+        from before it existed keep their dict, their `config_hash` and their
+        cached datasets.
+        """
         d = dataclasses.asdict(self)
         d["language_mix"] = list(self.language_mix)
+        if not self.language_shift:
+            del d["language_shift"]
         return d
 
     @classmethod
@@ -317,6 +361,10 @@ class BuiltinConfig:
         if (not isinstance(mix, tuple) or len(mix) != 3 or not all(is_num(x) and x >= 0 for x in mix)
                 or abs(sum(mix) - 1.0) > 1e-6):
             fail("language_mix", "three non-negative probabilities (English, Chinese, mixed) summing to 1")
+        shift = self.language_shift
+        if not is_num(shift) or not (shift == 0 or 0.5 <= shift <= 1):
+            fail("language_shift", "0 or False (off), True (0.9), or a number in [0.5, 1]: the share of a topic's "
+                 "training-period titles in its training language")
 
     # Derived quantities -------------------------------------------------------
 

@@ -12,6 +12,7 @@ import numpy as np
 from tfrec_video.datasets.builtin import truth as truth_lib
 from tfrec_video.datasets.builtin.config import (
     _BACKLOG_SECONDS,
+    _PART_LANGUAGE,
     _PART_TOPICS,
     _PART_USERS,
     _PART_VIDEOS,
@@ -40,6 +41,42 @@ def _dirichlet(rng: np.random.Generator, alpha: np.ndarray, n: int) -> np.ndarra
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _shifted_languages(cfg: BuiltinConfig, dominant: np.ndarray, is_cold: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Title languages under `cfg.language_shift` (`BuiltinConfig`), from their own seeded stream.
+
+    Args:
+      cfg: the config (`language_shift` > 0).
+      dominant: [n_videos] each video's dominant topic.
+      is_cold: [n_videos] True for videos published in the test period.
+
+    Returns:
+      (topic_language [n_topics], language [n_videos]): 0 English, 1 Chinese
+      (`LANGUAGES` indices); each topic's training language, and each video's
+      title language.
+    """
+    rng = _rng(cfg.seed, _PART_LANGUAGE)
+    K = cfg.n_topics
+    # Half the topics each way, so that neither language is the rare one and each
+    # language's words are learned for some topics and cold for others.
+    topic_language = np.zeros(K, dtype=np.int8)
+    topic_language[rng.permutation(K)[: K // 2]] = 1
+    # In each group of videos (one topic, training period or cold), a random
+    # round(share * size) of them get the group's main language: a topic's share is
+    # then the configured one, not a binomial draw around it, however few its videos.
+    group = 2 * dominant.astype(np.int64) + is_cold
+    order = np.lexsort((rng.random(dominant.size), group))
+    sizes = np.bincount(group, minlength=2 * K)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.empty(dominant.size, dtype=np.int64)
+    rank[order] = np.arange(dominant.size) - starts[group[order]]
+    in_main_language = rank < np.round(cfg.language_shift * sizes[group])
+    # Training-period videos: the main language is the topic's training language; cold
+    # videos are flipped: mostly the language their topic was never trained in.
+    same = in_main_language != is_cold
+    language = np.where(same, topic_language[dominant], 1 - topic_language[dominant]).astype(np.int8)
+    return topic_language, language
 
 
 class _Latents:
@@ -82,6 +119,10 @@ class _Latents:
         self.publish_time = pub
 
         self.language = rng.choice(3, size=V, p=np.asarray(cfg.language_mix, np.float64)).astype(np.int8)
+        # The draw above stays even with a shift: the stream then goes on as without one.
+        self.topic_language = None
+        if cfg.language_shift:
+            self.topic_language, self.language = _shifted_languages(cfg, self.dominant, self.is_cold)
         medians = np.array([t.median_duration_s for t in cfg.topics], dtype=np.float64)
         dur = medians[self.dominant] * np.exp(cfg.duration_sigma * rng.standard_normal(V))
         self.duration = np.clip(np.round(dur, 1), 5.0, 4 * 3600.0).astype(np.float32)

@@ -302,6 +302,12 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         "click_prob_files": {s: w.aux_files["_prob"] for s, w in writers.items()},
         "clicked_files": {s: w.aux_files["_clicked"] for s, w in writers.items()},
     }
+    if lat.topic_language is not None:
+        # Only with a shift, so that the truth of every other config stays byte-identical.
+        truth_json["language_shift"] = {
+            "share": float(cfg.language_shift),
+            "topic_training_language": [LANGUAGES[int(k)] for k in lat.topic_language],
+        }
     _write_json(os.path.join(root, tdir, "truth.json"), truth_json)
 
     n_rows = {split: w.rows for split, w in writers.items()}
