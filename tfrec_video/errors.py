@@ -33,6 +33,33 @@ def shorten(value: Any, limit: int = MAX_QUOTED) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+def first_line(error: BaseException, limit: int = 300, last: bool = False) -> str:
+    """One line of an exception's message, for quoting a library's error inside ours.
+
+    TensorFlow's messages run to many lines (a stack of ops, sometimes the raw record),
+    so only one line is quoted. `OpError.message` is preferred over `str(error)`, which
+    repeats the op's traceback.
+
+    Args:
+      error: the exception caught.
+      limit: the most characters kept; a longer line ends in `...`.
+      last: quote the last line instead of the first (decoders put the cause last).
+
+    Returns:
+      The line, or the exception's type name when the message is empty.
+
+    Example:
+
+    >>> first_line(ValueError("bad shape\n  in op Foo"))
+    'bad shape'
+    >>> first_line(ValueError("context\nthe cause"), last=True)
+    'the cause'
+    """
+    lines = str(getattr(error, "message", None) or error).strip().splitlines()
+    line = (lines[-1] if last else lines[0]) if lines else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
 def _cut(text: str) -> str:
     if len(text) <= MAX_MESSAGE:
         return text

@@ -38,7 +38,7 @@ import tensorflow as tf
 from tfrec_video.data import files as data_files
 from tfrec_video.data.schema import Feature, TableSchema
 from tfrec_video.data.validation import RaggedColumn, batch_to_dense, check_values
-from tfrec_video.errors import DataValidationError
+from tfrec_video.errors import DataValidationError, first_line
 
 try:  # The file-system plugins (s3://, az://, hdfs://) register on import.
     import tensorflow_io  # noqa: F401
@@ -137,16 +137,12 @@ def write(path: str, num_rows: int, columns: Dict[str, RaggedColumn], schema: Ta
 # --------------------------------------------------------------------------
 
 
-def _first_line(message: str) -> str:
-    return str(message).strip().splitlines()[0] if str(message).strip() else repr(message)
-
-
 def _corrupt(path: str, row: Optional[int], err: Exception) -> DataValidationError:
     hint = ""
     if compression_of(path) is None:
         hint = " If the file is GZIP-compressed, its name must end in '.gz'."
     return DataValidationError(
-        f"corrupt or truncated TFRecord file: {_first_line(getattr(err, 'message', err))}.{hint}",
+        f"corrupt or truncated TFRecord file: {first_line(err)}.{hint}",
         file=path, row=row, expected="a complete TFRecord file of tf.train.Example records")
 
 
@@ -239,7 +235,7 @@ def iter_batches(path: str, schema: TableSchema, *, batch_size: int = _CHECK_BAT
             failure = None
         except (tf.errors.OpError, UnicodeDecodeError) as e:
             # TF's message can hold the raw record, which may not even decode as UTF-8.
-            failure = _first_line(getattr(e, "message", e))
+            failure = first_line(e)
         if failure is not None:
             # Outside the `except` so the TF error is not chained onto ours.
             _scan(serialized.numpy().tolist(), schema, path, offset)

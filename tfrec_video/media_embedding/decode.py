@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.files import open_file
+from tfrec_video.errors import first_line
 
 
 class MediaError(Exception):
@@ -53,17 +54,12 @@ class MediaError(Exception):
         self.reason = reason
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[-1] if text else type(error).__name__)[:300]
-
-
 def _read_bytes(path: str) -> bytes:
     try:
         with open_file(path, "rb") as f:
             return f.read()
     except (OSError, tf.errors.OpError) as error:
-        raise MediaError(path, f"cannot read the file ({_first_line(error)})") from None
+        raise MediaError(path, f"cannot read the file ({first_line(error, last=True)})") from None
 
 
 def read_image(path: str, size: Sequence[int]) -> np.ndarray:
@@ -78,7 +74,7 @@ def read_image(path: str, size: Sequence[int]) -> np.ndarray:
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError) as error:
-        raise MediaError(path, f"not a decodable JPEG/PNG image ({_first_line(error)})") from None
+        raise MediaError(path, f"not a decodable JPEG/PNG image ({first_line(error, last=True)})") from None
     image = tf.image.convert_image_dtype(image, tf.float32)
     image = tf.image.resize(image, list(size), method="bilinear", antialias=True)
     return np.clip(image.numpy(), 0.0, 1.0)
@@ -180,7 +176,7 @@ def _decode_other(path: str) -> Tuple[int, np.ndarray]:
         rate = int(audio.rate.numpy())
         samples = audio.to_tensor().numpy()
     except (tf.errors.OpError, ValueError) as error:
-        raise MediaError(path, f"not a decodable audio file ({_first_line(error)}; expected "
+        raise MediaError(path, f"not a decodable audio file ({first_line(error, last=True)}; expected "
                                f"{_WAV_SUPPORTED})") from None
     if samples.dtype.kind == "u":
         half = float(1 << (8 * samples.dtype.itemsize - 1))

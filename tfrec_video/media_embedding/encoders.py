@@ -65,7 +65,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tfrec_video.errors import ConfigError, shorten
+from tfrec_video.errors import ConfigError, first_line, shorten
 from tfrec_video.media_embedding.decode import frames
 from tfrec_video.media_embedding.log_mel import LogMelFrontEnd
 
@@ -126,7 +126,7 @@ class HubMediaModel(MediaModel):
                 self.input_size = self._encoder.num_samples
                 self._embed = tf.function(self._encoder.embed_waveforms, reduce_retracing=True)
         except (ValueError, OSError, tf.errors.OpError) as error:
-            raise ConfigError(f"the {kind} model {handle!r} cannot be used: {str(error).splitlines()[0]}") from None
+            raise ConfigError(f"the {kind} model {handle!r} cannot be used: {first_line(error)}") from None
         self.output_dim = int(self._encoder.output_dim)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -179,7 +179,7 @@ class TFLiteMediaModel(MediaModel):
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ConfigError(f"the {self.kind} model {self.handle!r} is not a loadable .tflite file: "
-                              f"{str(error).splitlines()[0]}") from None
+                              f"{first_line(error)}") from None
         return interpreter
 
     def _embedding_tensor(self, output_index: Optional[int], output_tensor: Optional[str]) -> dict:

@@ -16,11 +16,12 @@ from typing import Mapping, Optional, Tuple, Union
 
 from tfrec_video.config_fields import from_mapping
 from tfrec_video.errors import ConfigError, shorten
+from tfrec_video.towers.candidate import TITLE_MODES
 
 # A field set to AUTO is decided from the training data when the model is built (`models.data_rules`).
 AUTO = "auto"
-# `ModelConfig.title_encoder`: what reads the raw title (`tfrec_video.towers.candidate.TITLE_MODES`).
-TITLE_ENCODERS = ("cnn", "pretrained", "both")
+# `ModelConfig.title_encoder`: what reads the raw title; the tower's modes are the config's choices.
+TITLE_ENCODERS = TITLE_MODES
 
 
 @dataclasses.dataclass(frozen=True)

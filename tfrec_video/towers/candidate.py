@@ -50,7 +50,7 @@ from tfrec_video.towers.media_encoder import AudioEncoder, ImageEncoder
 from tfrec_video.towers.mlp import MLP
 from tfrec_video.towers.pretrained_title import PretrainedTitleEncoder
 from tfrec_video.towers.principal_components import PrincipalComponents
-from tfrec_video.towers.title_encoder import TitleEncoder
+from tfrec_video.towers.title_encoder import DEFAULT_OUTPUT_DIM as TITLE_OUTPUT_DIM, TitleEncoder
 from tfrec_video.towers.untracked import untracked
 
 
@@ -105,7 +105,7 @@ class CandidateTower(EmbeddingTower):
             raise ValueError(f"CandidateTower: title_mode={title_mode!r} needs title_model (the text encoder).")
         self.video_embedding = video_embedding
         self.title_mode = title_mode
-        title_width = int((title_options or {}).get("output_dim", 32))
+        title_width = int((title_options or {}).get("output_dim", TITLE_OUTPUT_DIM))
         self.title_encoder = (TitleEncoder(title_tokens, **(title_options or {}), name="title_encoder")
                               if title_mode != "pretrained" else None)
         self.pretrained_title = self.pretrained_title_projection = None

@@ -39,7 +39,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from tfrec_video.errors import ConfigError, shorten
+from tfrec_video.errors import ConfigError, first_line, shorten
 from tfrec_video.towers.media_encoder import _HubMediaEncoder
 
 EXPECTED = "a TF Hub-style SavedModel whose __call__ takes a string [batch] and returns float32 [batch, dim]"
@@ -79,7 +79,7 @@ class PretrainedTitleEncoder(_HubMediaEncoder):
         try:
             super().__init__(handle, trainable=trainable, output_key=output_key, **kwargs)
         except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as error:
-            raise ConfigError(f"the text model {shorten(handle)} does not load: {_first_line(error)} "
+            raise ConfigError(f"the text model {shorten(handle)} does not load: {first_line(error)} "
                               f"(expected {EXPECTED}).") from None
         spec = self.encoder_input_spec
         if spec is not None and (spec.dtype != tf.string or spec.shape.rank not in (None, 1)):
@@ -95,7 +95,7 @@ class PretrainedTitleEncoder(_HubMediaEncoder):
             outputs = tf.nest.map_structure(tf.convert_to_tensor, self._select(
                 traced.get_concrete_function(tf.TensorSpec([None], tf.string)).structured_outputs))
         except (ValueError, TypeError, tf.errors.OpError) as error:
-            raise ConfigError(f"the text model {handle} cannot be used: {_first_line(error)} "
+            raise ConfigError(f"the text model {handle} cannot be used: {first_line(error)} "
                               f"(expected {EXPECTED}).") from None
         if not isinstance(outputs, tf.Tensor) or outputs.shape.rank != 2 or not outputs.dtype.is_floating:
             got = (f"{outputs.dtype.name} {_shape(outputs.shape)}" if isinstance(outputs, tf.Tensor)
@@ -113,12 +113,6 @@ class PretrainedTitleEncoder(_HubMediaEncoder):
     def call(self, inputs, training=None):
         titles = tf.reshape(tf.convert_to_tensor(inputs, tf.string), [-1])
         return tf.ensure_shape(self._embed(titles, training=training), [None, self.output_dim])
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "message", None) or error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= 300 else line[:300] + "..."
 
 
 def _shape(shape: tf.TensorShape) -> str:

@@ -26,6 +26,10 @@ import tensorflow as tf
 from tfrec_video.towers.untracked import untracked
 
 
+# The CNN's output width when none is given; the pretrained title's projection matches it.
+DEFAULT_OUTPUT_DIM = 32
+
+
 class TitleEncoder(tf.keras.layers.Layer):
     """Encodes raw title strings with WordPiece + multi-width Conv1D + max-pool.
 
@@ -39,7 +43,8 @@ class TitleEncoder(tf.keras.layers.Layer):
     """
 
     def __init__(self, vocabulary: Sequence[str], sequence_length: int = 16, token_dim: int = 32,
-                 conv_widths: Sequence[int] = (1, 2, 3), filters: int = 32, output_dim: int = 32, **kwargs):
+                 conv_widths: Sequence[int] = (1, 2, 3), filters: int = 32, output_dim: int = DEFAULT_OUTPUT_DIM,
+                 **kwargs):
         super().__init__(**kwargs)
         if len(vocabulary) < 2:
             raise ValueError(f"TitleEncoder: the vocabulary needs at least [PAD] and [UNK], got {len(vocabulary)} tokens.")
