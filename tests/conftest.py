@@ -25,3 +25,19 @@ def e5_text_encoder(tmp_path_factory):
     from tfrec_video.text_encoders import convert_e5, default_e5_file
 
     return convert_e5(default_e5_file(), str(tmp_path_factory.mktemp("text_encoder") / "e5_small"))
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory):
+    """The tiny text encoder of `text_model_fixture` (width 8) saved once per session: its directory."""
+    from text_model_fixture import save_text_model
+
+    return save_text_model(tmp_path_factory.mktemp("text") / "tiny_text", dim=8)
+
+
+@pytest.fixture(scope="session")
+def toy_catalog_and_impressions():
+    """`toy.toy_data(n_rows=512)`: the (catalog, impressions) the title-encoder tests train on."""
+    from toy import toy_data
+
+    return toy_data(n_rows=512)

@@ -22,20 +22,10 @@ from tfrec_video.features import adapt
 from tfrec_video.models import ModelConfig, VideoRecModel, load_model, save_model
 from tfrec_video.serving import export as export_lib
 from tfrec_video.training.run_config import load_run_config
-from text_model_fixture import reference_vectors, save_broken_text_model, save_text_model
-from toy import SMALL, small_model, toy_data
+from text_model_fixture import reference_vectors, save_broken_text_model
+from toy import SMALL, small_model
 
-TEXT_DIM = 8
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
-    return save_text_model(tmp_path_factory.mktemp("text") / "tiny_text", dim=TEXT_DIM)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return toy_data(n_rows=512)
+TEXT_DIM = 8  # the width of the `text_model` fixture (conftest)
 
 
 def _batch(impressions, rows=slice(0, 64)):
@@ -47,8 +37,8 @@ def _hub_variable(model):
 
 
 @pytest.mark.parametrize("mode", ["pretrained", "both"])
-def test_pretrained_and_both_train_save_and_load(mode, text_model, data, tmp_path):
-    catalog, impressions = data
+def test_pretrained_and_both_train_save_and_load(mode, text_model, toy_catalog_and_impressions, tmp_path):
+    catalog, impressions = toy_catalog_and_impressions
     model = small_model(catalog, impressions, epochs=1, title_encoder=mode, text_model=text_model)
     tower = model.candidate_tower
     assert (tower.title_encoder is None) == (mode == "pretrained")
@@ -79,8 +69,8 @@ def test_pretrained_and_both_train_save_and_load(mode, text_model, data, tmp_pat
 
 
 @pytest.mark.parametrize("fine_tune", [False, True])
-def test_the_text_model_is_frozen_unless_fine_tune_text(fine_tune, text_model, data, tmp_path):
-    catalog, impressions = data
+def test_the_text_model_is_frozen_unless_fine_tune_text(fine_tune, text_model, toy_catalog_and_impressions, tmp_path):
+    catalog, impressions = toy_catalog_and_impressions
     model = small_model(catalog, impressions, title_encoder="pretrained", text_model=text_model,
                         fine_tune_text=fine_tune)
     variable = _hub_variable(model)
@@ -101,8 +91,8 @@ def test_the_text_model_is_frozen_unless_fine_tune_text(fine_tune, text_model, d
                                atol=1e-5)
 
 
-def test_cnn_stays_the_default(data):
-    catalog, impressions = data
+def test_cnn_stays_the_default(toy_catalog_and_impressions):
+    catalog, impressions = toy_catalog_and_impressions
     config = ModelConfig()
     assert (config.title_encoder, config.text_model, config.fine_tune_text) == ("cnn", None, False)
     model = small_model(catalog, impressions)
@@ -155,8 +145,8 @@ def test_a_yaml_title_encoder_without_text_model_names_the_file_and_field(tmp_pa
     ("rank1", r"returns float32 \[batch\] for a string \[batch\]"),
     ("float_input", r"takes float32 \[batch, 8\], not string \[batch\]"),
 ])
-def test_a_text_model_that_is_not_string_to_batch_dim_is_a_config_error(kind, message, data, tmp_path):
-    catalog, impressions = data
+def test_a_text_model_that_is_not_string_to_batch_dim_is_a_config_error(kind, message, toy_catalog_and_impressions, tmp_path):
+    catalog, impressions = toy_catalog_and_impressions
     path = tmp_path / kind
     if kind == "not_a_model":
         path.mkdir()
@@ -193,8 +183,8 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_the_export_serves_the_same_scores_in_a_fresh_process(text_model, data, tmp_path):
-    catalog, impressions = data
+def test_the_export_serves_the_same_scores_in_a_fresh_process(text_model, toy_catalog_and_impressions, tmp_path):
+    catalog, impressions = toy_catalog_and_impressions
     model = small_model(catalog, impressions, epochs=1, title_encoder="both", text_model=text_model)
     version_dir = export_lib.export_saved_model(model, catalog, str(tmp_path / "saved_models"), k=10, n=4)
     rows = [0, 7, 21]

@@ -23,19 +23,9 @@ from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.media_embedding import run_embed
 from tfrec_video.models import load_model, save_model
 from text_model_fixture import reference_vectors, save_broken_text_model, save_text_model
-from toy import SMALL_MODEL, small_model, toy_data
+from toy import SMALL_MODEL, small_model
 
-DIM = 8
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
-    return save_text_model(tmp_path_factory.mktemp("text") / "tiny_text", dim=DIM)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return toy_data(n_rows=512)
+DIM = 8  # the width of the `text_model` fixture (conftest)
 
 
 def _titles_table(directory, catalog, name="catalog.parquet"):
@@ -50,8 +40,8 @@ def _read(out, dim=DIM):
     return read_table_numpy(str(out), embeddings_schema(title_embedding_dim=dim))
 
 
-def test_embed_titles_from_a_catalog_table_join_and_train(tmp_path, text_model, data, capsys):
-    catalog, impressions = data
+def test_embed_titles_from_a_catalog_table_join_and_train(tmp_path, text_model, toy_catalog_and_impressions, capsys):
+    catalog, impressions = toy_catalog_and_impressions
     out = tmp_path / "title_emb.parquet"
     code = main(["embed", "--text-model", text_model, "--titles", _titles_table(tmp_path, catalog), "--out", str(out),
                  "--shard-size", "25", "--batch-size", "7", "--quiet"])
@@ -116,8 +106,8 @@ def test_titles_from_the_media_csv_resume_and_refuse_other_titles_or_models(tmp_
         run_embed(str(csv), str(out), text_model=other, shard_size=2, progress=False)
 
 
-def test_media_and_titles_in_one_run_a_video_without_a_title_is_left_out_or_zero_filled(tmp_path, text_model, data):
-    catalog, _ = data
+def test_media_and_titles_in_one_run_a_video_without_a_title_is_left_out_or_zero_filled(tmp_path, text_model, toy_catalog_and_impressions):
+    catalog, _ = toy_catalog_and_impressions
     from test_embedding_step import _image_features, _media_csv, _save_encoder, _solid_png
 
     image_model = _save_encoder(tmp_path / "image", _image_features, tf.TensorSpec([None, 32, 32, 3], tf.float32))
@@ -141,8 +131,8 @@ def test_media_and_titles_in_one_run_a_video_without_a_title_is_left_out_or_zero
 
 
 @pytest.mark.bad_input
-def test_bad_text_models_and_title_sources_exit_2_with_the_reason(tmp_path, text_model, data, capsys):
-    catalog, _ = data
+def test_bad_text_models_and_title_sources_exit_2_with_the_reason(tmp_path, text_model, toy_catalog_and_impressions, capsys):
+    catalog, _ = toy_catalog_and_impressions
     titles = _titles_table(tmp_path, catalog)
     rank1 = save_broken_text_model(tmp_path / "rank1", "rank1")
     no_title = tmp_path / "media.csv"
