@@ -22,18 +22,10 @@ from tfrec_video.data.schema import catalog_schema, impressions_schema
 from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.media_embedding import run_embed
 from tfrec_video.models import load_model, save_model
-from text_model_fixture import reference_vectors, save_broken_text_model, save_text_model
+from text_model_fixture import reference_vectors, save_broken_text_model, save_text_model, titles_table
 from toy import SMALL_MODEL, small_model
 
 DIM = 8  # the width of the `text_model` fixture (conftest)
-
-
-def _titles_table(directory, catalog, name="catalog.parquet"):
-    """The toy catalog (titles, categories, image embeddings of width 8) as a table file."""
-    path = str(directory / name)
-    write_table({k: catalog[k] for k in ("video_id", "title", "category", "image_embedding")}, path,
-                catalog_schema(image_dim=8))
-    return path
 
 
 def _read(out, dim=DIM):
@@ -43,7 +35,7 @@ def _read(out, dim=DIM):
 def test_embed_titles_from_a_catalog_table_join_and_train(tmp_path, text_model, toy_catalog_and_impressions, capsys):
     catalog, impressions = toy_catalog_and_impressions
     out = tmp_path / "title_emb.parquet"
-    code = main(["embed", "--text-model", text_model, "--titles", _titles_table(tmp_path, catalog), "--out", str(out),
+    code = main(["embed", "--text-model", text_model, "--titles", titles_table(tmp_path, catalog), "--out", str(out),
                  "--shard-size", "25", "--batch-size", "7", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -113,7 +105,7 @@ def test_media_and_titles_in_one_run_a_video_without_a_title_is_left_out_or_zero
     image_model = _save_encoder(tmp_path / "image", _image_features, tf.TensorSpec([None, 32, 32, 3], tf.float32))
     rows = [(f"v{i}", str(_solid_png(tmp_path / f"v{i}.png", (40 * i, 90, 200))), "") for i in range(4)]
     csv = _media_csv(tmp_path, rows)
-    titles = _titles_table(tmp_path, {k: v[1:] for k, v in catalog.items()})  # has no row for v0
+    titles = titles_table(tmp_path, {k: v[1:] for k, v in catalog.items()})  # has no row for v0
     left = run_embed(csv, str(tmp_path / "a.parquet"), image_model=image_model, text_model=text_model, titles=titles,
                      progress=False)
     assert (left.missing_title, left.written, left.left_out) == (1, 3, 1)
@@ -133,7 +125,7 @@ def test_media_and_titles_in_one_run_a_video_without_a_title_is_left_out_or_zero
 @pytest.mark.bad_input
 def test_bad_text_models_and_title_sources_exit_2_with_the_reason(tmp_path, text_model, toy_catalog_and_impressions, capsys):
     catalog, _ = toy_catalog_and_impressions
-    titles = _titles_table(tmp_path, catalog)
+    titles = titles_table(tmp_path, catalog)
     rank1 = save_broken_text_model(tmp_path / "rank1", "rank1")
     no_title = tmp_path / "media.csv"
     no_title.write_text("video_id,thumbnail_path,audio_path\nv1,,\n")

@@ -13,6 +13,8 @@ process) into one of `BUCKETS` rows of a seeded table, the rows summed and the
 sum L2-normalised. Titles that share words are close; an empty title is the
 zero vector. Only core TF ops, so an export holding it loads with TensorFlow alone.
 
+`titles_table` writes the toy catalog as the table `embed --titles` reads.
+
 `save_broken_text_model` writes the models a user could point `text_model` at
 by mistake (a float input, a rank-1 output) for the bad-input tests.
 """
@@ -88,3 +90,14 @@ def reference_vectors(path, titles) -> np.ndarray:
     """The saved model's vectors of `titles`, through `tf.saved_model.load` (no tfrec_video code)."""
     loaded = tf.saved_model.load(str(path))
     return loaded(tf.constant(list(titles), tf.string)).numpy()
+
+
+def titles_table(directory, catalog, name="catalog.parquet") -> str:
+    """The toy catalog's titles, categories and image embeddings (width 8) as a table file: its path."""
+    from tfrec_video.data import write_table
+    from tfrec_video.data.schema import catalog_schema
+
+    path = str(directory / name)
+    write_table({k: catalog[k] for k in ("video_id", "title", "category", "image_embedding")}, path,
+                catalog_schema(image_dim=8))
+    return path
