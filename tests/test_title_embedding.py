@@ -1,7 +1,9 @@
 """`tfrec-video embed --text-model`: titles into a `title_embedding` column, joined into the catalog and trained on.
 
 The text encoder is the tiny one of `text_model_fixture` (same interface as the converted
-multilingual-e5-small), so the tests run in seconds.
+multilingual-e5-small), so the tests run in seconds. `tfrec-video train` on the built-in
+data with a `title_embedding` column and `title_encoder: both` is in `test_e5_titles.py`,
+whose vectors come from the real encoder.
 """
 
 import json
@@ -9,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-import yaml
 
 import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
@@ -23,7 +24,7 @@ from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.media_embedding import run_embed
 from tfrec_video.models import load_model, save_model
 from text_model_fixture import reference_vectors, save_broken_text_model, save_text_model, titles_table
-from toy import SMALL_MODEL, small_model
+from toy import small_model
 
 DIM = 8  # the width of the `text_model` fixture (conftest)
 
@@ -159,31 +160,3 @@ def test_a_titles_table_with_a_duplicate_or_empty_id_is_named_by_file_and_line(t
     with pytest.raises(DataValidationError, match=r"titles.csv, line 3: feature 'video_id'"):
         run_embed(None, str(tmp_path / "e.parquet"), text_model=text_model, titles=str(table), progress=False)
     assert not (tmp_path / "e.parquet").exists()
-
-
-# -- tfrec-video train on the built-in data: title_embedding and the in-graph encoder together -----------------
-
-
-@pytest.mark.slow
-def test_train_with_title_embeddings_and_title_encoder_both(tmp_path, text_model):
-    from tfrec_video.datasets import BuiltinConfig, ensure_builtin
-
-    directory = ensure_builtin(str(tmp_path / "cache"), BuiltinConfig.tiny(), progress=False)
-    out = tmp_path / "title_emb.parquet"
-    assert main(["embed", "--text-model", text_model, "--titles", os.path.join(directory, "catalog"),
-                 "--out", str(out), "--quiet"]) == 0
-    values = {"output_dir": "run", "data": {"builtin": "tiny", "builtin_dir": str(tmp_path / "cache"),
-                                            "embeddings": str(out)},
-              "model": dict(SMALL_MODEL, title_encoder="both", text_model=text_model),
-              "training": {"epochs": 1, "batch_size": 128, "shuffle_buffer": 1000},
-              "callbacks": {"recall_k": 10, "projector": False, "tensorboard": False, "checkpoint": False},
-              "export": {"dir": "saved_models", "k": 20, "n": 5}}
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(values))
-    assert main(["train", "--config", str(cfg)]) == 0
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert 0.0 < report["ranking"]["auc"] <= 1.0
-    model = json.loads((tmp_path / "run" / "model" / "model.json").read_text())["config"]
-    assert model["vocabularies"]["title_embedding_dim"] == DIM and model["config"]["title_encoder"] == "both"
-    served = tf.saved_model.load(report["export"]["path"]).signatures["embed_video"]
-    assert "title_embedding" in served.structured_input_signature[1]
