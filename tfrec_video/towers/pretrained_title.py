@@ -76,9 +76,13 @@ class PretrainedTitleEncoder(_HubMediaEncoder):
         if "://" not in handle and not os.path.isdir(handle):
             raise ConfigError(f"the text model {shorten(handle)} is not a directory (expected {EXPECTED}, e.g. "
                               "the output of tfrec-video convert-text-encoder).")
+        # Text models carry TF Text ops (the converted e5's SentencePiece, TF Hub's BERT preprocessors),
+        # which TensorFlow can load only once tensorflow_text has registered them in this process.
+        import tensorflow_text  # noqa: F401
+
         try:
             super().__init__(handle, trainable=trainable, output_key=output_key, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as error:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, tf.errors.OpError) as error:
             raise ConfigError(f"the text model {shorten(handle)} does not load: {first_line(error)} "
                               f"(expected {EXPECTED}).") from None
         spec = self.encoder_input_spec
