@@ -43,8 +43,8 @@ from tfrec_video.models.id_only import fit_id_only_baseline
 from tfrec_video.training.fit import TrainingConfig, click_counts, fit_model
 
 
-def _pairs(items):
-    """`FIELD=VALUE` strings as a dict, each value parsed as YAML."""
+def field_values(items):
+    """`FIELD=VALUE` strings (`--set`) as a dict, each value parsed as YAML; also used by `title_encoders.py`."""
     pairs = {}
     for item in items:
         field, _, value = item.partition("=")
@@ -66,7 +66,7 @@ def main() -> None:
     if args.quick:
         args.regime, args.epochs = "tiny", 2
 
-    overrides, training_overrides = _pairs(args.set), _pairs(args.train_set)
+    overrides, training_overrides = field_values(args.set), field_values(args.train_set)
     dataset = BuiltinConfig.named(args.regime)
     directory = ensure_builtin(args.data_dir, dataset, progress=False)
     splits = builtin_splits(directory)

@@ -74,7 +74,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 from tfrec_video.data.pipeline import builtin_splits, impressions_dataset, load_catalog
@@ -85,6 +84,8 @@ from tfrec_video.evaluation import evaluate
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.training.fit import TrainingConfig, click_counts, fit_model
 
+from sparse_regime import field_values  # noqa: E402  (a script beside this one)
+
 ROWS = ("cnn", "pretrained", "both")
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "pretrained" / "audio"
 YAMNET = AUDIO / "yamnet_spectra_in.tflite"
@@ -93,14 +94,6 @@ RECORDINGS = {"speech": "speech_10k_mono.wav", "flute": "music_flute_44k_stereo.
               "synth": "synth_effect_44k_stereo.wav"}
 # AudioSet names of the classes these clips get (YAMNet's class map, which the .tflite file does not ship).
 CLASS_NAMES = {0: "Speech", 132: "Music", 383: "Telephone", 387: "Dial tone", 388: "Busy signal", 495: "Sine wave"}
-
-
-def _overrides(items):
-    out = {}
-    for item in items:
-        field, _, value = item.partition("=")
-        out[field] = yaml.safe_load(value)
-    return out
 
 
 def _text(values):
@@ -159,7 +152,7 @@ def run_row(row, catalog, config, splits, schema, truth, epochs):
 def titles_main(args):
     from tfrec_video.media_embedding import load_text_model
 
-    overrides, data_overrides = _overrides(args.set), _overrides(args.data_set)
+    overrides, data_overrides = field_values(args.set), field_values(args.data_set)
     rows = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
@@ -257,9 +250,9 @@ def audio_main(args):
     result["real_clips"], embedder = real_clips()
     result["real_clips_s"] = round(time.time() - start, 1)
 
-    base = BuiltinConfig.named(args.regime, **_overrides(args.data_set))
+    base = BuiltinConfig.named(args.regime, **field_values(args.data_set))
     media_videos = min(args.media_videos, base.n_videos)
-    dataset = BuiltinConfig.named(args.regime, **dict(_overrides(args.data_set), n_media_videos=media_videos,
+    dataset = BuiltinConfig.named(args.regime, **dict(field_values(args.data_set), n_media_videos=media_videos,
                                                       media_embeddings=True))
     directory = ensure_builtin(args.data_dir, dataset, progress=False)
     manifest = load_manifest(directory)
