@@ -62,6 +62,11 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
         load_run_config(cfg, ["data.validation=nope"])
     # Remote paths are checked when read, not here.
     assert load_run_config(cfg, ["data.test=s3://bucket/test/*.tfrecord"]).data.test == "s3://bucket/test/*.tfrecord"
+    # The encoders' local handles are paths of the same file; a hub URL is left as it is.
+    model = load_run_config(cfg, ["model.image_model=encoders/mobilenet.tflite", "model.audio_model=~/yamnet",
+                                  "model.text_model=https://tfhub.dev/some/text/1"]).model
+    assert model.image_model == str(tmp_path / "encoders" / "mobilenet.tflite")
+    assert model.audio_model == os.path.expanduser("~/yamnet") and model.text_model == "https://tfhub.dev/some/text/1"
 
 
 @pytest.mark.bad_input

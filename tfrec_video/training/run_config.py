@@ -275,9 +275,10 @@ def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunCo
         data[name] = value
     if config.data.builtin_dir is not None:
         data["builtin_dir"] = _resolve(config.data.builtin_dir, base_dir)
-    model = config.model
-    if model.text_model is not None:
-        model = dataclasses.replace(model, text_model=_resolve(model.text_model, base_dir))
+    # The encoders' handles too: a local SavedModel or .tflite path, like a data path; URLs stay.
+    model = dataclasses.replace(config.model, **{name: _resolve(getattr(config.model, name), base_dir)
+                                                 for name in ("text_model", "image_model", "audio_model")
+                                                 if getattr(config.model, name) is not None})
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, **data), output_dir=_resolve(config.output_dir, base_dir),
         model=model, export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
