@@ -9,9 +9,8 @@ validation split, then `evaluate`):
 
 * `cnn`: `ModelConfig()`: the title read by the WordPiece CNN learned from scratch;
 * `pretrained`: multilingual-e5-small's vector of each title as a precomputed `title_embedding`
-  catalog column (PCA-whitened and projected by the candidate tower), and no title text: the
-  `title` column is emptied, so the CNN (which `ModelConfig` always builds when there is no
-  in-graph encoder) reads the same empty string for every video and carries nothing;
+  catalog column (PCA-whitened and projected by the candidate tower), and no CNN
+  (`title_encoder="pretrained"` without a `text_model`);
 * `both`: the CNN on the title and the `title_embedding` column side by side.
 
 The e5 vectors are computed offline, once per dataset, with the converted SavedModel
@@ -125,11 +124,8 @@ def row_setup(row, catalog, vectors, text_dir, in_graph, overrides):
         return catalog, ModelConfig(**overrides)
     if in_graph:
         return catalog, ModelConfig(**dict(overrides, title_encoder=row, text_model=text_dir))
-    with_vectors = dict(catalog, title_embedding=vectors)
-    if row == "pretrained":
-        # No title text: the CNN reads "" for every video, so only the e5 vector tells titles apart.
-        with_vectors["title"] = np.full(len(catalog["title"]), "", dtype=object)
-    return with_vectors, ModelConfig(**overrides)
+    # Without text_model the pretrained vector is the title_embedding column: "pretrained" has no CNN.
+    return dict(catalog, title_embedding=vectors), ModelConfig(**dict(overrides, title_encoder=row))
 
 
 def run_row(row, catalog, config, splits, schema, truth, epochs):

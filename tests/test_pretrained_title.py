@@ -117,8 +117,6 @@ def test_the_yaml_model_section_takes_the_new_fields(tmp_path, text_model):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("fields, message", [
-    ({"title_encoder": "pretrained"}, r"ModelConfig.title_encoder='pretrained'.*set ModelConfig.text_model"),
-    ({"title_encoder": "both"}, r"ModelConfig.title_encoder='both'.*set ModelConfig.text_model"),
     ({"title_encoder": "bert"},
      r"ModelConfig.title_encoder must be one of \('cnn', 'pretrained', 'both'\), got 'bert'"),
     ({"title_encoder": "both", "text_model": ""}, r"ModelConfig.text_model must be a TF Hub handle or SavedModel"),
@@ -130,12 +128,36 @@ def test_bad_title_encoder_fields_are_config_errors(fields, message):
 
 
 @pytest.mark.bad_input
-def test_a_yaml_title_encoder_without_text_model_names_the_file_and_field(tmp_path):
+def test_pretrained_without_text_model_or_title_embedding_is_a_config_error(tmp_path, toy_catalog_and_impressions):
+    catalog, impressions = toy_catalog_and_impressions
+    vocab = adapt(catalog, impressions, title_vocabulary_size=80)
+    for mode in ("pretrained", "both"):
+        with pytest.raises(ConfigError, match=rf"ModelConfig.title_encoder='{mode}' needs a pretrained title vector: "
+                                              r"set ModelConfig.text_model .* or give the catalog a title_embedding"):
+            VideoRecModel(ModelConfig(**SMALL, title_encoder=mode), vocab, catalog=catalog)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("data: {builtin: tiny}\nmodel:\n  title_encoder: pretrained\n")
-    with pytest.raises(ConfigError, match=r"cfg.yaml.*title_encoder='pretrained'.*text_model"):
-        load_run_config(str(cfg))
-    assert main(["train", "--config", str(cfg)]) != 0
+    cfg.write_text("data: {builtin: tiny, builtin_dir: cache}\nmodel:\n  title_encoder: pretrained\n"
+                   "training: {epochs: 1}\n")
+    assert main(["train", "--config", str(cfg)]) == 2  # the built-in data has no title_embedding column
+
+
+def test_pretrained_without_text_model_reads_only_the_title_embedding_column(toy_catalog_and_impressions):
+    catalog, impressions = toy_catalog_and_impressions
+    vectors = np.random.default_rng(0).normal(size=(len(catalog["video_id"]), 6)).astype(np.float32)
+    catalog = dict(catalog, title_embedding=vectors)
+    impressions = dict(impressions, title_embedding=vectors[[int(v[1:]) for v in impressions["video_id"]]])
+    model = small_model(catalog, impressions, epochs=1, title_encoder="pretrained", media_components=4)
+    tower = model.candidate_tower
+    assert tower.title_encoder is None and tower.pretrained_title is None  # no CNN, no text model
+    assert tower.title_embedding_projection is not None and np.isfinite(model.history.history["loss"]).all()
+    features = {name: tf.constant(catalog[name][:4]) for name in model.video_feature_names}
+    embedded = model.embed_videos(features).numpy()
+    retitled = dict(features, title=tf.constant(["football goal"] * 4))
+    np.testing.assert_allclose(model.embed_videos(retitled).numpy(), embedded, atol=1e-6)  # the title is unread
+    moved = dict(features, title_embedding=tf.constant(vectors[4:8]))
+    assert not np.allclose(model.embed_videos(moved).numpy(), embedded)
+    both = small_model(catalog, impressions, title_encoder="both", media_components=4)
+    assert both.candidate_tower.title_encoder is not None and both.candidate_tower.pretrained_title is None
 
 
 @pytest.mark.bad_input

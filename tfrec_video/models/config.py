@@ -75,13 +75,17 @@ class ModelConfig:
         is projected to.
       title_encoder: what reads the raw `title`: `"cnn"` (the WordPiece CNN
         learned from scratch), `"pretrained"` (`text_model` alone) or `"both"`
-        (the two side by side).
+        (the two side by side). Without `text_model`, the pretrained vector is
+        the catalog's precomputed `title_embedding` column (`tfrec-video embed
+        --text-model`), which the model must then have: `"pretrained"` is that
+        column without the CNN, `"both"` the column beside it (as `"cnn"` is
+        when the column exists). A precomputed column is used in every mode.
       text_model: a TF Hub handle (URL) or local SavedModel directory of a
         pretrained text encoder: a string `[batch]` in, float32 `[batch, dim]`
         out (`tfrec-video convert-text-encoder` writes multilingual-e5-small
         so). Loaded in the candidate tower through `hub.KerasLayer`
         (`tfrec_video.towers.pretrained_title`) and exported with the model;
-        needed by `title_encoder` `"pretrained"` and `"both"`, not loaded with
+        used by `title_encoder` `"pretrained"` and `"both"`, not loaded with
         `"cnn"` (so one config compares the three by `title_encoder` alone).
         Checked when the model is built: a missing directory or a model that
         is not string -> `[batch, dim]` is a `ConfigError`.
@@ -210,10 +214,6 @@ class ModelConfig:
         if self.title_encoder not in TITLE_ENCODERS:
             raise ConfigError(f"ModelConfig.title_encoder must be one of {TITLE_ENCODERS}, got "
                               f"{shorten(self.title_encoder)}.")
-        if self.title_encoder != "cnn" and self.text_model is None:
-            raise ConfigError(f"ModelConfig.title_encoder={self.title_encoder!r} reads titles with a pretrained "
-                              "text encoder: set ModelConfig.text_model to its SavedModel directory or TF Hub "
-                              "handle (tfrec-video convert-text-encoder --out DIR writes one).")
         if not isinstance(self.fine_tune_text, bool):
             raise ConfigError(f"ModelConfig.fine_tune_text must be true or false, got {shorten(self.fine_tune_text)}.")
         if not self.title_conv_widths:

@@ -125,6 +125,11 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                                       f"_model is set, so the catalog needs a {column!r} column of raw bytes; it "
                                       f"has {sorted(catalog)}.")
         duration_stats = None if v.duration_log_mean is None else (v.duration_log_mean, v.duration_log_std)
+        if config.title_encoder != "cnn" and not (config.text_model or v.title_embedding_dim):
+            raise ConfigError(f"ModelConfig.title_encoder={config.title_encoder!r} needs a pretrained title vector: "
+                              "set ModelConfig.text_model to a text encoder's SavedModel directory or TF Hub handle "
+                              "(tfrec-video convert-text-encoder --out DIR writes one), or give the catalog a "
+                              "title_embedding column (tfrec-video embed --text-model DIR --titles CATALOG).")
         try:  # The only ConfigError a tower raises is the text model's (`towers.pretrained_title`).
             self.candidate_tower = CandidateTower(
                 self.video_embedding, v.title_tokens,

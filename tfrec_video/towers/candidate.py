@@ -77,10 +77,11 @@ class CandidateTower(EmbeddingTower):
         read raw `thumbnail` bytes through a TF Hub model instead of `image_embedding`.
       audio_encoder: optional `AudioEncoder` config: read raw `audio` (WAV) bytes
         instead of `audio_embedding`.
-      title_mode: `"cnn"` (the `TitleEncoder`), `"pretrained"` (`title_model`
-        only) or `"both"`.
-      title_model: `PretrainedTitleEncoder` config (`handle`, `trainable`, ...),
-        needed by the `"pretrained"` and `"both"` modes.
+      title_mode: `"cnn"` (the `TitleEncoder`), `"pretrained"` (no CNN: the
+        pretrained vector only) or `"both"`.
+      title_model: `PretrainedTitleEncoder` config (`handle`, `trainable`, ...):
+        the pretrained vector computed from the title in the graph. The
+        `"pretrained"` and `"both"` modes need it or `title_embedding_dim`.
       title_embedding_dim: length of a precomputed `title_embedding`, or None.
       title_pca: `fit_pca` statistics applied to `title_embedding` first.
       hidden_units: MLP widths.
@@ -101,15 +102,16 @@ class CandidateTower(EmbeddingTower):
         image_pca, audio_pca, title_pca = _plain(image_pca), _plain(audio_pca), _plain(title_pca)
         if title_mode not in TITLE_MODES:
             raise ValueError(f"CandidateTower: title_mode must be one of {TITLE_MODES}, got {title_mode!r}.")
-        if title_mode != "cnn" and not title_model:
-            raise ValueError(f"CandidateTower: title_mode={title_mode!r} needs title_model (the text encoder).")
+        if title_mode != "cnn" and not (title_model or title_embedding_dim):
+            raise ValueError(f"CandidateTower: title_mode={title_mode!r} needs title_model (the text encoder) or "
+                             "title_embedding_dim (a precomputed title_embedding).")
         self.video_embedding = video_embedding
         self.title_mode = title_mode
         title_width = int((title_options or {}).get("output_dim", TITLE_OUTPUT_DIM))
         self.title_encoder = (TitleEncoder(title_tokens, **(title_options or {}), name="title_encoder")
                               if title_mode != "pretrained" else None)
         self.pretrained_title = self.pretrained_title_projection = None
-        if title_mode != "cnn":
+        if title_model:
             self.pretrained_title = PretrainedTitleEncoder(**_encoder_kwargs(title_model), name="pretrained_title")
             self.pretrained_title_projection = tf.keras.layers.Dense(title_width, name="pretrained_title_projection")
         self.title_embedding_dim = title_embedding_dim
