@@ -16,12 +16,13 @@ popularity, duration) and so does the context:
   impressions (exposure follows preferences in part), plus a shrunk estimate of
   the user's click propensity from their training click-through rate;
 * `no_user`: no user information at all;
-* `fitted_history_profile`, `fitted_history_plus_train_profile`: the same information
-  (per-topic products of the profile and the video's true topics, the user's propensity,
-  popularity and context), with the weights learned by a logistic regression on the
-  validation split instead of taken from the generator. What that costs is small; what is
-  left between these rows and a trained model is the cost of learning the video topics
-  from content and the function's form from data.
+* `fitted_dot_*`, `fitted_per_topic_*`: the last two profiles' information (the profile
+  against the video's true topics, the user's propensity, popularity, context) with the
+  weights learned by a logistic regression on the validation split instead of taken from
+  the generator. `dot` keeps the generator's form (one weight for the profile · topics dot
+  product): it shows what learning a handful of weights costs. `per_topic` learns one weight a
+  topic (the profile ⊙ topics product), the freedom a learned model has, which must find from
+  data that every topic counts the same.
 
 It also gives the same two user profiles' Recall@100 over the whole catalog for
 the test clicks (`report.json`'s `oracle_recall@100` is the first).
@@ -53,10 +54,19 @@ def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _features(terms, video_unit, parts):
-    """A logistic regression's inputs: each profile times the video's true topics, per topic, and the known terms."""
+def _features(terms, video_unit, parts, form):
+    """A logistic regression's inputs: each profile against the video's true topics, and the known terms.
+
+    `form="dot"`: the profile's dot product with the topics, one column (the generator's form: one
+    scale for every topic). `"per_topic"`: their element-wise product, one column a topic.
+    """
     topics = video_unit[terms["videos"]]
-    columns = [terms[part] * topics if terms[part].ndim == 2 else terms[part][:, None] for part in parts]
+
+    def against_topics(profile):
+        product = profile * topics
+        return product.sum(axis=1, keepdims=True) if form == "dot" else product
+
+    columns = [against_topics(terms[part]) if terms[part].ndim == 2 else terms[part][:, None] for part in parts]
     known = [terms["zpop"][:, None], terms["context"][:, None], np.ones((len(topics), 1))]
     return np.concatenate(columns + known, axis=1)
 
@@ -134,10 +144,11 @@ def main(argv=None):
     # The same information with the weights *learned*: a logistic regression on the validation
     # impressions, whose profiles come from the history and the training split only.
     validation = split_terms(read_table_numpy(splits["validation"], schema, validate=False))
-    for name, parts in (("fitted_history_profile", ("history",)),
-                        ("fitted_history_plus_train_profile", ("history", "shown", "bias"))):
-        weights = _fit_logistic(_features(validation, video_unit, parts), validation["clicked"])
-        results[name] = auc(clicked, _features(terms, video_unit, parts) @ weights)
+    for name, parts in (("history_profile", ("history",)),
+                        ("history_plus_train_profile", ("history", "shown", "bias"))):
+        for form in ("dot", "per_topic"):
+            weights = _fit_logistic(_features(validation, video_unit, parts, form), validation["clicked"])
+            results[f"fitted_{form}_{name}"] = auc(clicked, _features(terms, video_unit, parts, form) @ weights)
     # The same question for retrieval: Recall@100 over the whole catalog for the test clicks, ranking
     # by the true click logit with the user's preferences exact (the oracle) or estimated as above.
     rows = np.flatnonzero(clicked)
