@@ -283,6 +283,21 @@ def test_target_attention_empty_history_is_zero_under_mixed_float16():
     np.testing.assert_array_equal(empty, np.zeros_like(empty))
 
 
+def test_grouped_targets_give_each_pairs_output_without_repeating_the_history():
+    """K candidates per user at once (serving) equal the same pairs one row each (training), also when
+    the grouped call is the layer's first (it builds the kernel it splits)."""
+    history, mask, _ = _history()
+    rng = np.random.default_rng(3)
+    targets = rng.normal(size=(4, 3, history.shape[-1])).astype(np.float32)
+    layer = TargetAttention(hidden_units=8)
+    grouped = layer(tf.constant(history), tf.constant(mask), tf.constant(targets)).numpy()
+    assert grouped.shape == (4, 3, history.shape[-1] + 3)
+    pairs = layer(tf.constant(np.repeat(history, 3, axis=0)), tf.constant(np.repeat(mask, 3, axis=0)),
+                  tf.constant(targets.reshape(12, -1))).numpy()
+    np.testing.assert_allclose(grouped.reshape(12, -1), pairs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(grouped[1], np.zeros_like(grouped[1]))  # the empty history
+
+
 def test_target_attention_config_round_trip():
     history, mask, target = _history()
     layer = TargetAttention(hidden_units=7, name="attention")

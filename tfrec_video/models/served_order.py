@@ -43,19 +43,41 @@ class ServedOrder:
                 parts.setdefault(name, []).append(value)
         return {name: tf.concat(values, axis=0) for name, values in parts.items()}
 
+    def embed_catalog_table(self, batch_size: int = 4096) -> tf.Tensor:
+        """`[catalog_table.size, embedding_dim]`: `embed_videos` of every row of the model's own
+        `CatalogTable` (row i is table row i + 1), what `encode_queries(catalog_embeddings=)` gathers
+        watched videos from when serving a catalog other than the table's."""
+        table = self.catalog_table
+        chunks = []
+        for start in range(1, table.size + 1, batch_size):
+            stop = min(start + batch_size, table.size + 1)
+            features = {name: value[start:stop] for name, value in table.values.items()}
+            features["video_id"] = table.ids[start:stop]
+            chunks.append(self.embed_videos(features, training=False))
+        return tf.concat(chunks, axis=0)
+
     def rank_candidates(self, query: Mapping[str, tf.Tensor], catalog_parts: Mapping[str, tf.Tensor],
                         rows: tf.Tensor) -> tf.Tensor:
         """Click logits `[batch, k]` of the catalog rows `rows` (`[batch, k]`) for each user of `query`.
 
-        `catalog_parts` is `encode_catalog`'s output without `embedding` (re-projected here from the
-        encodings of the k candidates, a small MLP, so serving keeps one copy of the catalog's embeddings:
-        the index's)."""
+        `catalog_parts` is `encode_catalog`'s output; its `embedding` may be the retrieval index itself
+        (serving keeps one copy of the catalog's embeddings). Without it, the k candidates' embeddings
+        are re-projected from their encodings (a small MLP)."""
         per_query = tf.shape(rows)[1]
         flat = tf.reshape(rows, [-1])
-        video = {name: tf.gather(values, flat) for name, values in catalog_parts.items() if name != "embedding"}
-        video["embedding"] = self.candidate_tower.project(video["encoding"], training=False)
+        video = {name: tf.gather(values, flat) for name, values in catalog_parts.items()}
+        if "embedding" not in video:
+            video["embedding"] = self.candidate_tower.project(video["encoding"], training=False)
+        per_user = ("history", "history_mask")
+        if self.target_attention is not None:
+            # Each user's watched videos against its k candidates at once, not repeated k times.
+            targets = video.get("target", video["embedding"])
+            grouped = tf.reshape(targets, tf.concat([tf.shape(rows), tf.shape(targets)[1:]], axis=0))
+            attention = self.target_attention(query["history"], query["history_mask"], grouped)
+            video["attention"] = tf.reshape(attention, [-1, attention.shape[-1]])
         logits = self.rank_logits_from_parts(
-            {name: tf.repeat(value, per_query, axis=0) for name, value in query.items()}, video, training=False)
+            {name: tf.repeat(value, per_query, axis=0) for name, value in query.items() if name not in per_user},
+            video, training=False)
         return tf.reshape(logits, tf.shape(rows))
 
     def list_order_scores(self, retrieval_scores: tf.Tensor, catalog_parts: Mapping[str, tf.Tensor],
@@ -72,7 +94,7 @@ class ServedOrder:
 
         Args:
           query: `encode_queries` of the users.
-          catalog_parts: `encode_catalog`'s output (its `embedding` is not read).
+          catalog_parts: `encode_catalog`'s output (`embedding` optional, see `rank_candidates`).
           retrieval_scores: `[batch, k]` retrieval scores of the candidates.
           rows: `[batch, k]` their catalog rows (the videos to leave out are already left out).
           n: the served list's length (`n <= k`).

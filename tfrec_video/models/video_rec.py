@@ -227,34 +227,64 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         return {name: (_CONTENT_DTYPES[name], [dims[name]] if dims.get(name) else [])
                 for name in self.video_feature_names if name != "video_id"}
 
-    def embed_queries(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
-        """L2-normalised query embeddings `[batch, embedding_dim]`."""
+    def embed_queries(self, features: Mapping[str, tf.Tensor], training=None,
+                      catalog_embeddings: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """L2-normalised query embeddings `[batch, embedding_dim]`. `catalog_embeddings`: see
+        `encode_queries`."""
         # Through __call__ (not encode/project) so Keras marks the tower built and saves it whole.
-        return self.query_tower(features, training=training,
-                                history_embeddings=self._history_embeddings(features, training=training))
+        history = self._history_embeddings(features, training=training, catalog_embeddings=catalog_embeddings)
+        return self.query_tower(features, training=training, history_embeddings=history)
 
     def embed_videos(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """L2-normalised video embeddings `[batch, embedding_dim]`."""
         return self.candidate_tower(features, training=training)
 
-    def _history_embeddings(self, features, training=None):
+    def _history_embeddings(self, features, training=None, catalog_embeddings=None):
         """Candidate-tower embeddings `[batch, length, dim]` of the watched videos, or None
-        when history is pooled over id embeddings (no catalog table)."""
+        when history is pooled over id embeddings (no catalog table).
+
+        With `catalog_embeddings` (`[catalog_table.size, dim]`, row i the candidate tower's embedding
+        of table row i + 1, frozen weights), the watched videos the table holds are gathered from it
+        and only the others are embedded from their (empty) content: the same values, without a
+        tokenizer and CNN pass per request. Padding (`""`) gets zeros; every reader masks it."""
         if self.catalog_table is None:
             return None
         history = features["history"]
         # Each distinct video is encoded once per batch: histories overlap heavily.
         unique_ids, position = tf.unique(tf.reshape(history, [-1]))
-        embedded = self.candidate_tower(self.catalog_table(unique_ids), training=training)
+        if catalog_embeddings is None:
+            embedded = self.candidate_tower(self.catalog_table(unique_ids), training=training)
+        else:
+            embedded = self._gathered_history(unique_ids, catalog_embeddings, training)
         shape = tf.concat([tf.shape(history), [self.config.embedding_dim]], axis=0)
         return tf.reshape(tf.gather(embedded, position), shape)
 
+    def _gathered_history(self, ids, catalog_embeddings, training):
+        """`[len(ids), dim]`: `catalog_embeddings` rows of the ids the table holds, the candidate tower
+        on the rest (run only when there is a rest), zeros for `""`."""
+        rows = self.catalog_table.lookup(ids)
+        known = rows > 0
+        gathered = tf.where(known[:, None], tf.gather(catalog_embeddings, tf.maximum(rows - 1, 0)),
+                            tf.zeros([1, self.config.embedding_dim], catalog_embeddings.dtype))
+        unknown = tf.where(tf.logical_and(tf.logical_not(known), tf.not_equal(ids, "")))
+        # An id the table lacks (a video newer than the model) still has its id bucket: embed it.
+        computed = tf.cond(
+            tf.size(unknown) > 0,
+            lambda: tf.cast(self.candidate_tower(self.catalog_table(tf.gather_nd(ids, unknown)), training=training),
+                            catalog_embeddings.dtype),
+            lambda: tf.zeros([0, self.config.embedding_dim], catalog_embeddings.dtype))
+        return tf.tensor_scatter_nd_update(gathered, unknown, computed)
 
-    def encode_queries(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+    def encode_queries(self, features: Mapping[str, tf.Tensor], training=None,
+                       catalog_embeddings: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
         """What the two stages need of users: `encoding` (the ranking head's user features), `embedding`
         (the retrieval query), and, when the ranking head uses them, the watched videos' embeddings
-        (`history`, `history_mask`) and the user's count row (`user_index`)."""
-        history = self._history_embeddings(features, training=training)
+        (`history`, `history_mask`) and the user's count row (`user_index`).
+
+        `catalog_embeddings` (serving): the candidate tower's embeddings of every `catalog_table` row,
+        precomputed with these weights (`embed_catalog_table`); watched videos are then gathered from
+        it rather than embedded from their content on every call. Same values."""
+        history = self._history_embeddings(features, training=training, catalog_embeddings=catalog_embeddings)
         encoding = self.query_tower.encode(features, training=training, history_embeddings=history)
         query = {"encoding": encoding, "embedding": self.query_tower.project(encoding, training=training)}
         if self.target_attention is not None:
@@ -299,15 +329,16 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                                clicked: Optional[tf.Tensor] = None) -> tf.Tensor:
         """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row.
 
-        `clicked` (training only) takes each row's own click out of the count features."""
+        `clicked` (training only) takes each row's own click out of the count features. `video` may hold
+        the target attention's output (`attention`) when the caller computed it per user (serving)."""
         dtype = self.ranking_head.compute_dtype  # the encodings' dtype; the embeddings are float32
         product = query["embedding"] * video["embedding"]
         # The retrieval score itself, not only its terms: an MLP sums 64 products only roughly, and the
         # fine order among retrieved candidates rests on it.
         parts = [query["encoding"], video["encoding"], product, tf.reduce_sum(product, axis=-1, keepdims=True)]
         if self.target_attention is not None:
-            parts.append(self.target_attention(query["history"], query["history_mask"],
-                                               video.get("target", video["embedding"])))
+            parts.append(video["attention"] if "attention" in video else self.target_attention(
+                query["history"], query["history_mask"], video.get("target", video["embedding"])))
         if self.user_click_counts is not None:
             parts.append(self.user_click_counts(query["user_index"], clicked=clicked))
             parts.append(self.video_click_counts(video["video_index"], clicked=clicked))
