@@ -25,7 +25,8 @@ and `embed_query` signatures are timed the same way, so the table shows where
 `recommend`'s time goes: recommend - retrieve is the ranking of the k candidates,
 retrieve - floor the query tower plus the seen-video mask.
 
-ratio = p50(recommend, batch 1, 100k) / p50(floor, batch 1, 100k); target <= 2.
+ratio = p50(recommend, batch 1, 100k) / p50(floor, batch 1, 100k) and ratio_batch_64, the same at
+batch 64; target <= 1.5 for both.
 
     python benchmarks/serving_latency.py [--quick] [--sizes 10000 100000 1000000]
 
@@ -53,7 +54,7 @@ from tfrec_video.serving.export import ServingModule
 WORDS = np.array(["cat", "kitten", "dog", "puppy", "football", "goal", "match", "cooking", "recipe", "pasta",
                   "guitar", "piano", "song", "travel", "beach", "mountain", "news", "review", "game", "speedrun",
                   "funny", "best", "how", "to", "make", "top", "ten", "live", "猫", "足球", "烹饪", "音乐"], object)
-TARGET_SIZE, TARGET_BATCH, TARGET = 100_000, 1, 2.0
+TARGET_SIZE, TARGET_BATCHES, TARGET = 100_000, (1, 64), 1.5
 
 
 def synthetic_catalog(n, image_dim, audio_dim, categories, rng):
@@ -195,7 +196,7 @@ def main(argv=None):
     args.reps_1 = args.reps_1 or (100 if args.quick else 200)
     args.reps_64 = args.reps_64 or (20 if args.quick else 50)
 
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()
     rng = np.random.default_rng(args.seed)
     results = {}
     for n in sizes:
@@ -209,16 +210,17 @@ def main(argv=None):
     key = lambda name, n, b: f"{name}/{n}/b{b}"  # noqa: E731
     p50s = {key(*k): round(v[0], 4) for k, v in results.items()}
     p99s = {key(*k): round(v[1], 4) for k, v in results.items()}
-    ratio = None
-    if ("recommend", TARGET_SIZE, TARGET_BATCH) in results:
-        ratio = (results[("recommend", TARGET_SIZE, TARGET_BATCH)][0]
-                 / results[("floor", TARGET_SIZE, TARGET_BATCH)][0])
+    ratios = {batch: round(results[("recommend", TARGET_SIZE, batch)][0] / results[("floor", TARGET_SIZE, batch)][0], 3)
+              for batch in TARGET_BATCHES if ("recommend", TARGET_SIZE, batch) in results}
     print(json.dumps({
-        "ratio": None if ratio is None else round(ratio, 3), "target": TARGET, "direction": "<=",
-        "catalog": TARGET_SIZE, "batch": TARGET_BATCH, "k": args.k, "n": args.n,
+        "ratio": ratios.get(1), "ratio_batch_64": ratios.get(64), "target": TARGET, "direction": "<=",
+        "met": bool(ratios) and all(r <= TARGET for r in ratios.values()),
+        "catalog": TARGET_SIZE, "batches": list(TARGET_BATCHES), "k": args.k, "n": args.n,
         "embedding_dim": args.embedding_dim, "history_content": args.history_content,
         "quick": args.quick, "sizes": sizes, "p50_ms": p50s, "p99_ms": p99s,
         "wall_s": round(time.perf_counter() - start, 1),
+        # 1-minute load average at the start and the end: how busy the machine was (2 cores here).
+        "load_average": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "tensorflow": tf.__version__,

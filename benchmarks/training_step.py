@@ -42,7 +42,9 @@ Each variant first trains `--warmup` steps (tracing). Then `--repeats`
 rounds, in which the variants take turns (each round starting with the next
 variant), each timing `--steps` steps of `model.fit` (from the end of a fit's
 first step to the end of its last, so fit's setup and the filling of the
-shuffle buffer are left out); the best round counts. ratio = ours / tutorial steps/s; target >= 1. The script also
+shuffle buffer are left out); the best round counts. The headline ratio = ours / tutorial_no_metrics
+steps/s, the same towers and batch without the tutorial's per-step metric (target >= 1.5);
+`ratio_against_tutorial_with_metrics` = ours / tutorial is the figure this script first reported. The script also
 times the pieces of one whole-catalog top-K for one batch of 1024 queries
 (`metric_parts_s`): the candidate tower over the catalog in batches of 4096
 (`embed_catalog`, what `RetrievalRecall` runs once per epoch), TFRS's
@@ -109,7 +111,7 @@ from tfrec_video.models import ModelConfig, VideoRecModel
 
 from synthetic import synthetic
 
-TARGET = 1.0
+TARGET = 1.5
 
 
 class TutorialModel(tfrs.Model):
@@ -125,10 +127,9 @@ class TutorialModel(tfrs.Model):
         super().__init__()
         self.config = twin.config
         self.metrics_in_training = metrics_in_training
+        self.twin = twin
         self.query_tower = twin.query_tower
         self.candidate_tower = twin.candidate_tower
-        self.catalog_table = twin.catalog_table
-        self.ranking_head = twin.ranking_head
         self.sampling_probability = twin._sampling_probability
         self.retrieval_task = tfrs.tasks.Retrieval(
             metrics=tfrs.metrics.FactorizedTopK(
@@ -140,16 +141,12 @@ class TutorialModel(tfrs.Model):
                      tf.keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")])
 
     def call(self, features, training=None):
-        history = features["history"]
-        unique_ids, position = tf.unique(tf.reshape(history, [-1]))
-        watched = self.candidate_tower(self.catalog_table(unique_ids), training=training)
-        watched = tf.reshape(tf.gather(watched, position),
-                             tf.concat([tf.shape(history), [self.config.embedding_dim]], axis=0))
-        qf = self.query_tower.encode(features, training=training, history_embeddings=watched)
-        q = self.query_tower.project(qf, training=training)
-        cf = self.candidate_tower.encode(features, training=training)
-        c = self.candidate_tower.project(cf, training=training)
-        return q, c, self.ranking_head(tf.concat([qf, cf, q * c], axis=-1), training=training)
+        # The twin's towers and ranking inputs (watched videos from their content, target attention,
+        # click counts), called on raw features as a tutorial model calls its towers.
+        query = self.twin.encode_queries(features, training=training)
+        video = self.twin.encode_videos(features, training=training, popularity=False)
+        logits = self.twin.rank_logits_from_parts(query, video, training=training)
+        return query["embedding"], video["embedding"], logits
 
     def compute_loss(self, features, training=False):
         clicked = tf.cast(features["clicked"], tf.float32)
@@ -286,8 +283,11 @@ def main():
     for name, rate in results.items():
         print(json.dumps({"variant": name, "steps_per_s": rate, "examples_per_s": round(rate * args.batch_size),
                           "ms_per_step": round(1000 / rate, 1)}), flush=True)
-    ratio = results["ours"] / results["tutorial"]
+    # The honest comparison is the headline: the tutorial's whole-catalog metric is what makes it slow, and
+    # nobody trains with it on; ours against the tutorial way without it measures the training step itself.
+    ratio = results["ours"] / results["tutorial_no_metrics"]
     print(json.dumps({"benchmark": "training_step", "ratio": round(ratio, 3), "target": TARGET, "direction": ">=",
+                      "ratio_against_tutorial_with_metrics": round(results["ours"] / results["tutorial"], 3),
                       "steps_per_s": results, "metric_parts_s": parts,
                       "batch_size": args.batch_size, "videos": args.videos, "rows": args.rows,
                       "machine": platform.machine(), "cpus": os.cpu_count()}))
