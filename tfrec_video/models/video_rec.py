@@ -229,8 +229,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
 
     def embed_queries(self, features: Mapping[str, tf.Tensor], training=None,
                       catalog_embeddings: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """L2-normalised query embeddings `[batch, embedding_dim]`. `catalog_embeddings`: see
-        `encode_queries`."""
+        """L2-normalised query embeddings `[batch, embedding_dim]` (`catalog_embeddings`: `encode_queries`)."""
         # Through __call__ (not encode/project) so Keras marks the tower built and saves it whole.
         history = self._history_embeddings(features, training=training, catalog_embeddings=catalog_embeddings)
         return self.query_tower(features, training=training, history_embeddings=history)
@@ -240,40 +239,17 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         return self.candidate_tower(features, training=training)
 
     def _history_embeddings(self, features, training=None, catalog_embeddings=None):
-        """Candidate-tower embeddings `[batch, length, dim]` of the watched videos, or None
-        when history is pooled over id embeddings (no catalog table).
-
-        With `catalog_embeddings` (`[catalog_table.size, dim]`, row i the candidate tower's embedding
-        of table row i + 1, frozen weights), the watched videos the table holds are gathered from it
-        and only the others are embedded from their (empty) content: the same values, without a
-        tokenizer and CNN pass per request. Padding (`""`) gets zeros; every reader masks it."""
+        """Candidate-tower embeddings `[batch, length, dim]` of the watched videos, or None when history
+        is pooled over id embeddings (no catalog table). `catalog_embeddings`: see `CatalogTable.embed`."""
         if self.catalog_table is None:
             return None
         history = features["history"]
         # Each distinct video is encoded once per batch: histories overlap heavily.
         unique_ids, position = tf.unique(tf.reshape(history, [-1]))
-        if catalog_embeddings is None:
-            embedded = self.candidate_tower(self.catalog_table(unique_ids), training=training)
-        else:
-            embedded = self._gathered_history(unique_ids, catalog_embeddings, training)
+        embedded = self.catalog_table.embed(
+            unique_ids, lambda content: self.candidate_tower(content, training=training), catalog_embeddings)
         shape = tf.concat([tf.shape(history), [self.config.embedding_dim]], axis=0)
         return tf.reshape(tf.gather(embedded, position), shape)
-
-    def _gathered_history(self, ids, catalog_embeddings, training):
-        """`[len(ids), dim]`: `catalog_embeddings` rows of the ids the table holds, the candidate tower
-        on the rest (run only when there is a rest), zeros for `""`."""
-        rows = self.catalog_table.lookup(ids)
-        known = rows > 0
-        gathered = tf.where(known[:, None], tf.gather(catalog_embeddings, tf.maximum(rows - 1, 0)),
-                            tf.zeros([1, self.config.embedding_dim], catalog_embeddings.dtype))
-        unknown = tf.where(tf.logical_and(tf.logical_not(known), tf.not_equal(ids, "")))
-        # An id the table lacks (a video newer than the model) still has its id bucket: embed it.
-        computed = tf.cond(
-            tf.size(unknown) > 0,
-            lambda: tf.cast(self.candidate_tower(self.catalog_table(tf.gather_nd(ids, unknown)), training=training),
-                            catalog_embeddings.dtype),
-            lambda: tf.zeros([0, self.config.embedding_dim], catalog_embeddings.dtype))
-        return tf.tensor_scatter_nd_update(gathered, unknown, computed)
 
     def encode_queries(self, features: Mapping[str, tf.Tensor], training=None,
                        catalog_embeddings: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:

@@ -28,7 +28,7 @@ Example:
 ([b'dog', b''], [1.0, 0.0])
 """
 
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -141,6 +141,31 @@ class CatalogTable(tf.keras.layers.Layer):
         out = {name: tf.gather(value, rows) for name, value in self.values.items()}
         out["video_id"] = ids
         return out
+
+    def embed(self, ids: tf.Tensor, encoder: Callable[[Dict[str, tf.Tensor]], tf.Tensor],
+              precomputed: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """`encoder(self(ids))` for 1-D `ids`: `[len(ids), dim]` embeddings of the videos' content.
+
+        Args:
+          ids: video ids, `[n]`.
+          encoder: content features (this layer's output) to embeddings, e.g. a candidate tower.
+          precomputed: optional `[size, dim]` encodings of this table's rows by the same `encoder`
+            (row i: table row i + 1), for when its weights are frozen (serving). The ids the table
+            holds are then gathered from it, the encoder runs only on the others (when there are
+            any: a video newer than the table still has its id), and `""` (padding) gets zeros.
+            The values are the same, without a tokenizer or CNN pass per id.
+        """
+        if precomputed is None:
+            return encoder(self(ids))
+        rows = self.lookup(ids)
+        known = rows > 0
+        zeros = tf.zeros([1, precomputed.shape[-1]], precomputed.dtype)
+        gathered = tf.where(known[:, None], tf.gather(precomputed, tf.maximum(rows - 1, 0)), zeros)
+        unknown = tf.where(tf.logical_and(tf.logical_not(known), tf.not_equal(ids, "")))
+        computed = tf.cond(tf.size(unknown) > 0,
+                           lambda: tf.cast(encoder(self(tf.gather_nd(ids, unknown))), precomputed.dtype),
+                           lambda: zeros[:0])
+        return tf.tensor_scatter_nd_update(gathered, unknown, computed)
 
     def get_config(self):
         config = super().get_config()
