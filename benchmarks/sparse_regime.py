@@ -92,7 +92,9 @@ def main() -> None:
     print(json.dumps({
         "ratio": loo["hr@10"] / best_plain if best_plain else None, "target": 1.0, "direction": "higher",
         "regime": args.regime, "overrides": overrides, "training_overrides": training_overrides, "epochs": args.epochs,
-        "val_recall_at_10": max(history.history.get("val_recall_at_10", [float("nan")])),
+        # The best epoch's whole-catalog validation recall, at the K head selection used (its log key).
+        "validation_recall": {key: round(max(values), 4) for key, values in history.history.items()
+                              if key.startswith("val_recall_at_")},
         "loo": loo,
         "auc": report["ranking"]["auc"], "recall@100": report["retrieval"]["recall@100"],
         "cold_recall@100": report["cold_start"]["recall@100"], "serving_hr@10": report["serving"]["hr@10"],
