@@ -84,7 +84,7 @@ def test_history_is_embedded_from_the_watched_videos_content(data):
     changed["title"][3] = "football goal 足球"
     changed["image_embedding"] = catalog["image_embedding"].copy()
     changed["image_embedding"][3] *= -3.0
-    model.catalog_table.set_catalog(changed)
+    model.fill_catalog_table(changed)  # the table holds the prepared columns too
     after = model.embed_queries(batch).numpy()
     assert np.abs(after - before).max() > 1e-3
     # A user who watched something else is unaffected.

@@ -88,12 +88,14 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         keeps the catalog's content features in a `CatalogTable` so that watched
         videos are embedded from their content. `CATALOG_FROM_WEIGHTS` leaves the
         table to be filled by restoring weights (what `from_config` does).
+      prepared_catalog: the table also holds each video's title tokens and PCA projections, computed
+        once, not per watched video per step (`CandidateTower.prepared_columns`); False for older models.
 
     Raises:
       ConfigError: the model needs the catalog and none was given.
     """
 
-    def __init__(self, config: ModelConfig, vocabularies: Vocabularies, catalog=None, **kwargs):
+    def __init__(self, config: ModelConfig, vocabularies: Vocabularies, catalog=None, prepared_catalog=True, **kwargs):
         # Raw features reach the towers uncast: each is cast by the layer that reads it (see EmbeddingTower).
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
@@ -104,6 +106,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         # `config` as given ("auto" fields and all) is what get_config saves; the model is built from the
         # resolved one, which the same vocabularies always give back.
         self.given_config = config
+        self.prepared_catalog = bool(prepared_catalog)
         config, data_rules = resolve_data_rules(config, vocabularies)
         self.data_rules = untracked(data_rules)  # plain JSON for report.json, no variables
         self.config = config
@@ -152,9 +155,10 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                     "so the model needs the catalog: VideoRecModel(config, vocabularies, catalog=catalog). "
                     "Pass history_content=False to pool history over id embeddings only.")
             size = v.catalog_size or (len(catalog["video_id"]) if not isinstance(catalog, str) else 0)
-            self.catalog_table = CatalogTable(size, self.content_columns, name="catalog_table")
+            self.catalog_table = CatalogTable(size, dict(self.content_columns, **(
+                self.candidate_tower.prepared_columns if self.prepared_catalog else {})), name="catalog_table")
             if not isinstance(catalog, str):
-                self.catalog_table.set_catalog(catalog)
+                self.fill_catalog_table(catalog)
         # Without a ranking loss the head is not trained, and its L2 penalty must not move it either.
         self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, dropout=config.ranking_dropout,
                                         l2=config.ranking_l2 if config.ranking_weight > 0 else 0.0,
@@ -255,11 +259,8 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                        catalog_embeddings: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
         """What the two stages need of users: `encoding` (the ranking head's user features), `embedding`
         (the retrieval query), and, when the ranking head uses them, the watched videos' embeddings
-        (`history`, `history_mask`) and the user's count row (`user_index`).
-
-        `catalog_embeddings` (serving): the candidate tower's embeddings of every `catalog_table` row,
-        precomputed with these weights (`embed_catalog_table`); watched videos are then gathered from
-        it rather than embedded from their content on every call. Same values."""
+        (`history`, `history_mask`) and the user's count row (`user_index`). `catalog_embeddings`
+        (serving): `embed_catalog_table()`, watched videos gathered from it (`CatalogTable.embed`)."""
         history = self._history_embeddings(features, training=training, catalog_embeddings=catalog_embeddings)
         encoding = self.query_tower.encode(features, training=training, history_embeddings=history)
         query = {"encoding": encoding, "embedding": self.query_tower.project(encoding, training=training)}
@@ -440,9 +441,10 @@ class VideoRecModel(ServedOrder, tfrs.Model):
 
     # -- serialisation ----------------------------------------------------------------------------
     def get_config(self):
-        return {"config": self.given_config.to_dict(), "vocabularies": self.vocabularies.to_dict()}
+        return {"config": self.given_config.to_dict(), "vocabularies": self.vocabularies.to_dict(),
+                "prepared_catalog": self.prepared_catalog}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(ModelConfig.from_dict(config["config"]), Vocabularies.from_dict(config["vocabularies"]),
-                   catalog=CATALOG_FROM_WEIGHTS)
+                   catalog=CATALOG_FROM_WEIGHTS, prepared_catalog=config.get("prepared_catalog", False))

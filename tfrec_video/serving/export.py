@@ -235,7 +235,7 @@ class ServingModule(tf.Module):
         # of the table is its "unknown video" row, so catalog row i is table row i + 1. The model's
         # own table (history_content) serves when it holds this very catalog: one copy, not two.
         table = getattr(model, "catalog_table", None)
-        if table is not None and table.holds(catalog):
+        if table is not None and table.holds(model.table_catalog(catalog)):
             self.catalog = table
         else:
             self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")

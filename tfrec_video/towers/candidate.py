@@ -40,8 +40,9 @@ Example:
 TensorShape([2, 4])
 """
 
-from typing import Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tfrec_video.towers.embedding_tower import EmbeddingTower
@@ -150,6 +151,39 @@ class CandidateTower(EmbeddingTower):
                             hidden_units=list(hidden_units), output_dim=output_dim, dropout=dropout))
 
     @property
+    def prepared_columns(self) -> Dict[str, Tuple[str, List[int]]]:
+        """`{name: (dtype, shape)}` of what the tower computes from a video's content before any weight:
+        the title's WordPiece tokens and the fixed PCA projections of the precomputed vectors. Constant
+        per video, so a `CatalogTable` holds them (`prepare_catalog`) and watched videos are neither
+        tokenized nor projected again at every training step; `encode` reads them when given."""
+        columns = {}
+        if self.title_encoder is not None:
+            columns["title_tokens"] = ("int32", [self.title_encoder.sequence_length])
+        for name, pca in self._pca_inputs():
+            columns[f"{name}_components"] = ("float32", [pca.num_components])
+        return columns
+
+    def _pca_inputs(self):
+        candidates = (("image_embedding", self.image_pca), ("audio_embedding", self.audio_pca),
+                      ("title_embedding", self.title_embedding_pca))
+        return [(name, pca) for name, pca in candidates if pca is not None]
+
+    def prepare_catalog(self, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> Dict[str, np.ndarray]:
+        """`catalog` (column arrays) with its `prepared_columns` added, computed in chunks."""
+        columns = self.prepared_columns
+        chunks: Dict[str, list] = {name: [] for name in columns}
+        for start in range(0, len(catalog["video_id"]), batch_size):
+            if self.title_encoder is not None:
+                titles = tf.constant(np.asarray(catalog["title"][start:start + batch_size], object))
+                chunks["title_tokens"].append(self.title_encoder.tokenize(titles).numpy())
+            for name, pca in self._pca_inputs():
+                chunks[f"{name}_components"].append(pca(np.asarray(catalog[name][start:start + batch_size])).numpy())
+        prepared = dict(catalog)
+        for name, (dtype, shape) in columns.items():
+            prepared[name] = np.concatenate(chunks[name]) if chunks[name] else np.zeros([0] + shape, dtype)
+        return prepared
+
+    @property
     def input_names(self):
         names = ["video_id", "title"]
         if self.category_embedding is not None:
@@ -168,7 +202,8 @@ class CandidateTower(EmbeddingTower):
         """The concatenated video features, before the MLP."""
         parts = [self.video_embedding(features["video_id"], training=training)]
         if self.title_encoder is not None:
-            parts.append(self.title_encoder(features["title"]))
+            parts.append(self.title_encoder.encode_tokens(features["title_tokens"]) if "title_tokens" in features
+                         else self.title_encoder(features["title"]))
         if self.pretrained_title is not None:
             parts.append(self.pretrained_title_projection(self.pretrained_title(features["title"], training=training)))
         if self.category_embedding is not None:
@@ -185,6 +220,8 @@ class CandidateTower(EmbeddingTower):
                 continue
             if encoder is not None:
                 x = encoder(features[raw], training=training)
+            elif f"{name}_components" in features and pca is not None:
+                x = tf.cast(features[f"{name}_components"], tf.float32)
             else:
                 x = tf.cast(features[name], tf.float32)
                 x = pca(x) if pca is not None else x

@@ -70,8 +70,12 @@ class CatalogTable(tf.keras.layers.Layer):
     def _fingerprint(ids):
         return tf.strings.to_hash_bucket_fast(ids, 2**63 - 1)
 
-    def set_catalog(self, catalog: Mapping[str, np.ndarray]) -> None:
+    def set_catalog(self, catalog: Mapping[str, np.ndarray],
+                    unknown: Optional[Mapping[str, np.ndarray]] = None) -> None:
         """Fills the table from catalog column arrays (`video_id` plus every column).
+
+        `unknown` optionally gives row 0 (what an id not in the table looks up to) of some columns, where
+        an empty value is not `""` or 0, e.g. a projection of the zero vector.
 
         Raises:
           DataValidationError: a `video_id` appears twice (named with both rows;
@@ -94,6 +98,8 @@ class CatalogTable(tf.keras.layers.Layer):
                 raise ValueError(f"CatalogTable {self.name}: column {name!r} has shape {list(column.shape)}, "
                                  f"expected {[self.size] + shape}.")
             empty = self.values[name][:1]
+            if unknown is not None and name in unknown:
+                empty = tf.constant(np.asarray(unknown[name]).astype(object if dtype == "string" else dtype)[None])
             self.values[name].assign(tf.concat([empty, tf.constant(column.astype(object) if dtype == "string"
                                                                    else column.astype(dtype))], axis=0))
         self.ids.assign(np.concatenate([[""], ids]).astype(object))

@@ -78,7 +78,12 @@ class TitleEncoder(tf.keras.layers.Layer):
         return tf.cast(self.tokenizer(titles), tf.int32)
 
     def call(self, titles: tf.Tensor) -> tf.Tensor:
-        ids = self.tokenize(tf.reshape(titles, [-1]))
+        return self.encode_tokens(self.tokenize(tf.reshape(titles, [-1])))
+
+    def encode_tokens(self, ids: tf.Tensor) -> tf.Tensor:
+        """`call` on titles tokenized already (`tokenize`'s output): a catalog's titles are constants,
+        so a `CatalogTable` can hold their tokens instead of tokenizing them again at every step."""
+        ids = tf.cast(ids, tf.int32)
         mask = tf.cast(tf.not_equal(ids, 0), self.compute_dtype)[:, :, None]
         tokens = self.token_embedding(ids)
         pooled = [tf.reduce_max(conv(tokens) * mask, axis=1) for conv in self.convolutions]
