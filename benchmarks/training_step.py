@@ -272,8 +272,9 @@ def main():
         twin = VideoRecModel(config, vocabularies, catalog=catalog, prepared_catalog=False)
         twin.rank_logits(probe, training=False)  # builds the towers
         # By object path: the twin's table lacks only ours' prepared columns.
-        tf.train.Checkpoint(model=twin).read(tf.train.Checkpoint(model=ours).write(
-            os.path.join(tempfile.mkdtemp(prefix="training_step_"), "weights"))).expect_partial()
+        with tempfile.TemporaryDirectory(prefix="training_step_") as weights:
+            tf.train.Checkpoint(model=twin).read(
+                tf.train.Checkpoint(model=ours).write(os.path.join(weights, "weights"))).expect_partial()
         model = TutorialModel(twin, candidates, metrics_in_training)
         model.compile(tf.keras.optimizers.Adam(config.learning_rate))
         logits = model(probe, training=False)[2].numpy()

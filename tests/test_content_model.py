@@ -236,6 +236,9 @@ def test_catalog_table_holds_only_the_same_catalog():
         assert not table.holds(other, chunk=2), name
     assert not table.holds({k: v[:2] for k, v in catalog.items()})
     assert not table.holds({k: v for k, v in catalog.items() if k != "title"})
+    # Limited to some columns, only those are compared (and only those need be given).
+    assert table.holds({k: v for k, v in catalog.items() if k != "title"}, columns=["duration_s"])
+    assert not table.holds(dict(catalog, duration_s=np.array([1.0, 2.0, 3.5], np.float32)), columns=["duration_s"])
 
 
 def test_vocabularies_and_configs_are_not_walked_by_keras_tracking(data):

@@ -54,6 +54,23 @@ def test_prepared_content_embeds_watched_videos_as_the_raw_content_does(tmp_path
     np.testing.assert_allclose(model.embed_queries(features).numpy(), raw.embed_queries(features).numpy(), atol=1e-5)
 
 
+def test_watched_videos_are_embedded_from_the_prepared_columns_not_the_raw_ones():
+    """Training reads the held tokens and projections: changing them (and only them) changes the
+    watched videos' embeddings."""
+    model, _, impressions = _model()
+    features = {"history": tf.constant(impressions["history"][:32])}
+    before = model._history_embeddings(features, training=False).numpy()
+    for name in ("title_tokens", "image_embedding_components"):
+        variable = model.catalog_table.values[name]
+        kept = variable.numpy()
+        variable.assign(np.zeros_like(kept))
+        try:
+            after = model._history_embeddings(features, training=False).numpy()
+        finally:
+            variable.assign(kept)
+        assert np.abs(after - before).max() > 1e-3, name
+
+
 def test_a_model_saved_before_prepared_columns_still_loads(tmp_path):
     """model.json without `prepared_catalog` (every model saved before it) rebuilds the table as it was."""
     catalog, impressions = toy_data(n_rows=256)

@@ -43,23 +43,18 @@ class ServedOrder:
                 parts.setdefault(name, []).append(value)
         return {name: tf.concat(values, axis=0) for name, values in parts.items()}
 
-    def table_catalog(self, catalog: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        """What the model's `CatalogTable` holds for `catalog`: its columns, plus the prepared ones
-        (title tokens, PCA projections) when the model prepares its catalog."""
-        if self.prepared_catalog:
-            return self.candidate_tower.prepare_catalog(catalog)
-        return catalog
-
     def fill_catalog_table(self, catalog: Mapping[str, np.ndarray]) -> None:
-        """Fills `catalog_table` with `table_catalog(catalog)`. With prepared columns, its unknown-video row
+        """Fills `catalog_table` with `catalog` (column arrays), plus, when the model prepares its catalog,
+        the tower's `prepare_catalog` columns (title tokens, PCA projections). Their unknown-video row
         holds what an empty video prepares to (the PCA of a zero vector is not zero)."""
         unknown = None
         if self.prepared_catalog:
-            empty = {name: np.full([1] + shape, "", object) if dtype == "string" else np.zeros([1] + shape, dtype)
-                     for name, (dtype, shape) in self.content_columns.items()}
+            # The table's own unknown-video row of the content ("" and zeros), prepared.
+            empty = {name: self.catalog_table.values[name][:1].numpy() for name in self.content_columns}
             prepared = self.candidate_tower.prepare_catalog(dict(empty, video_id=np.array([""], object)))
             unknown = {name: prepared[name][0] for name in self.candidate_tower.prepared_columns}
-        self.catalog_table.set_catalog(self.table_catalog(catalog), unknown=unknown)
+            catalog = self.candidate_tower.prepare_catalog(catalog)
+        self.catalog_table.set_catalog(catalog, unknown=unknown)
 
     def embed_catalog_table(self, batch_size: int = 4096) -> tf.Tensor:
         """`[catalog_table.size, embedding_dim]`: `embed_videos` of every row of the model's own

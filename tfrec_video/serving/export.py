@@ -233,9 +233,10 @@ class ServingModule(tf.Module):
         self.video_names = list(model.video_feature_names)
         # Variables, not constants (a large catalog would overflow the 2 GB GraphDef limit); row 0
         # of the table is its "unknown video" row, so catalog row i is table row i + 1. The model's
-        # own table (history_content) serves when it holds this very catalog: one copy, not two.
+        # own table (history_content) serves when it holds this very catalog: one copy, not two. Its prepared
+        # columns (tokens, projections) follow from the content, so the content alone is compared.
         table = getattr(model, "catalog_table", None)
-        if table is not None and table.holds(model.table_catalog(catalog)):
+        if table is not None and table.holds(catalog, columns=list(model.content_columns)):
             self.catalog = table
         else:
             self.catalog = CatalogTable(num_videos, model.content_columns, name="serving_catalog")

@@ -108,18 +108,22 @@ class CatalogTable(tf.keras.layers.Layer):
         self.fingerprints.assign(fingerprints[order])
         self.fingerprint_rows.assign(order.astype(np.int64) + 1)
 
-    def holds(self, catalog: Mapping[str, np.ndarray], chunk: int = 1 << 16) -> bool:
+    def holds(self, catalog: Mapping[str, np.ndarray], chunk: int = 1 << 16,
+              columns: Optional[Sequence[str]] = None) -> bool:
         """Whether the table holds exactly `catalog` (same ids in the same order, same columns and values).
 
-        Compared in chunks of rows, so a 1M-video table is never copied out whole.
+        Compared in chunks of rows, so a 1M-video table is never copied out whole. `columns` limits the
+        comparison to those columns (default: all), e.g. to the raw content when the others are derived
+        from it.
         """
+        compared = {name: self.columns[name] for name in (self.columns if columns is None else columns)}
         if "video_id" not in catalog or len(catalog["video_id"]) != self.size:
             return False
         if any(name not in catalog or list(np.shape(catalog[name])) != [self.size] + shape
-               for name, (_, shape) in self.columns.items()):
+               for name, (_, shape) in compared.items()):
             return False
         pairs = [(self.ids, catalog["video_id"], "string")] + [
-            (self.values[name], catalog[name], dtype) for name, (dtype, _) in self.columns.items()]
+            (self.values[name], catalog[name], dtype) for name, (dtype, _) in compared.items()]
         for variable, column, dtype in pairs:
             for start in range(0, self.size, chunk):
                 part = np.asarray(column[start:start + chunk])
