@@ -133,7 +133,7 @@ def bench_size(n, args, rng):
         t_export = time.perf_counter() - t0 - t_train
         # The same catalog embedding matrix the export's retrieval scores.
         candidates = getattr(module, "catalog_embedding", None)
-        if candidates is not None and tuple(candidates.shape) == (n, args.embedding_dim):
+        if candidates is not None and tuple(tf.shape(candidates).numpy()) == (n, args.embedding_dim):
             matrix = tf.constant(candidates.numpy())
         else:
             matrix = tf.concat([module.embed_video(**{k: tf.constant(np.asarray(catalog[k])[s:s + 4096])

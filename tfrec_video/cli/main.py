@@ -6,6 +6,8 @@
     tfrec-video embed ...          embed raw thumbnails and audio with pretrained models (resumable)
     tfrec-video evaluate ...       evaluate an exported SavedModel on test impressions (report.json)
     tfrec-video export ...         turn a saved model (save_model) into a servable SavedModel version
+    tfrec-video refresh-catalog --export DIR --catalog F
+                                   the next version of an export, serving a new catalog (same weights)
     tfrec-video generate-data ...  write the built-in dataset to a directory
     tfrec-video convert-text-encoder --out DIR
                                    turn the pretrained multilingual-e5-small weights into a TF SavedModel
@@ -27,13 +29,14 @@ def _quiet_tensorflow():
 def build_parser() -> argparse.ArgumentParser:
     """The `tfrec-video` parser: one sub-command per module of `tfrec_video.cli`."""
     # Imported here, after main() has quieted TensorFlow's start-up logging: the commands import TF.
-    from tfrec_video.cli import (convert_text_encoder, embed, evaluate, export, generate_data, quickstart, train,
-                                 tune)
+    from tfrec_video.cli import (convert_text_encoder, embed, evaluate, export, generate_data, quickstart,
+                                 refresh_catalog, train, tune)
 
     parser = argparse.ArgumentParser(prog="tfrec-video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (quickstart, train, tune, embed, evaluate, export, generate_data, convert_text_encoder):
+    for command in (quickstart, train, tune, embed, evaluate, export, refresh_catalog, generate_data,
+                    convert_text_encoder):
         command.add_cli(subparsers)
     return parser
 

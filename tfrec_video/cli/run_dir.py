@@ -316,6 +316,9 @@ def training_fingerprint(config, data: Dict) -> Dict:
     values["callbacks"] = {k: v for k, v in values["callbacks"].items() if k not in _LOGGING_CALLBACKS}
     values["version"] = __version__
     values["files"] = {name: _file_stats(data.get(name)) for name in ("catalog", "train", "validation", "embeddings")}
+    if config.warm_start_from is not None:  # the parent model: retrained in place, it is another start
+        parent = os.path.join(config.warm_start_from, "model.json")
+        values["files"]["warm_start_from"] = [parent, os.stat(parent).st_mtime_ns] if os.path.exists(parent) else None
     return json.loads(json.dumps(values))
 
 

@@ -273,6 +273,8 @@ def _run_locked(config: RunConfig, strategy, chief: bool, verbose: int, extra_ca
         "replicas": int(strategy.num_replicas_in_sync), "strategy": config.strategy,
         "selection": trained["selection"], "calibration": trained["calibration"],
         "list_blend": trained["list_blend"],
+        # What a warm start kept or refreshed and what it merged (None from scratch), and the model's lineage.
+        "warm_start": trained.get("warm_start"), "lineage": trained.get("lineage"),
     }
     # The "auto" fields of ModelConfig as the data decided them, and the data shape the rules read.
     report["model_defaults"] = getattr(model, "data_rules", None)
@@ -352,7 +354,8 @@ def _trained_model(config: RunConfig, data: dict, catalog, strategy, chief: bool
     model, keras_history = fit_model(catalog, data["train"], data["impressions_schema"], config.model,
                                      config.training, validation_paths=data["validation"], callbacks=callbacks,
                                      verbose=verbose, strategy=strategy, served_k=config.export.k,
-                                     served_n=config.export.n)
+                                     served_n=config.export.n, warm_start_from=config.warm_start_from,
+                                     warm_start=config.warm_start)
     train_s = round(time.time() - t, 1)
     if chief and os.path.isdir(backup) and not os.listdir(backup):
         os.rmdir(backup)  # BackupAndRestore empties it when training finishes
@@ -366,6 +369,8 @@ def _trained_model(config: RunConfig, data: dict, catalog, strategy, chief: bool
         "selection": getattr(keras_history, "selection", None),
         "calibration": getattr(keras_history, "calibration", None),
         "list_blend": getattr(keras_history, "list_blend", None),
+        "warm_start": getattr(keras_history, "warm_start", None),
+        "lineage": getattr(model, "lineage", None),
     }
     # Every worker saves and exports (a save all-reduces sync-on-read variables); only the chief's
     # copies land in output_dir and export.dir, the others go to temporary dirs (`worker_dir`).
@@ -389,6 +394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--mixed-precision", action="store_true", default=None,
                         help="compute in float16 (losses and the click sigmoid stay float32)")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--warm-start-from", metavar="MODEL_DIR",
+                        help="start from this saved model (an earlier run's output_dir/model) and train on the "
+                             "new data only: vocabularies grow, weights are copied (warm_start_from)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="0 silent, 1 progress bar (default), 2 one line per epoch")
     parser.set_defaults(func=run_cli)
@@ -400,8 +408,10 @@ def config_from_args(args) -> RunConfig:
     overrides: List[str] = list(args.overrides)
     for flag, key in (("output_dir", "output_dir"), ("epochs", "training.epochs"),
                       ("batch_size", "training.batch_size"), ("strategy", "strategy"),
-                      ("mixed_precision", "training.mixed_precision")):
+                      ("mixed_precision", "training.mixed_precision"), ("warm_start_from", "warm_start_from")):
         value = getattr(args, flag)
+        if flag == "warm_start_from" and value is not None:
+            value = os.path.abspath(value)  # a flag's path is the shell's, not relative to the config file
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.no_export:

@@ -228,12 +228,17 @@ def catalog_schema(image_dim: Optional[int] = 1024, audio_dim: Optional[int] = 1
     )
 
 
-def impressions_schema(history_length: int = 20) -> TableSchema:
+def impressions_schema(history_length: int = 20, day: bool = False) -> TableSchema:
     """The impressions table: one row per (user, video) shown.
 
     Args:
       history_length: the most history entries a row may hold; longer rows are
         rejected, shorter ones are padded with `""`.
+      day: add the optional `day` feature (an impression's day of the time
+        window, from 0), which the built-in dataset's one-table-a-day files
+        hold (`BuiltinConfig.days`, `tfrec_video.datasets.builtin.day_files`).
+        Off by default, so that a `day` column stays an unknown column to
+        every other table.
 
     Returns:
       A `TableSchema`. `user_id`, `video_id` and `clicked` are required.
@@ -252,7 +257,8 @@ def impressions_schema(history_length: int = 20) -> TableSchema:
             Feature("clicked", "int64", required=True, role="label", description="1 if clicked, else 0",
                     min_value=0, max_value=1),
             Feature("timestamp", "int64", role="time", description="seconds since the epoch"),
-        ),
+        ) + ((Feature("day", "int64", role="time", description="day of the data's time window, from 0",
+                      min_value=0),) if day else ()),
     )
 
 

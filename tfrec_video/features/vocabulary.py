@@ -79,6 +79,14 @@ class Vocabularies:
       title_embedding_dim: length of the catalog's `title_embedding` (a
         pretrained text encoder's vector of the title), or None when absent.
       title_pca: `fit_pca` statistics of `title_embedding`, or None.
+      window: how many data windows the model was warm-started over: 0 for one
+        trained from scratch (`tfrec_video.features.vocabulary_merge`).
+      user_last_window: the last window each of `user_ids` was seen in (None: all
+        in `window`), which `"recency"` eviction reads.
+      video_last_window: the same for `video_ids`.
+      video_window_counts: impressions of each of `video_ids` in the latest window
+        alone (None: `video_counts`). A warm-started model trains on that window's
+        batches, so its logQ correction reads these, whatever `video_counts` keeps.
     """
 
     user_ids: List[str]
@@ -105,10 +113,16 @@ class Vocabularies:
     data_shape: Optional[dict] = None
     title_embedding_dim: Optional[int] = None
     title_pca: Optional[dict] = None
+    window: int = 0
+    user_last_window: Optional[List[int]] = None
+    video_last_window: Optional[List[int]] = None
+    video_window_counts: Optional[List[int]] = None
 
     def __post_init__(self):
         for ids, name in (("video_ids", "video_counts"), ("video_ids", "video_clicks"),
-                          ("user_ids", "user_impressions"), ("user_ids", "user_clicks")):
+                          ("user_ids", "user_impressions"), ("user_ids", "user_clicks"),
+                          ("user_ids", "user_last_window"), ("video_ids", "video_last_window"),
+                          ("video_ids", "video_window_counts")):
             values = getattr(self, name)
             if values is not None and len(values) != len(getattr(self, ids)):
                 raise ValueError(f"Vocabularies: {len(getattr(self, ids))} {ids} but {len(values)} {name}.")
@@ -125,8 +139,10 @@ class Vocabularies:
         return cls(**dict(d))
 
     def candidate_sampling_probabilities(self) -> np.ndarray:
-        """Probability that each of `video_ids` is a given in-batch candidate."""
-        counts = np.asarray(self.video_counts, np.float64)
+        """Probability that each of `video_ids` is a given in-batch candidate (of the batches of the
+        latest window: `video_window_counts` when set)."""
+        counts = np.asarray(self.video_counts if self.video_window_counts is None else self.video_window_counts,
+                            np.float64)
         total = counts.sum()
         return (counts / total).astype(np.float32) if total > 0 else counts.astype(np.float32)
 
@@ -239,6 +255,8 @@ def adapt(
     media_components: int = 16,
     check_catalog: bool = False,
     progress: bool = False,
+    title_tokens: Optional[List[str]] = None,
+    pca: Optional[Mapping[str, Optional[dict]]] = None,
 ) -> Vocabularies:
     """Learns `Vocabularies` from the catalog and the training impressions.
 
@@ -257,6 +275,10 @@ def adapt(
         then finds the file and row with `check_ids_in_catalog`.
       progress: show a progress bar (tqdm, on stderr) of the rows read: on a
         large table this pass takes a while.
+      title_tokens: a WordPiece vocabulary to keep instead of learning one (a
+        warm start keeps its parent's, `tfrec_video.training.warm_start`).
+      pca: `{"image_embedding": stats, "audio_embedding": ..., "title_embedding": ...}`
+        to keep instead of fitting them; a name it lacks is fitted.
 
     Returns:
       A `Vocabularies`.
@@ -325,6 +347,12 @@ def adapt(
         return int(np.asarray(catalog[name]).shape[-1]) if name in catalog else None
 
     user_ids = _ranked(users, max_users)
+
+    def fitted(name):
+        if name not in catalog:
+            return None
+        return pca[name] if pca is not None and name in pca else fit_pca(catalog[name], media_components)
+
     optional = [name for name in ("category", "duration_s", "image_embedding", "audio_embedding", "title_embedding",
                                   "thumbnail", "audio") if name in catalog]
     optional += [name for name, present in (("history", history_length is not None), ("hour", has_hour),
@@ -352,7 +380,8 @@ def adapt(
         user_ids=user_ids,
         video_ids=video_ids,
         video_counts=[int(videos[v]) for v in video_ids],
-        title_tokens=learn_title_vocabulary(as_strings(catalog["title"]), title_vocabulary_size),
+        title_tokens=(list(title_tokens) if title_tokens is not None else
+                      learn_title_vocabulary(as_strings(catalog["title"]), title_vocabulary_size)),
         categories=categories,
         devices=_ranked(devices, None) if has_device else None,
         duration_log_mean=duration_mean,
@@ -361,11 +390,11 @@ def adapt(
         audio_dim=dim("audio_embedding"),
         history_length=history_length,
         has_hour=has_hour,
-        image_pca=fit_pca(catalog["image_embedding"], media_components) if "image_embedding" in catalog else None,
-        audio_pca=fit_pca(catalog["audio_embedding"], media_components) if "audio_embedding" in catalog else None,
+        image_pca=fitted("image_embedding"),
+        audio_pca=fitted("audio_embedding"),
         catalog_size=int(len(catalog["video_id"])),
         data_shape=shape,
         title_embedding_dim=dim("title_embedding"),
-        title_pca=fit_pca(catalog["title_embedding"], media_components) if "title_embedding" in catalog else None,
+        title_pca=fitted("title_embedding"),
         **counts,
     )

@@ -1,13 +1,18 @@
 """Saving and loading a trained `VideoRecModel`: its config as JSON, its weights as a TF checkpoint.
 
     model_dir/
-      model.json        {"format": ..., "class": "VideoRecModel", "config": model.get_config()}
+      model.json        {"format": ..., "class": "VideoRecModel", "config": model.get_config(),
+                         "lineage": model.lineage}
       weights.index     a `tf.train.Checkpoint(model=model)` (every variable, the
       weights.data-*    in-graph catalog table included)
 
 This is the training-side artifact (what `tfrec-video export` turns into a
 servable SavedModel); the SavedModel under `saved_models/` is the serving-side
 one. JSON, not pickle: loading a model directory never executes code from it.
+`lineage` (set by `fit_model`) says where the model comes from: its id, its
+generation, its parent model when it was warm-started
+(`tfrec_video.training.warm_start`) and the data windows of every generation;
+`load_model` gives it back as `model.lineage` (None for models saved without).
 `load_model` rebuilds the model from its config, runs it once on a dummy batch
 so that every variable exists, and restores the checkpoint, failing loudly if
 any variable is missing.
@@ -34,6 +39,7 @@ import tensorflow as tf
 from tfrec_video.data.files import follow_umask
 from tfrec_video.errors import ConfigError, shorten
 from tfrec_video.models.video_rec import VideoRecModel
+from tfrec_video.towers.untracked import untracked
 
 FORMAT = "tfrec_video.model/2"
 # Models saved by tfrec_video 0.1 load with the ranking features they were built without.
@@ -52,8 +58,10 @@ def save_model(model: VideoRecModel, directory: str) -> str:
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(directory)}-", dir=parent)
     try:
         with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "class": type(model).__name__, "config": model.get_config()}, f,
-                      ensure_ascii=False)
+            saved = {"format": FORMAT, "class": type(model).__name__, "config": model.get_config()}
+            if getattr(model, "lineage", None) is not None:
+                saved["lineage"] = dict(model.lineage)
+            json.dump(saved, f, ensure_ascii=False)
         tf.train.Checkpoint(model=model).write(os.path.join(tmp, WEIGHTS))
         # mkdtemp's 0700 would hide the model from `tfrec-video export` run as another user.
         follow_umask(tmp)
@@ -71,7 +79,7 @@ def save_model(model: VideoRecModel, directory: str) -> str:
     return directory
 
 
-def _dummy_batch(model: VideoRecModel) -> Dict[str, tf.Tensor]:
+def dummy_batch(model: VideoRecModel) -> Dict[str, tf.Tensor]:
     """One impression with every feature the model reads, to create its variables."""
     v = model.vocabularies
     widths = {"history": v.history_length, "image_embedding": v.image_dim, "audio_embedding": v.audio_dim,
@@ -122,7 +130,9 @@ def load_model(directory: str) -> VideoRecModel:
     except (TypeError, KeyError, ValueError) as error:
         raise ConfigError(f"{path}: the model config does not build a VideoRecModel: "
                           f"{type(error).__name__}: {shorten(str(error))}") from None
-    model(_dummy_batch(model), training=False)
+    model(dummy_batch(model), training=False)
+    lineage = saved.get("lineage")
+    model.lineage = untracked(lineage if isinstance(lineage, dict) else None)
     try:
         status = tf.train.Checkpoint(model=model).read(os.path.join(directory, WEIGHTS))
         status.assert_existing_objects_matched()

@@ -202,7 +202,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         # Sampling probability by lookup index: [mask, OOV buckets..., vocabulary...].
         # Unseen videos get the smallest observed probability: they are rare by definition.
         probs = vocabularies.candidate_sampling_probabilities()
-        floor = float(probs.min()) if len(probs) else 1.0
+        floor = float(probs[probs > 0].min()) if (probs > 0).any() else 1.0  # >0: counts of one window
         table = np.concatenate([np.full(1 + config.video_oov_buckets, floor, np.float32), probs])
         self._sampling_probability = tf.constant(table, tf.float32)
         # The served order's popularity feature (`ListBlend`): an unseen video's popularity is unknown, not

@@ -71,9 +71,20 @@ and a finite one is clipped to +-1e6 (so that 3e38 cannot overflow the
 towers to inf), and an empty batch returns empty outputs of the promised shapes.
 `tests/test_serving_fuzz.py` sends 10,000 random requests to prove it.
 
-`k` and `n` are fixed at export. Every op is a core TF op or a TF Text op
-(WordPiece), so stock TF Serving serves it; a Python client must
-`import tensorflow_text` before `tf.saved_model.load`.
+`k` and `n` are fixed at export; a catalog of fewer than `k` videos returns
+all of them (and `min(n, videos)`), decided in the graph from the catalog the
+version holds. Every op is a core TF op or a TF Text op (WordPiece), so stock
+TF Serving serves it; a Python client must `import tensorflow_text` before
+`tf.saved_model.load`.
+
+Catalog refresh: everything the version holds per catalog video is a variable
+with an unknown row count (`towers.catalog_table.rows_variable`), and beside
+the signatures the module holds `encode_catalog_rows`, a `tf.function` (not a
+signature: TF Serving never sees it) from a batch of raw video columns to
+those per-video values. `tfrec-video refresh-catalog`
+(`tfrec_video.serving.refresh`) loads a version, encodes the added and changed
+videos with it, assigns the new rows and saves the next version, without the
+model directory.
 
 Example:
 
@@ -95,6 +106,7 @@ from tfrec_video.evaluation.candidates import top_k_excluding
 from tfrec_video.serving.versions import make_temp_dir, next_version, publish, remove_stale_temp_dirs
 from tfrec_video.serving.warmup import warmup_requests, write_warmup_requests
 from tfrec_video.towers import CatalogTable
+from tfrec_video.towers.catalog_table import rows_variable
 
 # Float inputs beyond this magnitude are clipped: far outside any embedding or duration, and small
 # enough that no tower overflows float32 on them.
@@ -226,8 +238,9 @@ class ServingModule(tf.Module):
             raise ValueError("export: the catalog is empty.")
         if not 0 < n <= k:
             raise ValueError(f"export: need 0 < n <= k, got n={n}, k={k}.")
-        k = min(int(k), num_videos)
-        self.k, self.n = k, min(int(n), k)
+        # As asked, not cut to the catalog's size: the graph takes min(k, videos) of the catalog it holds at
+        # request time, which a refresh (`serving.refresh`) may have grown or shrunk.
+        self.k, self.n = int(k), int(n)
         self.model = model
         self.query_names = list(model.query_feature_names)
         self.video_names = list(model.video_feature_names)
@@ -245,20 +258,20 @@ class ServingModule(tf.Module):
         embeddings = parts.pop("embedding")
         # What the ranking head reads of every catalog video, computed once here: ranking the retrieved
         # candidates is then a gather, not a tokenizer + CNN pass per request.
-        self.catalog_encoding = tf.Variable(parts.pop("encoding"), trainable=False, name="catalog_encoding")
-        self.catalog_parts = {name: tf.Variable(values, trainable=False, name=f"catalog_{name}")
-                              for name, values in sorted(parts.items())}
+        # Every per-video variable has an unknown row count (`rows_variable`), so a refresh can resize it.
+        self.catalog_encoding = rows_variable(parts.pop("encoding"), "catalog_encoding")
+        self.catalog_parts = {name: rows_variable(values, f"catalog_{name}") for name, values in sorted(parts.items())}
         self.exclude_seen = bool(exclude_seen) and "history" in self.query_names
         # The retrieval index: every catalog video is scored (matmul), the left-out ones masked, top k kept.
         # A fixed-depth index (tfrs BruteForce) could not leave room for any number of excluded videos.
-        self.catalog_embedding = tf.Variable(embeddings, trainable=False, name="catalog_embedding")
+        self.catalog_embedding = rows_variable(embeddings, "catalog_embedding")
         # Watched videos are gathered from precomputed embeddings of the model's own table, not embedded from
         # their content per request (the tokenizer and title CNN per watched video were most of the query
         # tower's time). When the table is this catalog, those are the index's rows; else computed once here.
         self.history_embedding = None
         if table is not None:
-            self.history_embedding = (self.catalog_embedding if self.catalog is table else tf.Variable(
-                model.embed_catalog_table(), trainable=False, name="history_embedding"))
+            self.history_embedding = (self.catalog_embedding if self.catalog is table else rows_variable(
+                model.embed_catalog_table(), "history_embedding"))
         query_spec = {name: _feature_spec(name, model) for name in self.query_names}
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
@@ -270,6 +283,9 @@ class ServingModule(tf.Module):
         self.rank = tf.function(_guarded(self._rank), input_signature=[rank_spec])
         self.embed_query = tf.function(_guarded(self._embed_query), input_signature=[query_spec])
         self.embed_video = tf.function(_guarded(self._embed_video), input_signature=[video_spec])
+        # Not a signature (TF Serving never calls it, and clients never see it): what a catalog refresh
+        # encodes added and changed videos with, from the export alone (`tfrec_video.serving.refresh`).
+        self.encode_catalog_rows = tf.function(self._encode_catalog_rows, input_signature=[video_spec])
 
     def _index(self):
         """The catalog embeddings as a tensor, read once per request. Every use gathers from this value,
@@ -297,7 +313,8 @@ class ServingModule(tf.Module):
             # Table rows are catalog rows + 1; an empty or unknown id looks up to 0, so -1: masks nothing.
             exclude = self.catalog.lookup(tf.concat(left_out, axis=1)) - 1
         scores = tf.matmul(query_embedding, index, transpose_b=True)
-        return top_k_excluding(scores, self.k, exclude)
+        # All the videos of a catalog smaller than k (the catalog held now: a refresh may have shrunk it).
+        return top_k_excluding(scores, tf.minimum(self.k, tf.shape(index)[0]), exclude)
 
     def _retrieve(self, features):
         index = self._index()
@@ -311,7 +328,7 @@ class ServingModule(tf.Module):
         query = self.model.encode_queries(features, training=False, catalog_embeddings=self._history(index))
         scores, rows = self._candidates(query["embedding"], features, index)
         parts = dict(self.catalog_parts, encoding=self.catalog_encoding, embedding=index)
-        served = self.model.serve_candidates(query, parts, scores, rows, self.n)
+        served = self.model.serve_candidates(query, parts, scores, rows, tf.minimum(self.n, tf.shape(rows)[1]))
         return {
             "video_ids": tf.gather(self.catalog.ids, served["rows"] + 1),
             "click_probability": tf.sigmoid(served["click_logits"]),
@@ -334,6 +351,24 @@ class ServingModule(tf.Module):
 
     def _embed_video(self, features):
         return {"video_embedding": self.model.embed_videos(features, training=False)}
+
+    def _encode_catalog_rows(self, features):
+        """What the export holds of each catalog video, from the videos' raw columns (`embed_video`'s inputs):
+        the index row (`embedding`), the ranking head's parts (`encoding` and `catalog_parts`' names: what
+        `encode_catalog` gives) and, when the catalog table holds them, its prepared columns (`title_tokens`,
+        `<name>_components`: what `CandidateTower.prepare_catalog` gives). Raw values, as a full export
+        encodes them: no input guard."""
+        encoded = dict(self.model.encode_videos(features, training=False))
+        prepared = [name for name in self.catalog.columns if name not in self.video_names]
+        if prepared:
+            tower = self.model.candidate_tower
+            # The tower's own list of projected inputs, so that this cannot drift from `prepare_catalog`.
+            computed = {f"{name}_components": pca(tf.cast(features[name], tf.float32))
+                        for name, pca in tower._pca_inputs()}
+            if tower.title_encoder is not None:
+                computed["title_tokens"] = tower.title_encoder.tokenize(features["title"])
+            encoded.update({name: computed[name] for name in prepared})
+        return encoded
 
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
         return {

@@ -61,6 +61,16 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
+def latest_version(model_dir: str) -> Optional[int]:
+    """The highest numeric version under `model_dir` that holds a SavedModel (what TF Serving serves), or
+    None when there is none (no directory, no version, or only versions without `saved_model.pb`)."""
+    if not tf.io.gfile.isdir(model_dir):
+        return None
+    versions = sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))),
+                      reverse=True)
+    return next((v for v in versions if tf.saved_model.contains_saved_model(os.path.join(model_dir, str(v)))), None)
+
+
 def _host() -> str:
     # Only characters that keep the name a plain, portable directory name.
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"

@@ -13,9 +13,12 @@ Everything is a variable, not configuration and not a lookup-table resource:
 checkpoints, `get_weights`/`set_weights` and `tf.saved_model.save` all carry
 it, an exported model resolves history ids to content without the catalog
 being fed to it, and `get_config` stays small (the number of rows and the
-column specs). The ops are core TensorFlow, so TF Serving runs them. An id that is not in the table
-(a video added after the table was filled, or the padding `""`) resolves to row
-0: an empty title and zero vectors.
+column specs). The variables' first dimension (rows) is left unknown
+(`rows_variable`) and the lookup reads the row count from the values, so an
+exported table can be refilled with a catalog of another size and saved again
+(`tfrec-video refresh-catalog`). The ops are core TensorFlow, so TF Serving
+runs them. An id that is not in the table (a video added after the table was
+filled, or the padding `""`) resolves to row 0: an empty title and zero vectors.
 
 Example:
 
@@ -37,11 +40,22 @@ from tfrec_video.data.integrity import check_unique_ids
 from tfrec_video.distribute import host_variables
 
 
+def rows_variable(value, name: str) -> tf.Variable:
+    """A non-trainable variable holding `value`, whose first dimension (its rows) is left unknown.
+
+    Everything held per catalog video is one: a loaded export's variable can then be assigned a
+    catalog of another number of videos and saved again (`tfrec_video.serving.refresh`), and every
+    graph that reads it takes its row count from the value (`tf.shape`), never from a Python int.
+    """
+    value = tf.convert_to_tensor(value)
+    return tf.Variable(value, trainable=False, name=name, shape=tf.TensorShape([None]).concatenate(value.shape[1:]))
+
+
 class CatalogTable(tf.keras.layers.Layer):
     """Video id to content features, held in the graph (see module docstring).
 
     Args:
-      size: number of catalog videos the table holds.
+      size: number of catalog videos the table is built for (`set_catalog` fills exactly that many).
       columns: `{name: (dtype name, per-row shape)}` of the content features,
         e.g. `{"title": ("string", []), "image_embedding": ("float32", [1024])}`.
     """
@@ -60,11 +74,10 @@ class CatalogTable(tf.keras.layers.Layer):
                 # Row 0 is the "unknown video" row the lookup's default points at.
                 empty = np.full([self.size + 1] + shape, "" if dtype == "string" else 0,
                                 dtype=object if dtype == "string" else dtype)
-                self.values[name] = tf.Variable(empty, trainable=False, name=f"catalog_{name}")
-            self.ids = tf.Variable(np.full([self.size + 1], "", object), trainable=False, name="catalog_video_id")
-            self.fingerprints = tf.Variable(np.zeros([self.size], np.int64), trainable=False, name="id_fingerprints")
-            self.fingerprint_rows = tf.Variable(np.zeros([self.size], np.int64), trainable=False,
-                                                name="fingerprint_rows")
+                self.values[name] = rows_variable(empty, f"catalog_{name}")
+            self.ids = rows_variable(np.full([self.size + 1], "", object), "catalog_video_id")
+            self.fingerprints = rows_variable(np.zeros([self.size], np.int64), "id_fingerprints")
+            self.fingerprint_rows = rows_variable(np.zeros([self.size], np.int64), "fingerprint_rows")
 
     @staticmethod
     def _fingerprint(ids):
@@ -103,10 +116,18 @@ class CatalogTable(tf.keras.layers.Layer):
             self.values[name].assign(tf.concat([empty, tf.constant(column.astype(object) if dtype == "string"
                                                                    else column.astype(dtype))], axis=0))
         self.ids.assign(np.concatenate([[""], ids]).astype(object))
-        fingerprints = self._fingerprint(tf.constant(ids)).numpy()
+        fingerprints, rows = self.fingerprint_index(ids)
+        self.fingerprints.assign(fingerprints)
+        self.fingerprint_rows.assign(rows)
+
+    @classmethod
+    def fingerprint_index(cls, ids) -> Tuple[np.ndarray, np.ndarray]:
+        """`(fingerprints, rows)`: the sorted 64-bit fingerprints of `ids` (a table's videos, in row order)
+        and the table row of each (`i + 1` for `ids[i]`), what `fingerprints` and `fingerprint_rows` hold.
+        Also what a catalog refresh (`tfrec_video.serving.refresh`) rebuilds for a new set of ids."""
+        fingerprints = cls._fingerprint(tf.reshape(tf.convert_to_tensor(ids, tf.string), [-1])).numpy()
         order = np.argsort(fingerprints, kind="stable")
-        self.fingerprints.assign(fingerprints[order])
-        self.fingerprint_rows.assign(order.astype(np.int64) + 1)
+        return fingerprints[order], order.astype(np.int64) + 1
 
     def holds(self, catalog: Mapping[str, np.ndarray], chunk: int = 1 << 16,
               columns: Optional[Sequence[str]] = None) -> bool:
@@ -140,7 +161,10 @@ class CatalogTable(tf.keras.layers.Layer):
         # (ResourceGather) puts it in copy-on-read mode for good, and each later whole read (searchsorted's)
         # then copies it, 8 MB per lookup at 1M videos.
         fingerprints = tf.convert_to_tensor(self.fingerprints)
-        position = tf.minimum(tf.searchsorted(fingerprints, fingerprint), self.size - 1)
+        # The number of rows the table holds now, not the `size` it was built with: a served catalog may be
+        # refreshed to another number of videos (`tfrec_video.serving.refresh`).
+        last = tf.shape(fingerprints)[0] - 1
+        position = tf.minimum(tf.searchsorted(fingerprints, fingerprint), last)
         rows = tf.gather(self.fingerprint_rows, position)
         found = tf.equal(tf.gather(fingerprints, position), fingerprint) & tf.equal(tf.gather(self.ids, rows), flat)
         return tf.reshape(tf.where(found, rows, tf.zeros_like(rows)), tf.shape(ids))

@@ -35,11 +35,15 @@ from tfrec_video.errors import ConfigError, DataValidationError, shorten
 from tfrec_video.features.vocabulary import adapt
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.dtype_policy import dtype_policy
+from tfrec_video.models.saving import dummy_batch, load_model
 from tfrec_video.models.video_rec import VideoRecModel
 from tfrec_video.training.calibration import ClickCalibration
 from tfrec_video.training.callbacks import RetrievalRecall
+from tfrec_video.towers.untracked import untracked
 from tfrec_video.training.head_selection import HeadSelection
 from tfrec_video.training.list_blend import fit_list_blend
+from tfrec_video.training.warm_start import WarmStartConfig, check_compatible, copy_weights, lineage, \
+    window_vocabularies
 
 
 # `TrainingConfig.mixed_precision` values and the Keras dtype policy each one means.
@@ -248,6 +252,8 @@ def fit_model(
     strategy: Optional[tf.distribute.Strategy] = None,
     served_k: int = 100,
     served_n: int = 10,
+    warm_start_from: Optional[str] = None,
+    warm_start: WarmStartConfig = WarmStartConfig(),
 ) -> Tuple[VideoRecModel, tf.keras.callbacks.History]:
     """Adapts vocabularies, builds, compiles and fits a `VideoRecModel`.
 
@@ -269,6 +275,10 @@ def fit_model(
       served_k: the candidates the export will retrieve (`export_saved_model`'s
         `k`), for fitting the served list's order.
       served_n: the served list's length (the export's `n`).
+      warm_start_from: a model directory (`save_model`) to start from instead of from scratch:
+        its vocabularies grow with the training data's ids and every weight is copied
+        (`tfrec_video.training.warm_start`); the data is then only the new window.
+      warm_start: how the warm start treats the vocabularies and statistics (`WarmStartConfig`).
 
     Returns:
       `(model, history)`. With validation data and `training_config.select_heads`,
@@ -277,11 +287,13 @@ def fit_model(
       holds the fitted Platt scaling and its effect on validation
       (`calibrate_clicks`), and with `blend_list`, `history.list_blend` the
       served list's fitted order and its validation hit rates (`fit_list_blend`);
-      each is None otherwise.
+      each is None otherwise. `history.warm_start` says what a warm start kept, added,
+      evicted and copied (None from scratch), and `model.lineage` where the model comes from.
 
     Raises:
       ConfigError: under a strategy, a batch size that does not divide between
-        the replicas, or fewer training files than workers.
+        the replicas, or fewer training files than workers; a warm start from a
+        model whose config or inputs differ in a field that shapes its weights.
       DataValidationError: before any training: a bad row (file, row and
         feature), training and validation files with different columns, an
         impression whose video is not in the catalog, or training data that
@@ -298,12 +310,20 @@ def fit_model(
     # Up front, from the files' headers: a validation split without a column the model reads would
     # otherwise fail inside tf.function at the end of the first epoch.
     check_splits_agree({"train": train_paths, "validation": validation_paths}, impressions_schema)
+    parent, warm_summary = None, None
+    if warm_start_from is not None:
+        parent = load_model(warm_start_from)
+        check_compatible(parent.given_config, model_config, str(warm_start_from))
     raw = read_table(train_paths, impressions_schema, validate=True, progress=verbose > 0)
     try:
-        vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,
-                             max_users=model_config.max_users, max_videos=model_config.max_videos,
-                             media_components=model_config.media_components, check_catalog=True,
-                             progress=verbose > 0)
+        if parent is None:
+            vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,
+                                 max_users=model_config.max_users, max_videos=model_config.max_videos,
+                                 media_components=model_config.media_components, check_catalog=True,
+                                 progress=verbose > 0)
+        else:
+            vocabularies, warm_summary = window_vocabularies(parent.vocabularies, catalog, raw, model_config,
+                                                             warm_start, progress=verbose > 0)
     except UnknownVideoError:
         # adapt saw an unknown video but not where it is; this pass over video_id names the file and row.
         check_ids_in_catalog(train_paths, impressions_schema, catalog["video_id"])
@@ -313,6 +333,9 @@ def fit_model(
     with dtype_policy(training_config.dtype_policy):
         with strategy.scope():
             model = VideoRecModel(model_config, vocabularies, catalog=catalog)
+            if parent is not None:
+                model(dummy_batch(model), training=False)
+                warm_summary.update(copy_weights(parent, model, catalog, warm_start))
             # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer.
             model.compile(optimizer=tf.keras.optimizers.Adam(model_config.learning_rate))
         # Join exactly what the candidate tower reads (raw thumbnails only when a hub image model is set).
@@ -340,6 +363,8 @@ def fit_model(
                   callbacks=callbacks, verbose=verbose)
     history.selection = next((c.selected for c in callbacks if isinstance(c, HeadSelection)), None)
     history.calibration = next((c.result for c in callbacks if isinstance(c, ClickCalibration)), None)
+    history.warm_start = warm_summary
+    model.lineage = untracked(lineage(train_paths, vocabularies, parent, warm_start_from, warm_start, warm_summary))
     history.list_blend = None
     if validation is not None and training_config.blend_list and getattr(model, "list_blend", None) is not None:
         plain = impressions_dataset(validation_paths, catalog, impressions_schema, training_config.batch_size,

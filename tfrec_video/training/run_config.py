@@ -28,6 +28,12 @@ callbacks:                        # CallbackConfig fields
 export:                           # ExportConfig fields
   dir: saved_models
   name: video_rec
+warm_start_from: runs/yesterday/model   # optional: start from that model (tfrec_video.training.warm_start)
+warm_start:                       # WarmStartConfig fields: what a warm start keeps or refreshes
+  title_vocabulary: keep          # keep | refresh
+  pca: keep                       # keep | refresh
+  counts: accumulate              # accumulate | refresh
+  eviction: recency               # recency | frequency (past model.max_users / max_videos)
 ```
 
 `data: {builtin: tiny}` (or `default`, or `sparse`: `BuiltinConfig.sparse()`) trains on the built-in dataset instead of
@@ -77,6 +83,7 @@ from tfrec_video.models.config import ModelConfig
 # DataConfig and BUILTIN_SIZES are re-exported: run configs are read and built through this module.
 from tfrec_video.training.data_config import BUILTIN_SIZES, DataConfig, Paths, _positive_int  # noqa: F401
 from tfrec_video.training.fit import TrainingConfig
+from tfrec_video.training.warm_start import WarmStartConfig
 
 # Validation metrics EarlyStopping and the best-checkpoint choice can follow (K of the recall is free).
 MONITOR_HELP = "'val_auc', 'val_logloss', 'val_loss' or 'val_recall_at_K' (K a positive integer)"
@@ -176,7 +183,8 @@ class ExportConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "callbacks": CallbackConfig,
-             "export": ExportConfig}
+             "export": ExportConfig, "warm_start": WarmStartConfig}
+_TOP_LEVEL = ("output_dir", "strategy", "warm_start_from")
 # Sections that other commands read from the same file (`tfrec-video tune`'s `tune:`): a run
 # accepts and ignores them, so one file serves `tune` and then `train`.
 OTHER_SECTIONS = ("tune",)
@@ -196,6 +204,9 @@ class RunConfig:
         model, `report.json` and the plots.
       strategy: `"default"`, `"mirrored"` (all local GPUs, or CPU devices) or
         `"multi_worker"` (`TF_CONFIG`).
+      warm_start: a `WarmStartConfig`, read when `warm_start_from` is set.
+      warm_start_from: a model directory (a run's `output_dir/model`) to warm-start
+        from, or None to train from scratch.
     """
 
     data: DataConfig
@@ -205,8 +216,13 @@ class RunConfig:
     export: ExportConfig = ExportConfig()
     output_dir: str = "runs/video_rec"
     strategy: str = "default"
+    warm_start: WarmStartConfig = WarmStartConfig()
+    warm_start_from: Optional[str] = None
 
     def __post_init__(self):
+        if self.warm_start_from is not None and (not isinstance(self.warm_start_from, str)
+                                                 or not self.warm_start_from.strip()):
+            raise ConfigError(f"warm_start_from must be a model directory, got {shorten(self.warm_start_from)}.")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, got {shorten(self.strategy)}.")
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
@@ -216,7 +232,7 @@ class RunConfig:
                               "set data.validation.")
 
     def to_dict(self) -> dict:
-        out = {"output_dir": self.output_dir, "strategy": self.strategy}
+        out = {"output_dir": self.output_dir, "strategy": self.strategy, "warm_start_from": self.warm_start_from}
         for name in _SECTIONS:
             section = getattr(self, name)
             out[name] = section.to_dict() if hasattr(section, "to_dict") else dataclasses.asdict(section)
@@ -229,12 +245,12 @@ def run_config_from_dict(values, where: str = "config") -> RunConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping with the sections {sorted(_SECTIONS)}, "
                           f"got {type(values).__name__}.")
-    check_known(values, list(_SECTIONS) + ["output_dir", "strategy"] + list(OTHER_SECTIONS), where)
+    check_known(values, list(_SECTIONS) + list(_TOP_LEVEL) + list(OTHER_SECTIONS), where)
     if "data" not in values:
         raise ConfigError(f"{where}: the `data` section is missing (catalog and train paths, or builtin: tiny).")
     sections = {name: from_mapping(cls, values.get(name) or {}, f"{where}: {name}")
                 for name, cls in _SECTIONS.items()}
-    return RunConfig(**sections, **{k: values[k] for k in ("output_dir", "strategy") if k in values})
+    return RunConfig(**sections, **{k: values[k] for k in _TOP_LEVEL if k in values})
 
 
 def _resolve(path: str, base: str) -> str:
@@ -279,8 +295,15 @@ def resolve_paths(config: RunConfig, base_dir: str, check: bool = True) -> RunCo
     model = dataclasses.replace(config.model, **{name: _resolve(getattr(config.model, name), base_dir)
                                                  for name in ("text_model", "image_model", "audio_model")
                                                  if getattr(config.model, name) is not None})
+    warm_start_from = config.warm_start_from
+    if warm_start_from is not None:
+        warm_start_from = _resolve(warm_start_from, base_dir)
+        if check and "://" not in warm_start_from and not os.path.isdir(warm_start_from):
+            raise ConfigError(f"warm_start_from: {shorten(warm_start_from)} is not a directory (expected a saved "
+                              "model, e.g. an earlier run's output_dir/model).")
     return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, **data), output_dir=_resolve(config.output_dir, base_dir),
+        config, warm_start_from=warm_start_from,
+        data=dataclasses.replace(config.data, **data), output_dir=_resolve(config.output_dir, base_dir),
         model=model, export=dataclasses.replace(config.export, dir=_resolve(config.export.dir, base_dir)))
 
 

@@ -2,14 +2,15 @@
 
 `generate` writes a dataset into a folder atomically; `ensure_builtin` caches
 one per config hash under `default_cache_dir()`; `load_manifest` reads a
-generated dataset's `dataset.json` (`MANIFEST`).
+generated dataset's `dataset.json` (`MANIFEST`); `day_files` and
+`benchmark_days` read a daily dataset's (`BuiltinConfig.days`) days.
 """
 
 import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import List, Optional
 
 from tfrec_video.datasets.builtin import truth as truth_lib
 from tfrec_video.datasets.builtin.config import DATASET_VERSION, FORMATS, BuiltinConfig
@@ -106,7 +107,9 @@ def load_manifest(path: str) -> dict:
       (`validation_impressions`, `validation_clicks`), `ctr["validation"]` and
       `time["validation"]` (its first second); one without (a config with
       `validation_fraction=0`, or a dataset from before validation splits)
-      has none of these keys.
+      has none of these keys. A daily dataset (`BuiltinConfig.days`) also
+      has `days` (the benchmark days and each day's statistics) and
+      `files["days"]`, a list of each day's files (see `day_files`).
 
     Raises:
       FileNotFoundError: no `dataset.json`: not a built-in dataset, or an
@@ -128,13 +131,67 @@ def load_manifest(path: str) -> dict:
     with open(file, "r", encoding="utf-8") as f:
         manifest = json.load(f)
     manifest["root"] = root
-    files = manifest.get("files", {})
-    for key, value in list(files.items()):
+
+    def absolute(value):   # paths, lists of paths and (days) lists of lists of paths
         if isinstance(value, list):
-            files[key] = [os.path.join(root, v) for v in value]
-        elif isinstance(value, str):
-            files[key] = os.path.join(root, value)
+            return [absolute(v) for v in value]
+        return os.path.join(root, value) if isinstance(value, str) else value
+
+    manifest["files"] = {key: absolute(value) for key, value in manifest.get("files", {}).items()}
     return manifest
+
+
+def _daily_manifest(dataset_dir: str) -> dict:
+    manifest = load_manifest(dataset_dir)
+    if "days" not in manifest:
+        raise ValueError(f"{manifest['root']!r} is not a daily dataset: generate it with BuiltinConfig(days=N) "
+                         "(`tfrec-video generate-data --days N`, or --daily).")
+    return manifest
+
+
+def day_files(dataset_dir: str, first: int, last: Optional[int] = None) -> List[str]:
+    """The impression files of days `first` to `last` (both included) of a daily dataset.
+
+    Day `d` is the `d`-th day of the time window, from 0; each day's
+    impressions are one table under `days/<ddd>/`, in the format of `train/`
+    with one more column, `day`, so the list goes to every reader
+    (`read_table`, `impressions_dataset`, `fit_model`) with the schema
+    `impressions_schema(history_length, day=True)`.
+
+    Args:
+      dataset_dir: a dataset generated with `BuiltinConfig.days` > 0.
+      first: the first day.
+      last: the last day; default `first` (one day).
+
+    Returns:
+      Absolute file paths, in day order (empty when no impression fell on those days).
+
+    Raises:
+      ValueError: not a daily dataset, or days outside the window.
+
+    Example: the daily-retraining loop: train on every day before `d` (or
+    only on day `d - 1`, warm-starting yesterday's model), evaluate on day `d`.
+
+    >>> schema = impressions_schema(20, day=True)                   # doctest: +SKIP
+    >>> for d in benchmark_days(path):                              # doctest: +SKIP
+    ...     train, test = day_files(path, 0, d - 1), day_files(path, d)
+    """
+    manifest = _daily_manifest(dataset_dir)
+    per_day = manifest["files"]["days"]
+    last = first if last is None else last
+    if not 0 <= first <= last < len(per_day):
+        raise ValueError(f"days must satisfy 0 <= first <= last < {len(per_day)} (the window's days), "
+                         f"got first={first!r}, last={last!r}.")
+    return [f for day in per_day[first:last + 1] for f in day]
+
+
+def benchmark_days(dataset_dir: str) -> List[int]:
+    """The benchmark days of a daily dataset: the last `BuiltinConfig.days` days of the window.
+
+    Raises:
+      ValueError: not a daily dataset.
+    """
+    return list(_daily_manifest(dataset_dir)["days"]["benchmark_days"])
 
 
 def default_cache_dir() -> str:
@@ -153,7 +210,7 @@ def _is_complete(path: str, cfg: BuiltinConfig, fmt: str) -> bool:
         return False
     files = m["files"]
     listed = (files["catalog"] + files["train"] + files.get("validation", []) + files["test"]
-              + files.get("media", []))
+              + files.get("media", []) + [f for day in files.get("days", []) for f in day])
     return all(os.path.exists(f) for f in listed) and os.path.isdir(os.path.join(m["root"], truth_lib.TRUTH_DIR))
 
 

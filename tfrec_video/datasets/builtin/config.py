@@ -29,6 +29,7 @@ FORMATS = {"parquet": "parquet", "tfrecord": "tfrecord", "csv": "csv"}
 _PART_TOPICS, _PART_VIDEOS, _PART_USERS, _PART_PROJECTION = 1, 2, 3, 4
 _PART_EMBEDDINGS, _PART_TITLES, _PART_IMPRESSIONS, _PART_MEDIA = 5, 6, 7, 8
 _PART_LANGUAGE = 9   # `language_shift` only: its own stream, so the shift changes nothing but titles
+_PART_DAYS = 10      # `days` only: publish times, user arrivals and topic drift of the daily service
 
 # Generation block sizes: constants (not config) so results never depend on them.
 _USER_BLOCK = 1024
@@ -40,6 +41,8 @@ DEFAULT_LANGUAGE_SHIFT = 0.9
 
 # Older videos were published up to this long before the window starts.
 _BACKLOG_SECONDS = 180 * _DAY
+
+_DAILY_FIELDS = ("days", "freshness_half_life_days", "topic_drift", "new_user_fraction")   # the daily service
 
 
 def _rng(seed: int, part: int, block: int = 0) -> np.random.Generator:
@@ -157,6 +160,20 @@ class BuiltinConfig:
         words of its cold videos, while a multilingual pretrained encoder
         (`ModelConfig.title_encoder`) maps both to the same place.
         `truth/truth.json` then records each topic's training language.
+      days: the daily service, for benchmarking daily retraining ("Daily
+        service" in `tfrec_video.datasets.builtin`). 0 (the default) is off.
+        `N` in [1, window_days): videos are published and users arrive every
+        day, exposure drifts from day to day, and the impressions are also
+        written one table a day (`days/<ddd>/`, with a `day` column: the day
+        of the window, from 0); the last `N` days are the benchmark days.
+        `cold_start_fraction` is then unused.
+      freshness_half_life_days: (days > 0) half-life, in days, of the decay of
+        a video's exposure weight with its age: `pop ** popularity_exponent *
+        (0.1 + 0.9 * 0.5 ** (age_days / h))` on a day.
+      topic_drift: (days > 0) per-day standard deviation of the random walk of
+        each topic's log exposure multiplier (0.2: 0.6-1.7x after a week).
+      new_user_fraction: (days > 0) share of users who arrive during the
+        window, on a uniform day 1..window_days-1 (the others on day 0).
 
     Example:
 
@@ -204,6 +221,10 @@ class BuiltinConfig:
     media_pixel_noise_std: float = 18.0
     media_audio_noise_std: float = 0.15
     language_shift: float = 0.0
+    days: int = 0   # the daily service (off while days is 0)
+    freshness_half_life_days: float = 1.0
+    topic_drift: float = 0.2
+    new_user_fraction: float = 0.5
 
     def __post_init__(self):
         if isinstance(self.language_mix, list):
@@ -253,18 +274,28 @@ class BuiltinConfig:
         return cls(**fields)
 
     @classmethod
+    def daily(cls, **overrides) -> "BuiltinConfig":
+        """The daily-retraining benchmark: a 12-day service, the last 6 days the benchmark days; 3000 videos,
+        3000 users, about 100k impressions. The splits line up with the days: train is days 0-4, validation
+        day 5, test days 6-11. `**overrides`: fields to change (for example `days=4`)."""
+        fields = dict(days=6, window_days=12, test_fraction=0.5, validation_fraction=1 / 12, n_videos=3000,
+                      n_users=3000, impressions_per_user=40.0, n_media_videos=0)
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
     def named(cls, name: str, **overrides) -> "BuiltinConfig":
         """A named config (`data.builtin` in a run config), with some fields changed.
 
         Args:
-          name: `"tiny"`, `"default"` or `"sparse"`.
+          name: `"tiny"`, `"default"`, `"sparse"` or `"daily"`.
           **overrides: fields to change (for example `language_shift=0.9`);
             an unknown name is a `ConfigError` naming it and the closest field.
 
         Returns:
           The `BuiltinConfig`.
         """
-        makers = {"tiny": cls.tiny, "default": cls, "sparse": cls.sparse}
+        makers = {"tiny": cls.tiny, "default": cls, "sparse": cls.sparse, "daily": cls.daily}
         if not isinstance(name, str) or name not in makers:
             raise ConfigError(f"the built-in dataset is one of {sorted(makers)}, got {shorten(name)}.")
         check_known(overrides, [f.name for f in dataclasses.fields(cls)], "BuiltinConfig")
@@ -273,14 +304,17 @@ class BuiltinConfig:
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of every field.
 
-        `language_shift` is left out while it is off (0), so that the configs
-        from before it existed keep their dict, their `config_hash` and their
-        cached datasets.
+        `language_shift` is left out while it is off (0), and `days` with the
+        other fields of the daily service while `days` is 0 (`validate` keeps
+        those at their defaults then), so that the configs from before they
+        existed keep their dict, their `config_hash` and their cached datasets.
         """
         d = dataclasses.asdict(self)
         d["language_mix"] = list(self.language_mix)
         if not self.language_shift:
             del d["language_shift"]
+        for name in _DAILY_FIELDS if not self.days else ():
+            del d[name]
         return d
 
     @classmethod
@@ -365,8 +399,22 @@ class BuiltinConfig:
         if not is_num(shift) or not (shift == 0 or 0.5 <= shift <= 1):
             fail("language_shift", "0 or False (off), True (0.9), or a number in [0.5, 1]: the share of a topic's "
                  "training-period titles in its training language")
+        if not is_int(self.days) or not 0 <= self.days < self.window_days:
+            fail("days", f"0 (off) or a number of benchmark days below window_days ({self.window_days})")
+        for name, low, high, expected in (("freshness_half_life_days", 1e-9, math.inf, "a positive number"),
+                                          ("topic_drift", 0, math.inf, "a non-negative number"),
+                                          ("new_user_fraction", 0, 1, "a number in [0, 1]")):
+            if not is_num(getattr(self, name)) or not low <= getattr(self, name) <= high:
+                fail(name, expected)
+            if not self.days and getattr(self, name) != (default := type(self).__dataclass_fields__[name].default):
+                fail(name, f"its default ({default}) while days is 0: it only acts on the daily service")
 
     # Derived quantities -------------------------------------------------------
+
+    @property
+    def benchmark_days(self) -> Tuple[int, ...]:
+        """The last `days` days of the window (days from 0); `()` while `days` is 0."""
+        return tuple(range(self.window_days - self.days, self.window_days)) if self.days else ()
 
     @property
     def end_timestamp(self) -> int:

@@ -3,6 +3,10 @@
 Topic mixtures, popularity, publish times, languages, durations and categories
 of videos; topic preferences, click propensities, activity, devices and peak
 hours of users; and the exposure indices that draw the video of an impression.
+With `days` (the daily service) also the daily schedule: publish times spread
+over the window, users' first-active days, the topics' drifting exposure
+multipliers and the per-day exposure weights (`_daily_schedule`,
+`_daily_weights`).
 """
 
 from typing import Tuple
@@ -12,6 +16,8 @@ import numpy as np
 from tfrec_video.datasets.builtin import truth as truth_lib
 from tfrec_video.datasets.builtin.config import (
     _BACKLOG_SECONDS,
+    _DAY,
+    _PART_DAYS,
     _PART_LANGUAGE,
     _PART_TOPICS,
     _PART_USERS,
@@ -20,6 +26,12 @@ from tfrec_video.datasets.builtin.config import (
     _rng,
 )
 from tfrec_video.datasets.builtin.topics import _DEVICE_PROBS, DEVICES
+
+# The daily service: the share of videos published before the window (the rest are published
+# uniformly over it, so every day has new ones), and the share of its exposure weight a video keeps
+# once it is old (the floor of the freshness decay: evergreen videos are still shown, much less).
+_DAILY_BACKLOG_SHARE = 0.25
+_DAILY_EVERGREEN = 0.1
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:
@@ -79,8 +91,54 @@ def _shifted_languages(cfg: BuiltinConfig, dominant: np.ndarray, is_cold: np.nda
     return topic_language, language
 
 
+def _daily_schedule(cfg: BuiltinConfig, n_topics: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The time-varying part of the daily service (`days` > 0), from its own seeded stream.
+
+    Args:
+      cfg: the config.
+      n_topics: K.
+
+    Returns:
+      (publish_time [n_videos], first_day [n_users], topic_multiplier
+      [window_days, K]): a `_DAILY_BACKLOG_SHARE` of the videos (video 0
+      among them, so one exists when the window opens) published in the 180
+      days before the window, the others at uniform times inside it; each
+      user's first-active day (0, or for a `new_user_fraction` of them a
+      uniform day 1..window_days-1); each topic's exposure multiplier on each
+      day, `exp(topic_drift * random walk)`, 1 on day 0.
+    """
+    V, U, W = cfg.n_videos, cfg.n_users, cfg.window_days
+    rng = _rng(cfg.seed, _PART_DAYS, 0)
+    backlog = rng.random(V) < _DAILY_BACKLOG_SHARE
+    backlog[0] = True
+    start, end = cfg.start_timestamp, cfg.end_timestamp
+    pub = np.where(backlog, rng.integers(start - _BACKLOG_SECONDS, start, V), rng.integers(start, end, V))
+    rng = _rng(cfg.seed, _PART_DAYS, 1)
+    new = rng.random(U) < cfg.new_user_fraction
+    first_day = np.where(new, rng.integers(1, W, U), 0).astype(np.int64)
+    rng = _rng(cfg.seed, _PART_DAYS, 2)
+    walk = np.concatenate([np.zeros((1, n_topics)), np.cumsum(rng.standard_normal((W - 1, n_topics)), axis=0)])
+    return pub.astype(np.int64), first_day, np.exp(cfg.topic_drift * walk)
+
+
+def _daily_weights(cfg: BuiltinConfig, exposure_weight: np.ndarray, publish_time: np.ndarray,
+                   dominant: np.ndarray, topic_multiplier: np.ndarray) -> np.ndarray:
+    """[window_days, n_videos] exposure weight of every video on every day of the daily service.
+
+    `pop ** popularity_exponent * freshness * topic_multiplier[day, dominant topic]`, where freshness
+    `= 0.1 + 0.9 * 0.5 ** (age / freshness_half_life_days)` and `age` is the video's age in days at
+    the start of the day (0 for a video published that day; a video not yet published has weight too,
+    but the samplers only draw among those published by the impression's time).
+    """
+    day_start = cfg.start_timestamp + _DAY * np.arange(cfg.window_days, dtype=np.int64)
+    age = np.maximum(day_start[:, None] - publish_time[None, :], 0) / _DAY
+    fresh = _DAILY_EVERGREEN + (1.0 - _DAILY_EVERGREEN) * 0.5 ** (age / cfg.freshness_half_life_days)
+    return exposure_weight[None, :] * fresh * topic_multiplier[:, dominant]
+
+
 class _Latents:
-    """Every per-video and per-user latent variable (O(n_videos + n_users) memory)."""
+    """Every per-video and per-user latent variable (O(n_videos + n_users) memory; with days also the
+    exposure weights of every day, O(window_days * n_videos))."""
 
     def __init__(self, cfg: BuiltinConfig):
         self.cfg = cfg
@@ -117,6 +175,12 @@ class _Latents:
         cold = np.flatnonzero(self.is_cold)
         pub[cold] = rng.integers(split, split + max(1, (end - split) // 2), cold.size)
         self.publish_time = pub
+        # The daily service replaces the publish times (its own stream: every other latent is the
+        # same as without it); its cold videos are those published in the test period.
+        self.first_day = self.topic_multiplier = None
+        if cfg.days:
+            self.publish_time, self.first_day, self.topic_multiplier = _daily_schedule(cfg, K)
+            self.is_cold = self.publish_time >= split
 
         self.language = rng.choice(3, size=V, p=np.asarray(cfg.language_mix, np.float64)).astype(np.int8)
         # The draw above stays even with a shift: the stream then goes on as without one.
@@ -155,22 +219,41 @@ class _Latents:
         # Popularity exposure: videos in publish order, with the cumulative
         # exposure weight, so "sample among videos published by t" is a prefix
         # of this order: searchsorted for the prefix, then for the draw.
+        # With days, the weights change every day: the cumulative weights of
+        # all days are one flat array, day d's run at offset d * n_videos
+        # (`_offset`), so one searchsorted still draws rows of different days.
+        if self.cfg.days:
+            weights = _daily_weights(self.cfg, self.exposure_weight, self.publish_time, self.dominant,
+                                     self.topic_multiplier)
+        else:
+            weights = self.exposure_weight[None, :]
         order = np.argsort(self.publish_time, kind="stable")
         self.pop_order = order
         self.pop_pub = self.publish_time[order]
-        self.pop_cum = np.cumsum(self.exposure_weight[order])
+        self.pop_cum = np.cumsum(weights[:, order])
         # Topic exposure: videos sorted by (dominant topic, publish time); a
         # topic's videos published by t are a contiguous run of this order.
         order = np.lexsort((self.publish_time, self.dominant))
         self.top_order = order
         self.top_key = (self.dominant[order] << 40) + self.publish_time[order]
-        self.top_cum = np.cumsum(self.exposure_weight[order])
+        self.top_cum = np.cumsum(weights[:, order])
         self.top_start = np.searchsorted(self.dominant[order], np.arange(self.cfg.n_topics), side="left")
+
+    def day_of(self, t: np.ndarray) -> np.ndarray:
+        """The day of the window (0-based) of timestamps `t`; the few seconds a tie bump pushes past the
+        window's end stay on its last day."""
+        return np.clip((np.asarray(t) - self.cfg.start_timestamp) // _DAY, 0, self.cfg.window_days - 1)
+
+    def _offset(self, t: np.ndarray):
+        # Where the day of `t` starts in the flat cumulative weights (0 without days: one run).
+        return self.day_of(t) * self.cfg.n_videos if self.cfg.days else 0
 
     def sample_popular(self, t: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Videos drawn by exposure weight among those published at times `t` (r ~ U[0,1))."""
         k = np.searchsorted(self.pop_pub, t, side="right")     # >= 1: a backlog video exists
-        j = np.searchsorted(self.pop_cum, r * self.pop_cum[k - 1], side="right")
+        off = self._offset(t)
+        base = np.where(off > 0, self.pop_cum[np.maximum(off - 1, 0)], 0.0)
+        j = np.searchsorted(self.pop_cum, base + r * (self.pop_cum[off + k - 1] - base), side="right") - off
         return self.pop_order[np.minimum(j, k - 1)]
 
     def sample_topic(self, z: np.ndarray, t: np.ndarray, r: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -181,8 +264,9 @@ class _Latents:
         k0 = self.top_start[z]
         k1 = np.searchsorted(self.top_key, (z << 40) + t, side="right")
         ok = k1 > k0
-        base = np.where(k0 > 0, self.top_cum[np.maximum(k0 - 1, 0)], 0.0)
-        mass = np.where(ok, self.top_cum[np.maximum(k1 - 1, 0)] - base, 0.0)
-        j = np.searchsorted(self.top_cum, base + r * mass, side="right")
+        off = self._offset(t)
+        base = np.where(off + k0 > 0, self.top_cum[np.maximum(off + k0 - 1, 0)], 0.0)
+        mass = np.where(ok, self.top_cum[np.maximum(off + k1 - 1, 0)] - base, 0.0)
+        j = np.searchsorted(self.top_cum, base + r * mass, side="right") - off
         j = np.clip(j, k0, np.maximum(k1 - 1, k0))
         return self.top_order[np.minimum(j, self.cfg.n_videos - 1)], ok

@@ -178,7 +178,10 @@ class GroundTruth:
       cold_start: [n_videos] True for videos published inside the test period.
       params: the click-model parameters and time splits (`truth.json`; `time`
         holds the first second of the test period, `split`, and of the
-        validation period, `validation`, when there is one).
+        validation period, `validation`, when there is one; a daily dataset's
+        `days` holds its schedule's parameters).
+      first_active_day: [n_users] each user's first-active day of the window
+        (a daily dataset, `BuiltinConfig.days`), or None.
       topic_names: names of the K topics.
 
     Example:
@@ -206,6 +209,7 @@ class GroundTruth:
         self.user_topics = users["theta"]
         self.user_unit = users["theta_unit"]
         self.user_bias = users["user_bias"]
+        self.first_active_day = users.get("first_active_day")
         self.topic_names = list(params.get("topics", []))
         self._video_index = None
         self._user_index = None
@@ -339,6 +343,21 @@ class GroundTruth:
         """Same as `test_click_prob`, for the `validation/` shards (empty when the
         dataset has no validation split)."""
         return self._split_prob("validation")
+
+    def day_click_prob(self, day: int) -> np.ndarray:
+        """True click probability of every impression of day `day` of a daily dataset, aligned row by
+        row with reading its `days/<ddd>/` shards in sorted order (`day_files`)."""
+        return self._day_arrays("click_prob_files", day)
+
+    def day_clicked(self, day: int) -> np.ndarray:
+        """The observed clicks (0/1) of day `day`'s impressions, aligned like `day_click_prob`."""
+        return self._day_arrays("clicked_files", day)
+
+    def _day_arrays(self, key: str, day: int) -> np.ndarray:
+        if "days" not in self.params:
+            raise ValueError(f"{self.root!r} is not a daily dataset (BuiltinConfig.days is 0).")
+        parts = [np.load(os.path.join(self.root, f), allow_pickle=False) for f in self.params["days"][key][day]]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def is_cold_start(self, video_ids: Sequence[str]) -> np.ndarray:
         """Bool array: whether each video was published inside the test period

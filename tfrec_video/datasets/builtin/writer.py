@@ -1,8 +1,8 @@
 """Writing the built-in dataset: shard writers, raw media, the truth and the manifest.
 
 `_generate_into(root, cfg, fmt, progress)` writes one complete dataset folder
-(catalog, train/validation/test impressions, media, `truth/` and `dataset.json`
-last);
+(catalog, train/validation/test impressions, with `days` also one impressions
+table a day under `days/`, media, `truth/` and `dataset.json` last);
 `generate` in `api` wraps it with the temporary-folder-then-rename dance.
 """
 
@@ -18,14 +18,15 @@ from tfrec_video.datasets.builtin import truth as truth_lib
 from tfrec_video.datasets.builtin.catalog import _catalog_blocks, _projection
 from tfrec_video.datasets.builtin.config import (
     DATASET_VERSION,
+    _DAY,
     FORMATS,
     _PART_MEDIA,
     _USER_BLOCK,
     BuiltinConfig,
     _rng,
 )
-from tfrec_video.datasets.builtin.impressions import _impression_block
-from tfrec_video.datasets.builtin.latents import _Latents
+from tfrec_video.datasets.builtin.impressions import _day_counts, _impression_block
+from tfrec_video.datasets.builtin.latents import _DAILY_BACKLOG_SHARE, _DAILY_EVERGREEN, _Latents
 from tfrec_video.datasets.builtin.topics import DEVICES, LANGUAGES
 from tfrec_video.errors import ConfigError
 
@@ -162,6 +163,8 @@ def _write_truth_latents(root: str, cfg: BuiltinConfig, lat: _Latents, w_img, w_
         "preferred_device": lat.pref_device,
         "peak_hour": lat.peak_hour,
     }
+    if cfg.days:
+        users["first_active_day"] = lat.first_day
     tdir = os.path.join(root, truth_lib.TRUTH_DIR)
     for name, arr in videos.items():
         _save_npy(os.path.join(tdir, "videos", name + ".npy"), arr)
@@ -182,12 +185,64 @@ def _time_section(cfg: BuiltinConfig) -> dict:
     return time
 
 
+def _day_dir(cfg: BuiltinConfig, day: int) -> str:
+    """The folder of day `day`'s impressions table, relative to the dataset (`days/003`)."""
+    return f"days/{day:0{max(3, len(str(cfg.window_days - 1)))}d}"
+
+
+def _days_sections(root: str, cfg: BuiltinConfig, lat: _Latents, day_writers, counts, video_first_day
+                   ) -> Tuple[dict, dict]:
+    """The `days` entries of the manifest and of truth.json (the daily service only).
+
+    The manifest's: the window, the benchmark days, and per day (lists
+    indexed by day) the counts of `_day_counts`, `videos_published`,
+    `users_arriving`, `videos_first_shown` (shown that day and never before)
+    and `oracle_auc` (the true click probability's AUC on the day's
+    impressions; None when the day has one class only). The truth's: the
+    files of each day's true click probabilities and labels, and the daily
+    schedule's parameters, with `topic_multiplier` ([window_days, K], saved
+    under truth/days/).
+    """
+    W, tdir = cfg.window_days, truth_lib.TRUTH_DIR
+    oracle = []
+    for w in day_writers:
+        prob, clicked = ([np.load(os.path.join(root, f), allow_pickle=False) for f in w.aux_files[key]]
+                         for key in ("_prob", "_clicked"))
+        value = truth_lib.auc(np.concatenate(clicked), np.concatenate(prob)) if prob else float("nan")
+        oracle.append(None if np.isnan(value) else value)
+    pub_day = (lat.publish_time - cfg.start_timestamp) // _DAY
+    manifest = {
+        "window_days": W, "days": cfg.days, "benchmark_days": list(cfg.benchmark_days),
+        "day_seconds": _DAY, "start": cfg.start_timestamp,
+        "per_day": {
+            **{k: v.tolist() for k, v in counts.items()},
+            "videos_published": np.bincount(pub_day[pub_day >= 0], minlength=W).tolist(),
+            "users_arriving": np.bincount(lat.first_day, minlength=W).tolist(),
+            "videos_first_shown": np.bincount(video_first_day[video_first_day < W], minlength=W).tolist(),
+            "oracle_auc": oracle,
+        },
+    }
+    multiplier = f"{tdir}/days/topic_multiplier.npy"
+    _save_npy(os.path.join(root, multiplier), lat.topic_multiplier)
+    truth = {
+        "click_prob_files": [w.aux_files["_prob"] for w in day_writers],
+        "clicked_files": [w.aux_files["_clicked"] for w in day_writers],
+        "topic_multiplier": multiplier, "topic_drift": cfg.topic_drift,
+        "freshness_half_life_days": cfg.freshness_half_life_days, "evergreen_weight": _DAILY_EVERGREEN,
+        "backlog_share": _DAILY_BACKLOG_SHARE, "new_user_fraction": cfg.new_user_fraction,
+    }
+    return manifest, truth
+
+
 def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> dict:
     from tfrec_video.data import write_table
 
     ext = FORMATS[fmt]
     cat_schema = catalog_schema(cfg.image_dim, cfg.audio_dim)
     imp_schema = impressions_schema(cfg.history_length)
+    # The day tables' schema: the splits have no `day` column, so that they stay the impressions of
+    # every other dataset (readable with the default schema by every tool).
+    day_schema = impressions_schema(cfg.history_length, day=True)
     os.makedirs(root, exist_ok=True)
 
     lat = _Latents(cfg)
@@ -223,12 +278,18 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
     # training split, which a multi-worker run splits between its workers too.
     rows_per_shard = {split: cfg.impressions_rows_per_shard for split in splits}
     rows_per_shard["validation"] = max(1, round(cfg.impressions_rows_per_shard * cfg.validation_fraction))
-    writers = {
-        split: _ShardWriter(root, split, ext, imp_schema, rows_per_shard[split], write_table,
-                            aux_dirs={"_prob": f"{tdir}/click_prob/{split}", "_clicked": f"{tdir}/clicked/{split}"},
+
+    def writer(subdir, rows_per_file, schema=imp_schema):
+        return _ShardWriter(root, subdir, ext, schema, rows_per_file, write_table,
+                            aux_dirs={"_prob": f"{tdir}/click_prob/{subdir}", "_clicked": f"{tdir}/clicked/{subdir}"},
                             finish=finish)
-        for split in splits
-    }
+
+    writers = {split: writer(split, rows_per_shard[split]) for split in splits}
+    # With days, every row is also written to its day's table, with its day (and its truth next to it).
+    W = cfg.window_days
+    day_writers = ([writer(_day_dir(cfg, d), cfg.impressions_rows_per_shard, day_schema) for d in range(W)]
+                   if cfg.days else [])
+    day_counts, video_first_day = {}, np.full(cfg.n_videos, W, dtype=np.int64)
     clicks = {split: 0 for split in splits}
     videos_seen = {split: np.zeros(cfg.n_videos, bool) for split in splits}
     n_blocks = (cfg.n_users + _USER_BLOCK - 1) // _USER_BLOCK
@@ -237,24 +298,32 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
             rows = _impression_block(cfg, lat, b)
             t = rows["timestamp"]
             masks = {"train": t < val_t, "validation": (t >= val_t) & (t < split_t), "test": t >= split_t}
+            columns = {
+                "user_id": uid_str[rows["user"]],
+                "history": rows["history"],
+                "_history_len": rows["history_len"],
+                "hour": rows["hour"],
+                "device": devices[rows["device"]],
+                "video_id": vid_str[rows["video"]],
+                "clicked": rows["clicked"],
+                "timestamp": rows["timestamp"],
+                "_prob": rows["prob"],
+                "_clicked": rows["clicked"].astype(np.int8),
+            }
+            if cfg.days:
+                for key, value in _day_counts(cfg, lat, rows, b).items():
+                    day_counts[key] = day_counts.get(key, 0) + value
+                np.minimum.at(video_first_day, rows["video"], rows["day"])
+                for d in np.unique(rows["day"]):
+                    on_day = rows["day"] == d
+                    day_writers[d].add({**{k: v[on_day] for k, v in columns.items()}, "day": rows["day"][on_day]})
             for split in splits:
                 mask = masks[split]
                 clicks[split] += int(rows["clicked"][mask].sum())
                 videos_seen[split][rows["video"][mask]] = True
-                writers[split].add({
-                    "user_id": uid_str[rows["user"][mask]],
-                    "history": rows["history"][mask],
-                    "_history_len": rows["history_len"][mask],
-                    "hour": rows["hour"][mask],
-                    "device": devices[rows["device"][mask]],
-                    "video_id": vid_str[rows["video"][mask]],
-                    "clicked": rows["clicked"][mask],
-                    "timestamp": rows["timestamp"][mask],
-                    "_prob": rows["prob"][mask],
-                    "_clicked": rows["clicked"][mask].astype(np.int8),
-                })
+                writers[split].add({k: v[mask] for k, v in columns.items()})
             bar.update(min(_USER_BLOCK, cfg.n_users - b * _USER_BLOCK))
-        for w in writers.values():
+        for w in list(writers.values()) + day_writers:
             w.close()
     for split, w in writers.items():
         if w.rows == 0:
@@ -302,6 +371,10 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         "click_prob_files": {s: w.aux_files["_prob"] for s, w in writers.items()},
         "clicked_files": {s: w.aux_files["_clicked"] for s, w in writers.items()},
     }
+    days_manifest = None
+    if cfg.days:
+        # Only with days, like the language shift below: every other config's truth stays byte-identical.
+        days_manifest, truth_json["days"] = _days_sections(root, cfg, lat, day_writers, day_counts, video_first_day)
     if lat.topic_language is not None:
         # Only with a shift, so that the truth of every other config stays byte-identical.
         truth_json["language_shift"] = {
@@ -350,6 +423,10 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
             "truth": tdir,
         },
     }
+    if days_manifest is not None:
+        manifest["days"] = days_manifest
+        manifest["schema"]["days"] = day_schema.to_dict()
+        manifest["files"]["days"] = [w.files for w in day_writers]   # a list of files a day
     # Last: its presence marks the dataset complete.
     _write_json(os.path.join(root, "dataset.json"), manifest)
     return manifest
