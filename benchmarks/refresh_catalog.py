@@ -47,9 +47,7 @@ import tfrec_video  # noqa: F401  (before TensorFlow: tf.keras must be Keras 2)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (WordPiece ops, needed to load the export)
 
-from serving_latency import synthetic_catalog, synthetic_impressions
-from tfrec_video.features import adapt
-from tfrec_video.models import ModelConfig, VideoRecModel
+from serving_latency import add_synthetic_model_arguments, synthetic_catalog, synthetic_model
 from tfrec_video.serving import refresh as refresh_lib
 from tfrec_video.serving.export import export_saved_model
 
@@ -83,16 +81,7 @@ def new_catalog(catalog, added, changed, removed, args, rng):
 
 
 def bench_size(n, args, rng):
-    catalog = synthetic_catalog(n, args.image_dim, args.audio_dim, args.categories, rng)
-    impressions = synthetic_impressions(catalog, args.impressions, args.users, args.history_length, rng)
-    tf.keras.utils.set_random_seed(args.seed)
-    components = min(args.media_components, args.image_dim, args.audio_dim)
-    vocab = adapt(catalog, impressions, title_vocabulary_size=args.title_vocabulary_size, media_components=components)
-    config = ModelConfig(embedding_dim=args.embedding_dim, title_vocabulary_size=args.title_vocabulary_size,
-                         media_components=components, seed=args.seed)
-    model = VideoRecModel(config, vocab, catalog=catalog)
-    model.compile(tf.keras.optimizers.Adam(config.learning_rate))
-    model.fit(tf.data.Dataset.from_tensor_slices(impressions).batch(256).take(args.train_steps), epochs=1, verbose=0)
+    catalog, _, model = synthetic_model(n, args, rng)
     new = new_catalog(catalog, args.added, args.changed, args.removed, args, rng)
     root = tempfile.mkdtemp(prefix="refresh_catalog_")
     try:
@@ -134,19 +123,7 @@ def main(argv=None):
     parser.add_argument("--added", type=int, default=1000, help="new videos in the refreshed catalog")
     parser.add_argument("--changed", type=int, default=0, help="old videos retitled in the refreshed catalog")
     parser.add_argument("--removed", type=int, default=0, help="old videos dropped from the refreshed catalog")
-    parser.add_argument("--k", type=int, default=100, help="candidates retrieved")
-    parser.add_argument("--n", type=int, default=10, help="videos returned")
-    parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--image-dim", type=int, default=16)
-    parser.add_argument("--audio-dim", type=int, default=16)
-    parser.add_argument("--media-components", type=int, default=8)
-    parser.add_argument("--categories", type=int, default=20)
-    parser.add_argument("--title-vocabulary-size", type=int, default=200)
-    parser.add_argument("--impressions", type=int, default=4000)
-    parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--history-length", type=int, default=10)
-    parser.add_argument("--train-steps", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    add_synthetic_model_arguments(parser)
     args = parser.parse_args(argv)
     sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
 

@@ -110,20 +110,42 @@ def percentiles(fn, inputs, reps, warmup):
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_size(n, args, rng):
-    t0 = time.perf_counter()
+def add_synthetic_model_arguments(parser):
+    """The flags of the synthetic catalog and model (`synthetic_model`), which `refresh_catalog.py` shares."""
+    parser.add_argument("--k", type=int, default=100, help="candidates retrieved")
+    parser.add_argument("--n", type=int, default=10, help="videos returned")
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--image-dim", type=int, default=16)
+    parser.add_argument("--audio-dim", type=int, default=16)
+    parser.add_argument("--media-components", type=int, default=8)
+    parser.add_argument("--categories", type=int, default=20)
+    parser.add_argument("--title-vocabulary-size", type=int, default=200)
+    parser.add_argument("--impressions", type=int, default=4000)
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--history-length", type=int, default=10)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def synthetic_model(n, args, rng, history_content=True):
+    """`(catalog, impressions, model)`: a synthetic catalog of `n` videos, impressions of it and a
+    `VideoRecModel` trained on them for `args.train_steps` batches (the flags of `add_synthetic_model_arguments`)."""
     catalog = synthetic_catalog(n, args.image_dim, args.audio_dim, args.categories, rng)
     impressions = synthetic_impressions(catalog, args.impressions, args.users, args.history_length, rng)
     tf.keras.utils.set_random_seed(args.seed)
-    vocab = adapt(catalog, impressions, title_vocabulary_size=args.title_vocabulary_size,
-                  media_components=min(args.media_components, args.image_dim, args.audio_dim))
+    components = min(args.media_components, args.image_dim, args.audio_dim)
+    vocab = adapt(catalog, impressions, title_vocabulary_size=args.title_vocabulary_size, media_components=components)
     config = ModelConfig(embedding_dim=args.embedding_dim, title_vocabulary_size=args.title_vocabulary_size,
-                         media_components=min(args.media_components, args.image_dim, args.audio_dim),
-                         history_content=args.history_content, seed=args.seed)
+                         media_components=components, history_content=history_content, seed=args.seed)
     model = VideoRecModel(config, vocab, catalog=catalog)
     model.compile(tf.keras.optimizers.Adam(config.learning_rate))
-    data = tf.data.Dataset.from_tensor_slices(impressions).batch(256).take(args.train_steps)
-    model.fit(data, epochs=1, verbose=0)
+    model.fit(tf.data.Dataset.from_tensor_slices(impressions).batch(256).take(args.train_steps), epochs=1, verbose=0)
+    return catalog, impressions, model
+
+
+def bench_size(n, args, rng):
+    t0 = time.perf_counter()
+    catalog, impressions, model = synthetic_model(n, args, rng, history_content=args.history_content)
     t_train = time.perf_counter() - t0
 
     module = ServingModule(model, catalog, k=args.k, n=args.n)
@@ -172,25 +194,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k only, fewer repetitions (under 2 minutes)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="catalog sizes (default 10k 100k 1M)")
-    parser.add_argument("--k", type=int, default=100, help="candidates retrieved")
-    parser.add_argument("--n", type=int, default=10, help="videos returned")
-    parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--image-dim", type=int, default=16)
-    parser.add_argument("--audio-dim", type=int, default=16)
-    parser.add_argument("--media-components", type=int, default=8)
-    parser.add_argument("--categories", type=int, default=20)
-    parser.add_argument("--title-vocabulary-size", type=int, default=200)
-    parser.add_argument("--impressions", type=int, default=4000)
-    parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--history-length", type=int, default=10)
-    parser.add_argument("--train-steps", type=int, default=5)
+    add_synthetic_model_arguments(parser)
     parser.add_argument("--no-history-content", dest="history_content", action="store_false",
                         help="ModelConfig(history_content=False): no catalog content inside the model")
     parser.add_argument("--reps-1", type=int, default=None, help="timed calls at batch 1 (200; quick 100)")
     parser.add_argument("--reps-64", type=int, default=None, help="timed calls at batch 64 (50; quick 20)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--distinct-requests", type=int, default=16, help="request batches cycled through")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = args.sizes or ([TARGET_SIZE] if args.quick else [10_000, 100_000, 1_000_000])
     args.reps_1 = args.reps_1 or (100 if args.quick else 200)
