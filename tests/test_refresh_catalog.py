@@ -9,6 +9,7 @@ reordered), and exports the new catalog in full beside it, the reference the ref
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -193,6 +194,25 @@ def test_only_added_and_changed_videos_are_encoded(setup):
                       "kept": len(setup.new["video_id"]) - len(ADDED) - len(CHANGED)}
 
 
+def test_catalog_diff_in_small_chunks_gives_the_same_result(setup, monkeypatch):
+    """`catalog_diff` compares CHUNK rows at a time: pieces that split the catalog anywhere change nothing."""
+    specs = refresh_lib._video_inputs(setup.first)
+    columns = refresh_lib._checked_catalog(setup.new, specs, "new")
+    table = setup.loaded[setup.first].catalog
+    content = [name for name in sorted(specs) if name != "video_id"]
+    whole = refresh_lib.catalog_diff(table, columns, content)
+    assert len(setup.new["video_id"]) < refresh_lib.CHUNK  # one piece: the reference
+    ids = list(setup.new["video_id"])
+    assert sorted(np.asarray(ids)[whole["encode"]]) == sorted(ADDED + CHANGED)
+    assert list(whole["old_rows"][[ids.index(v) for v in ADDED]]) == [-1] * len(ADDED)
+    for chunk in (1, 7, len(ids) - 1):
+        monkeypatch.setattr(refresh_lib, "CHUNK", chunk)
+        pieces = refresh_lib.catalog_diff(table, columns, content)
+        for key in ("old_rows", "encode"):
+            assert pieces[key].dtype == whole[key].dtype, (chunk, key)
+            np.testing.assert_array_equal(pieces[key], whole[key], err_msg=f"CHUNK {chunk}: {key}")
+
+
 def test_the_new_version_is_written_atomically_beside_an_untouched_one(setup):
     assert os.path.basename(setup.refreshed) == "2"
     assert sorted(os.listdir(setup.model_dir)) == ["1", "2"]  # no temporary directory left
@@ -277,12 +297,104 @@ def test_a_catalog_smaller_than_k_and_back(setup, tmp_path):
     (lambda c: {k: v[:0] for k, v in c.items()}, r"'video_id': no videos"),
     (lambda c: dict(c, title=np.arange(len(c["title"]))), r"'title': holds int64 values \(expected strings\)"),
     (lambda c: dict(c, video_id=np.concatenate([[""], c["video_id"][1:]])), r"row 0: feature 'video_id': empty"),
+    (lambda c: dict(c, image_embedding=np.where(np.arange(len(c["video_id"]))[:, None] == 4, np.nan,
+                                                c["image_embedding"]).astype(np.float32)),
+     r"^the catalog, row 4: feature 'image_embedding': NaN value \(expected finite float32 values\)"),
+    (lambda c: dict(c, duration_s=np.concatenate([c["duration_s"][:6], [np.inf], c["duration_s"][7:]])),
+     r"row 6: feature 'duration_s': infinite value"),
+    # Finite as float64, infinite in the export's float32.
+    (lambda c: dict(c, audio_embedding=np.where(np.arange(len(c["video_id"]))[:, None] == 2, 1e300,
+                                                c["audio_embedding"].astype(np.float64))),
+     r"row 2: feature 'audio_embedding': infinite value"),
 ])
 def test_a_bad_catalog_is_refused_and_nothing_is_written(setup, change, message):
     before = sorted(os.listdir(setup.model_dir))
     with pytest.raises(DataValidationError, match=message):
         refresh_catalog(setup.model_dir, change(setup.new))
     assert sorted(os.listdir(setup.model_dir)) == before
+
+
+def test_a_bad_row_names_the_row_of_the_whole_catalog_read_from_several_files(setup):
+    """A row number counts the rows of the catalog as passed, across every file it was read from: the
+    message says so rather than pinning it on the list of files."""
+    bad = dict(setup.new, image_embedding=setup.new["image_embedding"].copy())
+    bad["image_embedding"][9, 3] = np.nan
+    with pytest.raises(DataValidationError, match=r"^the catalog read from a/\*\.parquet, b\.csv \(rows counted "
+                                                  r"across its files\), row 9: feature 'image_embedding': NaN"):
+        refresh_catalog(setup.model_dir, bad, source="a/*.parquet, b.csv")
+    empty = dict(setup.new, video_id=np.concatenate([setup.new["video_id"][:5], [""], setup.new["video_id"][6:]]))
+    with pytest.raises(DataValidationError, match=r"\(rows counted across its files\), row 5: feature 'video_id'"):
+        refresh_catalog(setup.model_dir, empty, source="a/*.parquet, b.csv")
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "64", None])
+def test_a_bad_batch_size_is_refused_before_anything_is_read(setup, batch_size):
+    before = sorted(os.listdir(setup.model_dir))
+    with pytest.raises(ConfigError, match=r"batch_size: expected an int >= 1"):
+        refresh_catalog(setup.model_dir, setup.new, batch_size=batch_size)
+    assert sorted(os.listdir(setup.model_dir)) == before
+
+
+def test_the_cli_refuses_a_batch_size_below_one(tmp_path, capsys):
+    for value in ("0", "-3", "x"):  # refused by argparse, before any file is read
+        with pytest.raises(SystemExit) as exit_info:
+            main(["refresh-catalog", "--export", str(tmp_path), "--catalog", "unread.parquet", "--batch-size", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--batch-size" in err and "expected a whole number >= 1" in err, err
+
+
+def test_a_concurrent_export_is_never_followed_by_the_older_weights(setup, tmp_path, monkeypatch):
+    """A version N + 1 (new weights) published while refreshing N: the refresh must not take N + 2 (TF Serving
+    would serve N's weights as the newest); it fails, removes its temporary directory and touches nothing."""
+    model_dir = _copy_of_first(setup, str(tmp_path))
+    concurrent = os.path.join(model_dir, "2")
+    original = refresh_lib.write_warmup_requests
+
+    def export_meanwhile(*args, **kwargs):  # after the refresh chose 2, before it publishes
+        original(*args, **kwargs)
+        shutil.copytree(setup.first, concurrent)
+
+    monkeypatch.setattr(refresh_lib, "write_warmup_requests", export_meanwhile)
+    with pytest.raises(ConfigError, match=r"^version 2 appeared in .*video_rec while refreshing from version 1 .*"
+                                          r"Run refresh-catalog again to refresh version 2\."):
+        refresh_catalog(model_dir, setup.new)
+    assert sorted(os.listdir(model_dir)) == ["1", "2"]  # no version 3, no temporary directory
+    assert _digest(concurrent) == setup.first_digest and _digest(os.path.join(model_dir, "1")) == setup.first_digest
+    monkeypatch.undo()
+    # Published before the refresh started, after its caller resolved version 1 (the CLI reads its widths
+    # first): refused at once, before the slow load.
+    monkeypatch.setattr(refresh_lib, "_load", lambda *a: pytest.fail("loaded a version it must not refresh"))
+    with pytest.raises(ConfigError, match=r"^version 2 appeared in .* while refreshing from version 1 "):
+        refresh_catalog(model_dir, setup.new, from_version=1)
+    assert sorted(os.listdir(model_dir)) == ["1", "2"]
+
+
+def test_the_next_version_passes_numbered_directories_without_a_saved_model(setup, tmp_path):
+    """A stray numbered directory above the latest version (no saved_model.pb: nothing TF Serving loads) is
+    neither refreshed, nor taken over, nor mistaken for a concurrent export: the refresh goes past it."""
+    model_dir = _copy_of_first(setup, str(tmp_path))
+    os.mkdir(os.path.join(model_dir, "2"))
+    refreshed = refresh_catalog(model_dir, setup.new)
+    with open(os.path.join(refreshed, REFRESH_FILE), encoding="utf-8") as f:
+        assert os.path.basename(refreshed) == "3" and json.load(f)["from_version"] == 1
+    assert sorted(os.listdir(model_dir)) == ["1", "2", "3"] and os.listdir(os.path.join(model_dir, "2")) == []
+
+
+def test_a_corrupt_saved_model_pb_is_a_config_error_naming_it(setup, tmp_path, capsys):
+    model_dir = _copy_of_first(setup, str(tmp_path))
+    path = os.path.join(model_dir, "1", "saved_model.pb")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:  # truncated mid-record, as by a full disk or an interrupted copy
+        f.write(data[:len(data) // 2])
+    for call in (lambda: refresh_catalog(model_dir, setup.new), lambda: refresh_lib.latest_video_inputs(model_dir)):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: not a readable SavedModel: "):
+            call()
+    catalog = write_table(setup.new, str(tmp_path / "catalog.parquet"), catalog_schema(8, 4))
+    assert main(["refresh-catalog", "--export", model_dir, "--catalog", catalog]) == 2
+    assert "not a readable SavedModel" in capsys.readouterr().err
+    assert sorted(os.listdir(model_dir)) == ["1"]
 
 
 def test_a_directory_without_a_version_is_refused(setup, tmp_path):

@@ -12,13 +12,25 @@ prints the new version and what changed:
     refreshed saved_models/video_rec/8 from version 7: 1000 added, 12 changed, 40 removed, 998960 kept
 """
 
+import argparse
 import json
 import os
 
 from tfrec_video.cli.run_dir import check_output_dir
 from tfrec_video.data.pipeline import load_catalog
 from tfrec_video.data.schema import catalog_schema
-from tfrec_video.serving.refresh import REFRESH_FILE, latest_video_inputs, refresh_catalog
+from tfrec_video.serving.refresh import REFRESH_FILE, latest_export_version, latest_video_inputs, refresh_catalog
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of `--batch-size`: an int >= 1 (0 or less would encode nothing, or fail mid-run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def add_cli(subparsers) -> None:
@@ -33,7 +45,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--catalog", required=True, nargs="+", metavar="GLOB",
                    help="the new catalog (TFRecord, Parquet or CSV files, directories or globs): every video to "
                         "recommend from, and no other")
-    p.add_argument("--batch-size", type=int, default=4096, help="videos encoded per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=4096, help="videos encoded per batch (>= 1)")
     p.set_defaults(func=run_cli)
 
 
@@ -41,14 +53,17 @@ def run_cli(args) -> int:
     """Handler of `tfrec-video refresh-catalog`: reads the catalog with the export's widths, writes one version."""
     # Before the catalog loads: a bad output path or an empty model directory is reported in seconds.
     check_output_dir(args.export, "--export")
+    # The version is resolved once: the catalog is read with its widths, and that same version is refreshed (an
+    # export publishing a newer one meanwhile makes the refresh fail, not read one version and refresh another).
+    version = latest_export_version(args.export)
     # The widths of the export's vector columns, from saved_model.pb alone (no variable restored yet).
-    specs = latest_video_inputs(args.export)
+    specs = latest_video_inputs(args.export, version)
     width = {name: spec.shape[1] for name, spec in specs.items() if spec.shape.rank == 2}
     catalog = load_catalog(args.catalog, catalog_schema(width.get("image_embedding", 1024),
                                                         width.get("audio_embedding", 128),
                                                         width.get("title_embedding", 384)))
     version_dir = refresh_catalog(args.export, catalog, batch_size=args.batch_size,
-                                  source=", ".join(args.catalog))
+                                  source=", ".join(args.catalog), from_version=version)
     with open(os.path.join(version_dir, REFRESH_FILE), encoding="utf-8") as f:
         counts = json.load(f)
     print(f"refreshed {version_dir} from version {counts['from_version']}: {counts['added']} added, "

@@ -28,10 +28,16 @@ changed:
    kept videos' rows are copied bit for bit; removed videos are dropped.
 5. The variables are assigned the new rows (their row dimension is unknown:
    `towers.catalog_table.rows_variable`) and the loaded object is saved again
-   with its own signatures, as the next version, atomically, with warmup
-   records (`serving.versions`, `serving.warmup`) and
+   with its own signatures, as version N + 1 of version N, atomically, with
+   warmup records (`serving.versions`, `serving.warmup`) and
    `assets.extra/catalog_refresh.json` (`REFRESH_FILE`: the version it came
    from and the counts of added, changed, removed and kept videos).
+
+The number is fixed: N + 1, never the next free one. A `tfrec-video export` of
+retrained weights that publishes N + 1 while the refresh runs would otherwise
+be followed by the refresh as N + 2, and TF Serving serves the highest version:
+the old weights would silently replace the new ones. The refresh fails instead
+(`ConfigError`, nothing written; run it again to refresh the new version).
 
 The result serves what `export --catalog NEW` of the same model serves (to
 float rounding): same index, same ranking inputs, same `k` and `n` (a catalog
@@ -47,7 +53,7 @@ serves exactly what the full export does.
 Example:
 
     version_dir = refresh_catalog("saved_models/video_rec", load_catalog("data/catalog_today/*.parquet", schema))
-    # saved_models/video_rec/8, from version 7
+    # saved_models/video_rec/8, from version 7 (its assets.extra/catalog_refresh.json: what changed)
 """
 
 import json
@@ -57,30 +63,53 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from tfrec_video.data.files import follow_umask
 from tfrec_video.data.integrity import check_unique_ids
+from tfrec_video.data.schema import Feature
+from tfrec_video.data.validation import check_values
 from tfrec_video.errors import ConfigError, DataValidationError, first_line
-from tfrec_video.serving.versions import latest_version, make_temp_dir, next_version, publish, remove_stale_temp_dirs
+from tfrec_video.serving.versions import latest_version, make_temp_dir, newer_versions, publish, remove_stale_temp_dirs
 from tfrec_video.serving.warmup import refreshed_warmup_requests, write_warmup_requests
 from tfrec_video.towers.catalog_table import CatalogTable
 
 REFRESH_FILE = os.path.join("assets.extra", "catalog_refresh.json")
 # The function every export (`ServingModule`) holds for this, beside its signatures.
 ENCODE_FUNCTION = "encode_catalog_rows"
-# Rows compared or encoded at a time: a million-video catalog is never copied out whole per column.
+# Rows `catalog_diff` compares at a time: a stored content column is gathered into the new catalog's order
+# CHUNK rows at a time, not whole (a million 1024-float image embeddings would be one more 4 GB copy).
 CHUNK = 1 << 16
+# `refresh_catalog`'s `source` when the caller names none.
+DEFAULT_SOURCE = "the catalog"
 
 
-def latest_video_inputs(model_dir: str) -> Dict[str, tf.TensorSpec]:
-    """`{name: spec}` of the video columns the latest version of `model_dir` reads (its `embed_video` inputs,
+def latest_export_version(model_dir: str) -> int:
+    """The latest version of `model_dir` holding a SavedModel: the one `refresh_catalog` refreshes.
+
+    A caller that reads something of that version first (the CLI: `latest_video_inputs`, for the catalog's
+    widths) resolves it once, here, and passes it to both, so that both read the same version.
+
+    Raises:
+      ConfigError: `model_dir` holds no such version (with a hint when it is a version itself).
+    """
+    return int(os.path.basename(_latest(model_dir)))
+
+
+def latest_video_inputs(model_dir: str, version: Optional[int] = None) -> Dict[str, tf.TensorSpec]:
+    """`{name: spec}` of the video columns a version of `model_dir` reads (its `embed_video` inputs,
     the same as `encode_catalog_rows`'), read from `saved_model.pb` alone: no variable is restored, so a
     caller can read the catalog files with the right widths before the (slower) load.
 
+    Args:
+      model_dir: a model directory written by `export_saved_model` (`saved_models/<name>`).
+      version: the version to read (`latest_export_version`); default the latest.
+
     Raises:
-      ConfigError: no version, or one without an `embed_video` signature.
+      ConfigError: no version (or `version` holds no SavedModel), one without an `embed_video`
+        signature, or an unreadable `saved_model.pb`.
     """
-    return _video_inputs(_latest(model_dir))
+    return _video_inputs(_latest(model_dir) if version is None else _version_dir(model_dir, version))
 
 
 def _video_inputs(version_dir: str) -> Dict[str, tf.TensorSpec]:
@@ -89,8 +118,13 @@ def _video_inputs(version_dir: str) -> Dict[str, tf.TensorSpec]:
 
     path = os.path.join(version_dir, "saved_model.pb")
     saved = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(path, "rb") as f:
-        saved.ParseFromString(f.read())
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            saved.ParseFromString(f.read())
+    except (DecodeError, OSError, tf.errors.OpError) as error:  # truncated or overwritten: protobuf's error alone
+        # names neither the file nor what to do.
+        raise ConfigError(f"{path}: not a readable SavedModel: {first_line(error)} (a truncated or damaged copy? "
+                          "export the model again, or refresh another version).") from None
     for meta_graph in saved.meta_graphs:
         if "embed_video" in meta_graph.signature_def:
             inputs = meta_graph.signature_def["embed_video"].inputs
@@ -112,6 +146,17 @@ def _latest(model_dir: str) -> str:
     return os.path.join(model_dir, str(version))
 
 
+def _version_dir(model_dir: str, version: int) -> str:
+    """The directory of version `version` of `model_dir`, checked to hold a SavedModel."""
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise ConfigError(f"version: expected a version number (an int >= 1), got {version!r}.")
+    path = os.path.join(model_dir, str(int(version)))
+    if not tf.saved_model.contains_saved_model(path):
+        raise ConfigError(f"{path}: no exported version to refresh (expected a version directory written by "
+                          "tfrec-video export, holding saved_model.pb).")
+    return path
+
+
 def _load(version_dir: str):
     """The loaded export of `version_dir`, checked to hold what a refresh needs."""
     import tensorflow_text  # noqa: F401  (registers the WordPiece ops the title encoder uses)
@@ -127,10 +172,31 @@ def _load(version_dir: str):
     return loaded
 
 
+def _rows_of(source: str) -> str:
+    """The `file` of an error naming a row of the catalog as passed: its files' rows one after another (the
+    caller's `load_catalog` stacked them), so the row is one of the whole catalog, not of one file."""
+    return source if source == DEFAULT_SOURCE else f"the catalog read from {source} (rows counted across its files)"
+
+
+def _check_finite(name: str, column: np.ndarray, source: str) -> None:
+    """Raises `DataValidationError` naming the first row of float `column` holding a NaN or an infinity
+    (`data.validation.check_values`, which the catalog files' reader runs too): a NaN image embedding
+    would make a NaN index row, and a NaN score for every user."""
+    if not column.size:
+        return
+    if column.ndim == 1:
+        feature, lengths = Feature(name, "float32"), None
+    else:  # one row per video, its values flat: `check_values` maps a value back to its row
+        width = int(np.prod(column.shape[1:]))
+        feature, lengths = Feature(name, "float32", kind="vector", length=width), np.full(len(column), width)
+    check_values(feature, (column.reshape(-1), lengths), file=_rows_of(source))
+
+
 def _checked_catalog(catalog: Mapping[str, np.ndarray], specs: Mapping[str, tf.TensorSpec],
                      source: str) -> Dict[str, tf.Tensor]:
     """The columns the export reads, as tensors of its dtypes, after checking them (uniqueness aside:
-    `_check_unique` does it with the ids' fingerprints, computed anyway)."""
+    `_check_unique` does it with the ids' fingerprints, computed anyway). A row an error names is one of
+    `catalog` as passed (`_rows_of`)."""
     reads = sorted(specs)
     if "video_id" not in catalog:
         raise DataValidationError("missing column", file=source, feature="video_id",
@@ -156,16 +222,20 @@ def _checked_catalog(catalog: Mapping[str, np.ndarray], specs: Mapping[str, tf.T
         if column.dtype.kind not in ("OSU" if strings else "biuf"):
             raise DataValidationError(f"holds {column.dtype} values", file=source, feature=name,
                                       expected="strings" if strings else f"{spec.dtype.name} numbers")
+        if not strings:
+            with np.errstate(over="ignore"):  # an overflow becomes an infinity, refused next with its row
+                column = column.astype(spec.dtype.as_numpy_dtype, copy=False)
+            if spec.dtype.is_floating:  # after the cast: a float64 1e300 is an infinity in float32
+                _check_finite(name, column, source)
         try:  # tensors from here on: a million strings are compared and gathered in TF, not in Python
-            columns[name] = tf.convert_to_tensor(column if strings else column.astype(spec.dtype.as_numpy_dtype),
-                                                 spec.dtype)
+            columns[name] = tf.convert_to_tensor(column, spec.dtype)
         except (TypeError, ValueError, tf.errors.OpError) as error:  # e.g. None among the strings
             raise DataValidationError(f"holds values that are not {spec.dtype.name}: {first_line(error)}",
                                       file=source, feature=name, expected="strings" if strings else "numbers") from None
     empty = tf.where(tf.equal(columns["video_id"], ""))
     if int(tf.size(empty)):
         # "" is the padding id: a video under it could never be looked up.
-        raise DataValidationError("empty video_id", file=source, row=int(empty[0, 0]), feature="video_id",
+        raise DataValidationError("empty video_id", file=_rows_of(source), row=int(empty[0, 0]), feature="video_id",
                                   expected="a non-empty id")
     return columns
 
@@ -174,7 +244,7 @@ def _check_unique(ids: tf.Tensor, fingerprints: np.ndarray, source: str) -> None
     """Raises `DataValidationError` naming a repeated id; the exact check runs only when two of the sorted
     `fingerprints` are equal (a repeat, or, rarely, two ids of one fingerprint)."""
     if len(fingerprints) > 1 and np.any(fingerprints[1:] == fingerprints[:-1]):
-        check_unique_ids(ids.numpy(), [(source, int(tf.size(ids)))], "video_id")
+        check_unique_ids(ids.numpy(), [(_rows_of(source), int(tf.size(ids)))], "video_id")
 
 
 def _bits(values: tf.Tensor) -> tf.Tensor:
@@ -197,20 +267,28 @@ def catalog_diff(table, columns: Mapping[str, tf.Tensor], content: list) -> Dict
       is not there; `encode`: whether it must be encoded (added, or any content column changed).
     """
     ids = columns["video_id"]
-    # Each variable read once as a value, and gathered from that: no copy of a million rows per gather.
+    # Each variable read once as a value, and gathered from that in CHUNK-row pieces: a stored column
+    # is never gathered whole into the new order, and what a piece compares is reduced to one bool per video.
     fingerprints = tf.convert_to_tensor(table.fingerprints)
+    stored_ids = tf.convert_to_tensor(table.ids)
+    stored = {name: tf.convert_to_tensor(table.values[name]) for name in content}
     wanted = CatalogTable._fingerprint(ids)
     position = tf.minimum(tf.searchsorted(fingerprints, wanted), tf.size(fingerprints) - 1)
     table_rows = tf.gather(tf.convert_to_tensor(table.fingerprint_rows), position)
-    # A fingerprint match is confirmed by the stored id, as `CatalogTable.lookup` does.
-    found = tf.equal(tf.gather(fingerprints, position), wanted) & tf.equal(
-        tf.gather(tf.convert_to_tensor(table.ids), table_rows), ids)
-    same = found
-    for name in content:
-        equal = tf.equal(_bits(tf.gather(tf.convert_to_tensor(table.values[name]), table_rows)), _bits(columns[name]))
-        same &= tf.reduce_all(tf.reshape(equal, [tf.shape(equal)[0], -1]), axis=1)
-    return {"old_rows": tf.where(found, table_rows - 1, tf.constant(-1, table_rows.dtype)).numpy(),
-            "encode": tf.logical_not(same).numpy()}
+    found, same = [np.zeros(0, bool)], [np.zeros(0, bool)]  # (no piece for no videos)
+    for start in range(0, int(tf.size(ids)), CHUNK):
+        rows = table_rows[start:start + CHUNK]
+        # A fingerprint match is confirmed by the stored id, as `CatalogTable.lookup` does.
+        piece = tf.equal(tf.gather(fingerprints, position[start:start + CHUNK]), wanted[start:start + CHUNK]) & \
+            tf.equal(tf.gather(stored_ids, rows), ids[start:start + CHUNK])
+        found.append(piece.numpy())
+        for name in content:
+            equal = tf.equal(_bits(tf.gather(stored[name], rows)), _bits(columns[name][start:start + CHUNK]))
+            piece &= tf.reduce_all(tf.reshape(equal, [tf.shape(equal)[0], -1]), axis=1)
+        same.append(piece.numpy())
+    found, same = np.concatenate(found), np.concatenate(same)
+    return {"old_rows": np.where(found, table_rows.numpy() - 1, -1).astype(table_rows.dtype.as_numpy_dtype),
+            "encode": ~same}
 
 
 def _encode_batch(function, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -245,29 +323,39 @@ def _merge_index(old_rows: np.ndarray, encode: np.ndarray, stored_rows: int, off
 
 
 def refresh_catalog(export_dir: str, catalog: Mapping[str, np.ndarray], batch_size: int = 4096,
-                    source: str = "the catalog") -> str:
-    """Writes the next version of `export_dir`, serving `catalog` with the latest version's weights.
+                    source: str = DEFAULT_SOURCE, from_version: Optional[int] = None) -> str:
+    """Writes version N + 1 of `export_dir`, serving `catalog` with the weights of its latest version N.
 
     Args:
       export_dir: a model directory written by `export_saved_model` (`saved_models/<name>`); its
         highest numbered version holding a SavedModel is refreshed.
       catalog: the new catalog as column arrays (`load_catalog`'s output): every video it holds can
         be recommended, and no other.
-      batch_size: videos encoded per call of the export's `encode_catalog_rows`.
+      batch_size: videos encoded per call of the export's `encode_catalog_rows` (an int >= 1).
       source: what `catalog` was read from, for error messages (the CLI passes its globs).
+      from_version: N, when the caller resolved it already (`latest_export_version`: the CLI reads the
+        catalog with that version's widths first); default the latest. It must still be the latest.
 
     Returns:
-      The new version directory (`export_dir/<latest + 1>`, or the next free number when another
-      writer took that one meanwhile).
+      The new version directory, `export_dir/<N + 1>` (one past any numbered directories above N that
+      hold no SavedModel); its `REFRESH_FILE` holds what changed.
 
     Raises:
-      ConfigError: `export_dir` holds no version, the version does not load, or it predates
-        `encode_catalog_rows` (export the model again).
+      ConfigError: a bad `batch_size`; `export_dir` holds no version, the version does not load, or it
+        predates `encode_catalog_rows` (export the model again); or a newer version than N was published
+        in `export_dir` (before or while refreshing: a concurrent `tfrec-video export`), which the refresh
+        of N's weights must not follow: nothing is written, and a second run refreshes the newer version.
       DataValidationError: the catalog is empty, lacks a column the export reads, has a column of the
-        wrong width or dtype, or holds an id twice or an empty id; nothing is written.
+        wrong width or dtype, holds an id twice, an empty id or a NaN or infinite number; nothing is written.
     """
+    # Checked first: 0 would fail deep in the encoding loop, a negative size would encode nothing.
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected an int >= 1 (videos encoded per batch), got {batch_size!r}.")
     model_dir = os.path.normpath(os.fspath(export_dir))
-    previous_dir = _latest(model_dir)
+    previous_dir = _latest(model_dir) if from_version is None else _version_dir(model_dir, from_version)
+    from_version = int(os.path.basename(previous_dir))
+    # The number is fixed now (N + 1): a version published above it later is caught when publishing.
+    version = _next_after(model_dir, from_version)
     # Checked against saved_model.pb before the variables are restored: a bad catalog is refused in seconds.
     columns = _checked_catalog(catalog, _video_inputs(previous_dir), source)
     ids = columns["video_id"]
@@ -300,17 +388,36 @@ def refresh_catalog(export_dir: str, catalog: Mapping[str, np.ndarray], batch_si
                (table.fingerprint_rows, fingerprint_rows)]
     for variable, value in values:
         variable.assign(value)
-    counts = {"from_version": int(os.path.basename(previous_dir)), "videos": len(old_rows),
+    counts = {"from_version": from_version, "videos": len(old_rows),
               "added": int((old_rows < 0).sum()), "changed": int((encode & (old_rows >= 0)).sum()),
               "kept": int((~encode).sum()), "removed": stored - int((old_rows >= 0).sum())}
-    return _write(loaded, model_dir, previous_dir, counts)
+    return _write(loaded, model_dir, previous_dir, version, counts)
 
 
-def _write(loaded, model_dir: str, previous_dir: str, counts: Dict[str, int]) -> str:
-    """Saves the refreshed `loaded` as the next version of `model_dir`, as `export_saved_model` writes one:
-    in a temporary directory renamed into place, warmup records and the umask's modes included."""
+def _appeared(model_dir: str, version: int, from_version: int) -> ConfigError:
+    """The error of a version `version` found in `model_dir` above the refreshed `from_version`."""
+    return ConfigError(f"version {version} appeared in {model_dir} while refreshing from version {from_version} "
+                       f"(a concurrent tfrec-video export?); nothing was written: a refresh of version "
+                       f"{from_version}'s weights must not be served in place of it. Run refresh-catalog again "
+                       f"to refresh version {version}.")
+
+
+def _next_after(model_dir: str, from_version: int) -> int:
+    """The version a refresh of `from_version` publishes (`versions.newer_versions`), checked that no newer
+    version holding a SavedModel is there already."""
+    newer, version = newer_versions(model_dir, from_version)
+    if newer is not None:
+        raise _appeared(model_dir, newer, from_version)
+    return version
+
+
+def _write(loaded, model_dir: str, previous_dir: str, version: int, counts: Dict[str, int]) -> str:
+    """Saves the refreshed `loaded` as version `version` of `model_dir`, as `export_saved_model` writes one:
+    in a temporary directory renamed into place, warmup records and the umask's modes included.
+
+    The number is fixed (`publish(fixed=True)`): when another writer took it meanwhile, the temporary
+    directory is removed and `ConfigError` raised; nothing published is touched."""
     remove_stale_temp_dirs(model_dir)
-    version = next_version(model_dir)
     tmp = make_temp_dir(model_dir, version)
     try:
         signatures = dict(loaded.signatures)
@@ -320,7 +427,10 @@ def _write(loaded, model_dir: str, previous_dir: str, counts: Dict[str, int]) ->
         with open(os.path.join(tmp, REFRESH_FILE), "w", encoding="utf-8") as f:
             json.dump(counts, f, indent=1, sort_keys=True)
         follow_umask(tmp)
-        return publish(tmp, model_dir, version)
+        try:
+            return publish(tmp, model_dir, version, fixed=True)
+        except FileExistsError:  # the next free number would serve these (older) weights above the new version
+            raise _appeared(model_dir, version, counts["from_version"]) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

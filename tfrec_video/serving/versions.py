@@ -15,7 +15,10 @@ into place; this module holds the file-system half of that:
   a rename onto a non-empty directory fails atomically, so when another writer
   took the number first, the next free number is taken instead. Both exports
   succeed, with distinct versions; a version given explicitly is never
-  overwritten (`FileExistsError`).
+  overwritten (`FileExistsError`). A version derived from another (a catalog
+  refresh: version N's weights) is published at its fixed number, right above
+  N (`newer_versions`): taking the next free number above a concurrent export's
+  version would serve the older weights as the newest.
 * **Stale temporary directories.** A temporary directory is named
   `.tmp-<version>-<host>-pid<pid>-<token>`: the writer's host and process id. A
   writer that was killed (SIGKILL, power loss) leaves its directory behind;
@@ -53,21 +56,48 @@ _TEMP = re.compile(r"^\.tmp-(?P<version>\d+)-(?P<host>.*)-pid(?P<pid>\d+)-(?P<to
 MAX_PUBLISH_ATTEMPTS = 100
 
 
+def _numbered_versions(model_dir: str) -> List[int]:
+    """The numeric version directories under `model_dir`, highest first (none when it is no directory)."""
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    return sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))),
+                  reverse=True)
+
+
 def next_version(model_dir: str) -> int:
     """One more than the highest numeric version under `model_dir` (1 when there is none)."""
-    if not tf.io.gfile.isdir(model_dir):
-        return 1
-    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))]
-    return max(versions, default=0) + 1
+    return max(_numbered_versions(model_dir), default=0) + 1
 
 
 def latest_version(model_dir: str) -> Optional[int]:
     """The highest numeric version under `model_dir` that holds a SavedModel (what TF Serving serves), or
     None when there is none (no directory, no version, or only versions without `saved_model.pb`)."""
-    if not tf.io.gfile.isdir(model_dir):
-        return None
-    versions = sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(model_dir) if _VERSION.match(d.rstrip("/"))),
-                      reverse=True)
+    return _servable(model_dir, _numbered_versions(model_dir))
+
+
+def newer_versions(model_dir: str, version: int) -> Tuple[Optional[int], int]:
+    """What lies above `version` in `model_dir`, from one listing of it.
+
+    A writer that derives a version from another (`serving.refresh`: version N's weights, a new catalog)
+    must publish it right above N, and only while nothing newer is served: a version published above a
+    newer one would be served in its place (a rollback).
+
+    Args:
+      model_dir: a model directory (`saved_models/<name>`).
+      version: the version the writer read.
+
+    Returns:
+      `(newer, next)`: the highest version above `version` that holds a SavedModel (None when there is
+      none), and the version to publish: `version + 1`, or one past numbered directories above it that
+      hold no SavedModel (strays TF Serving cannot load; never taken over).
+    """
+    versions = _numbered_versions(model_dir)
+    above = [v for v in versions if v > version]
+    return _servable(model_dir, above), max(above, default=version) + 1
+
+
+def _servable(model_dir: str, versions: List[int]) -> Optional[int]:
+    """The first of `versions` (highest first) whose directory holds a SavedModel, or None."""
     return next((v for v in versions if tf.saved_model.contains_saved_model(os.path.join(model_dir, str(v)))), None)
 
 
