@@ -7,7 +7,8 @@ first, two regimes train a model on the data before `d` and are scored on day `d
 
 * **full retrain**: `fit_model` from scratch on every day so far (`0 .. d-1`);
 * **warm start**: `fit_model(..., warm_start_from=yesterday's model)` on day `d-1` alone
-  (`tfrec_video.training.warm_start`).
+  (`tfrec_video.training.warm_start`), with the default `WarmStartConfig` (the ranking head
+  at half the learning rate; `--ranking-learning-rate` changes it).
 
 On the first benchmark day both start from the same model trained from scratch on the days
 before it. One day's test clicks are few (about 900) and a full retrain's own scores move
@@ -25,7 +26,8 @@ difference and the relative Recall@100 difference (issue 19: within 0.01 and 5%)
 
 About 25 minutes on 2 cores (3 seeds); `--quick` runs a 5-day service of 600 users and videos, one seed.
 
-    python benchmarks/incremental.py [--quick] [--seeds 3] [--epochs 3] [--out benchmarks/incremental.png]
+    python benchmarks/incremental.py [--quick] [--seeds 3] [--epochs 3] [--ranking-learning-rate 0.5]
+                                     [--out benchmarks/incremental.png]
 """
 
 import argparse
@@ -46,6 +48,7 @@ from tfrec_video.evaluation import evaluate
 from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.saving import save_model
 from tfrec_video.training.fit import TrainingConfig, click_counts, fit_model
+from tfrec_video.training.warm_start import WarmStartConfig
 
 
 def _score(model, catalog, schema, train_files, test_files):
@@ -80,7 +83,7 @@ def _plot(rows, path):
     plt.close(fig)
 
 
-def _chain(catalog, schema, directory, days, seed, epochs, work):
+def _chain(catalog, schema, directory, days, seed, epochs, work, warm_start):
     """Both regimes over `days` with one seed: a row per day (see module docstring)."""
     config, training = ModelConfig(seed=seed), TrainingConfig(epochs=epochs, batch_size=1024, seed=seed)
     rows, previous = [], None
@@ -95,7 +98,7 @@ def _chain(catalog, schema, directory, days, seed, epochs, work):
         else:
             start = time.time()
             warm, history = fit_model(catalog, day_files(directory, d - 1), schema, config, training, verbose=0,
-                                      warm_start_from=previous)
+                                      warm_start_from=previous, warm_start=warm_start)
             row["warm"] = {"train_s": round(time.time() - start, 1), **_score(warm, catalog, schema, seen, test)}
             row["merged"] = {k: history.warm_start[k] for k in ("users", "videos", "new_videos_from_content")}
         previous = save_model(warm, os.path.join(work, f"warm_{seed}_{d:03d}"))
@@ -121,6 +124,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a 5-day service of 600 users and videos, one seed")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3, help="seeds each regime runs with; the figures are means")
+    parser.add_argument("--ranking-learning-rate", type=float, default=WarmStartConfig.ranking_learning_rate,
+                        help="the warm start's ranking-head rate, a fraction of the learning rate "
+                             "(WarmStartConfig.ranking_learning_rate)")
     parser.add_argument("--data-dir", default=None, help="the built-in dataset cache directory")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "incremental.png"))
     args = parser.parse_args()
@@ -132,7 +138,8 @@ def main() -> None:
     schema = impressions_schema(dataset.history_length, day=True)
     days = benchmark_days(directory)
     work = tempfile.mkdtemp(prefix="incremental-")
-    rows = _mean([_chain(catalog, schema, directory, days, seed, args.epochs, work) for seed in seeds])
+    warm_start = WarmStartConfig(ranking_learning_rate=args.ranking_learning_rate)
+    rows = _mean([_chain(catalog, schema, directory, days, seed, args.epochs, work, warm_start) for seed in seeds])
 
     print(f"\nmeans over {len(seeds)} seed(s); spread: the full retrain's max - min over seeds")
     print(f"{'day':>4} | {'AUC full':>8} {'warm':>6} {'spread':>6} | {'R@100 full':>10} {'warm':>6} {'spread':>6} | "
@@ -144,16 +151,19 @@ def main() -> None:
               f"{w['cold_recall@100']:6.4f} | {f['train_s']:12.1f} {w['train_s']:6.1f}")
     _plot(rows, args.out)
     warm_days = rows[1:]
-    quality = [{"day": r["day"], "auc_diff": round(r["warm"]["auc"] - r["full"]["auc"], 4),
-                "recall_rel_diff": round(r["warm"]["recall@100"] / r["full"]["recall@100"] - 1, 4)
-                if r["full"]["recall@100"] else None} for r in warm_days]
+    # Unrounded: the targets are judged on the figures themselves (-0.05004 misses 5%, though it prints -0.05).
+    diffs = [(r["day"], r["warm"]["auc"] - r["full"]["auc"],
+              r["warm"]["recall@100"] / r["full"]["recall@100"] - 1 if r["full"]["recall@100"] else None)
+             for r in warm_days]
+    quality = [{"day": d, "auc_diff": round(a, 4), "recall_rel_diff": None if rr is None else round(rr, 5)}
+               for d, a, rr in diffs]
     last = rows[-1]
     print(json.dumps({
         "ratio": round(last["warm"]["train_s"] / last["full"]["train_s"], 3), "target": round(1 / 3, 3),
         "direction": "lower", "quality": quality,
-        "auc_within_0.01": all(q["auc_diff"] >= -0.01 for q in quality),
-        "recall_within_5%": all(q["recall_rel_diff"] is not None and q["recall_rel_diff"] >= -0.05 for q in quality),
-        "warm_days": len(warm_days), "seeds": len(seeds), "epochs": args.epochs,
+        "auc_within_0.01": all(a >= -0.01 for _, a, _ in diffs),
+        "recall_within_5%": all(rr is not None and rr >= -0.05 for _, _, rr in diffs),
+        "warm_days": len(warm_days), "seeds": len(seeds), "epochs": args.epochs, "warm_start": warm_start.to_dict(),
         "dataset": "quick" if args.quick else "daily", "plot": args.out, "rows": rows}))
 
 

@@ -203,6 +203,13 @@ def test_truth_of_each_day(daily):
         np.testing.assert_allclose(np.diag(again), probs[:n], rtol=1e-5)
     oracle = daily["manifest"]["days"]["per_day"]["oracle_auc"]
     assert len(oracle) == cfg.window_days and all(0.6 < a < 1 for a in oracle)
+    # A day outside the window is an error, not another day's truth (-1 would index the last day).
+    for day in (-1, cfg.window_days):
+        with pytest.raises(ValueError, match=f"day {day} is outside the window, days 0 to {cfg.window_days - 1}"):
+            truth.day_click_prob(day)
+    # The view a daily run is scored with: the day's truth as the test split's.
+    np.testing.assert_array_equal(truth.with_test_day(6).test_click_prob(), truth.day_click_prob(6))
+    assert truth.test_click_prob().shape == daily["test"]["clicked"].shape  # the original is untouched
     assert truth.params["days"]["topic_drift"] == cfg.topic_drift
     assert np.load(os.path.join(daily["path"], truth.params["days"]["topic_multiplier"])).shape == (8, cfg.n_topics)
 

@@ -11,7 +11,7 @@ import pytest
 import tfrec_video  # noqa: F401  (before TensorFlow)
 import tensorflow as tf
 
-from toy import SMALL, toy_data
+from toy import SMALL, SMALL_MODEL, toy_data
 from tfrec_video.data.schema import impressions_schema
 from tfrec_video.data.tables import read_table, write_table
 from tfrec_video.errors import ConfigError
@@ -103,6 +103,17 @@ def test_new_videos_start_from_their_oov_bucket_when_asked(windows):
     np.testing.assert_array_equal(_rows(child.video_embedding, new_videos), _rows(parent.video_embedding, new_videos))
 
 
+def test_the_served_order_reads_the_accumulated_popularity_not_the_latest_windows(windows):
+    # The logQ correction reads the window's counts; the served order's popularity must not: a video not shown
+    # in the window would get log(0) there and sink to the bottom of every served list.
+    _, child, _ = _child(windows)
+    vocab, oov = child.vocabularies, 1 + CONFIG.video_oov_buckets
+    counts = np.asarray(vocab.video_counts, np.float64)
+    assert not np.array_equal(counts, vocab.video_window_counts)
+    np.testing.assert_allclose(child._log_popularity.numpy()[oov:], np.log(counts / counts.sum()), rtol=1e-5)
+    np.testing.assert_allclose(vocab.popularity(), counts / counts.sum(), rtol=1e-6)
+
+
 def _vocab(users, videos, counts, last=None, window=0):
     return Vocabularies(user_ids=users, video_ids=videos, video_counts=counts, title_tokens=["[PAD]", "[UNK]"],
                         video_last_window=last, window=window)
@@ -134,6 +145,10 @@ def test_eviction_by_frequency_keeps_the_most_impressions_and_refreshed_counts_f
     assert merged.video_ids == ["a", "b", "d"] and merged.video_counts == [0, 4, 6]  # a and c count 0: ties by id
     with pytest.raises(ConfigError, match="eviction"):
         merge_vocabularies(parent, window, eviction="oldest")
+    # A parent without impression counts cannot be ranked by them: an error, not eviction by id order.
+    uncounted = dataclasses.replace(parent, video_counts=None)
+    with pytest.raises(ConfigError, match=r"eviction='frequency' ranks videos by `video_counts`, which the parent"):
+        merge_vocabularies(uncounted, window, max_videos=3, eviction="frequency")
 
 
 def test_an_evicted_video_falls_back_to_the_oov_buckets(windows):
@@ -173,6 +188,13 @@ def test_a_warm_start_across_an_incompatible_config_is_refused_naming_the_field(
     with pytest.raises(ConfigError, match=r"ModelConfig\.ranking_hidden_units"):
         check_compatible(CONFIG, dataclasses.replace(CONFIG, ranking_hidden_units=(8,)))
     check_compatible(CONFIG, dataclasses.replace(CONFIG, learning_rate=1e-4, ranking_dropout=0.1, max_videos=10))
+    # The media projections' width, and a title vocabulary size that a kept vocabulary would silently ignore.
+    with pytest.raises(ConfigError, match=r"ModelConfig\.media_components"):
+        check_compatible(CONFIG, dataclasses.replace(CONFIG, media_components=CONFIG.media_components + 1))
+    bigger = dataclasses.replace(CONFIG, title_vocabulary_size=CONFIG.title_vocabulary_size * 2)
+    with pytest.raises(ConfigError, match=r"ModelConfig\.title_vocabulary_size"):
+        check_compatible(CONFIG, bigger)
+    check_compatible(CONFIG, bigger, warm=WarmStartConfig(title_vocabulary="refresh"))
     # Data that feeds the model other inputs is refused too, naming the feature.
     parent = load_model(str(root / "m1"))
     impressions = {k: v for k, v in read_table(str(root / "w2"), schema, validate=False).batch(4096)
@@ -222,3 +244,126 @@ def test_the_run_config_reads_warm_start_and_resolves_its_path(tmp_path):
     with pytest.raises(ConfigError, match="pca"):
         load_run_config(str(path))
     assert os.path.isdir(tmp_path / "parent")
+
+
+# -- the daily job through the CLI ----------------------------------------------------------------
+
+_DAILY = {"days": 3, "window_days": 8, "n_videos": 300, "n_users": 300, "impressions_per_user": 20.0,
+          "test_fraction": 0.375, "validation_fraction": 0.125, "media_embeddings": False}
+
+
+def _daily_run(tmp_path, days, output):
+    return {"output_dir": output, "data": {"builtin": "daily", "builtin_dir": str(tmp_path / "cache"),
+                                           "builtin_options": _DAILY, "days": days},
+            "model": SMALL_MODEL, "training": {"epochs": 1, "batch_size": 128},
+            "callbacks": {"recall_k": 10}, "export": {"enabled": False}}
+
+
+@pytest.mark.slow
+def test_a_daily_job_trains_on_its_days_tests_on_the_next_and_warm_starts_through_the_cli(tmp_path):
+    import yaml
+
+    from tfrec_video.cli import main
+
+    first = tmp_path / "day4.yaml"
+    first.write_text(yaml.safe_dump(_daily_run(tmp_path, [0, 4], "day4")))
+    assert main(["train", "--config", str(first), "--verbose", "0"]) == 0
+    second = tmp_path / "day5.yaml"
+    second.write_text(yaml.safe_dump(_daily_run(tmp_path, 5, "day5")))
+    assert main(["train", "--config", str(second), "--verbose", "0",
+                 "--warm-start-from", str(tmp_path / "day4" / "model")]) == 0
+    parent = json.loads((tmp_path / "day4" / "report.json").read_text())
+    child = json.loads((tmp_path / "day5" / "report.json").read_text())
+    assert parent["training"]["warm_start"] is None and child["training"]["warm_start"]["users"]["kept"] > 0
+    assert child["training"]["lineage"]["warm_start"]["counts"] == "accumulate"
+    assert child["training"]["lineage"]["parent"]["model_id"] == parent["training"]["lineage"]["model_id"]
+    # Trained on the days asked for, tested on the day after: the day tables, not the splits, with the day's oracle.
+    from tfrec_video.data.schema import impressions_schema
+    from tfrec_video.data.tables import read_table_numpy
+    from tfrec_video.datasets import GroundTruth
+    from tfrec_video.datasets.builtin import day_files
+    from tfrec_video.evaluation.metrics import auc
+
+    cache = str(next(p for p in (tmp_path / "cache").iterdir() if p.is_dir()))
+    assert parent["training"]["lineage"]["windows"][-1]["train"] == day_files(cache, 0, 4)
+    assert child["training"]["lineage"]["windows"][-1]["train"] == day_files(cache, 5)
+    day6 = read_table_numpy(day_files(cache, 6), impressions_schema(20, day=True))
+    assert child["counts"]["test_impressions"] == len(day6["clicked"]) and set(day6["day"]) == {6}
+    truth = GroundTruth.load(cache)
+    np.testing.assert_array_equal(truth.with_test_day(6).test_clicked(), day6["clicked"])
+    assert child["ranking"]["oracle_auc"] == pytest.approx(auc(day6["clicked"], truth.day_click_prob(6)))
+
+
+def test_data_days_needs_a_daily_built_in_dataset_and_days_inside_its_window():
+    from tfrec_video.training.run_config import DataConfig
+
+    assert DataConfig(builtin="daily", builtin_options=_DAILY, days=[2, 4]).days == (2, 4)
+    assert DataConfig(builtin="daily", days=3).days == (3, 3)
+    with pytest.raises(ConfigError, match=r"data.days selects days of the built-in daily service"):
+        DataConfig(builtin="tiny", days=3)
+    with pytest.raises(ConfigError, match=r"window has days 0 to 7, got \[6, 8\]"):
+        DataConfig(builtin="daily", builtin_options=_DAILY, days=[6, 8])
+    with pytest.raises(ConfigError, match=r"data.days must be a day .* or \[first, last\]"):
+        DataConfig(builtin="daily", days=[4, 2])
+
+
+# -- the ranking head's learning rate -------------------------------------------------------------
+
+
+def _steps(optimizer, variables, gradients):
+    for step in gradients:
+        optimizer.apply_gradients(zip(step, variables))
+    return [v.numpy() for v in variables]
+
+
+def test_scaled_adam_steps_the_scaled_variables_by_exactly_that_fraction_of_adam():
+    from tfrec_video.training.scaled_adam import ScaledAdam
+
+    rng = np.random.default_rng(0)
+    grads = [[tf.constant(rng.normal(size=(3, 2)), tf.float32),
+              tf.IndexedSlices(tf.constant(rng.normal(size=(2, 2)), tf.float32), tf.constant([0, 2]),
+                               tf.constant([4, 2]))] for _ in range(5)]
+    start = [rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(4, 2)).astype(np.float32)]
+    plain = [tf.Variable(x) for x in start]
+    after_plain = _steps(tf.keras.optimizers.Adam(0.01), plain, grads)
+    # Scaling by 1 is Adam; scaling the embedding-like variable by 0.25 scales its total step by 0.25 (Adam's
+    # moments do not depend on the rate), and leaves the other variable exactly as Adam moves it.
+    for scale in (1.0, 0.25):
+        scaled = [tf.Variable(x) for x in start]
+        optimizer = ScaledAdam(0.01, scaled_variables=[scaled[1]], scale=scale)
+        after = _steps(optimizer, scaled, grads)
+        np.testing.assert_allclose(after[0], after_plain[0], rtol=1e-6)
+        np.testing.assert_allclose(after[1] - start[1], scale * (after_plain[1] - start[1]), rtol=1e-4, atol=1e-6)
+    assert optimizer.get_config()["scale"] == 0.25
+    with pytest.raises(ConfigError, match=r"scale must be in \(0, 1\], got 0"):
+        ScaledAdam(0.01, scale=0)
+
+
+def test_scaled_adam_finds_a_variable_mirrored_by_a_strategy():
+    from tfrec_video.training.scaled_adam import ScaledAdam
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        fast, slow = tf.Variable([1.0]), tf.Variable([1.0])
+        optimizer = ScaledAdam(0.1, scaled_variables=[slow], scale=0.5)
+
+    @tf.function
+    def step():
+        strategy.run(lambda: optimizer.apply_gradients([(tf.constant([1.0]), fast), (tf.constant([1.0]), slow)]))
+
+    step()
+    np.testing.assert_allclose([1.0 - fast.numpy()[0], 1.0 - slow.numpy()[0]], [0.1, 0.05], rtol=1e-4)
+
+
+def test_a_warm_start_trains_the_ranking_head_at_its_fraction_of_the_rate(windows):
+    from tfrec_video.training.scaled_adam import ScaledAdam
+
+    root, catalog, schema = windows
+    child, _ = fit_model(catalog, str(root / "w2"), schema, CONFIG, TrainingConfig(batch_size=128, epochs=1),
+                         verbose=0, warm_start_from=str(root / "m1"),
+                         warm_start=WarmStartConfig(ranking_learning_rate=0.25))
+    assert isinstance(child.optimizer, ScaledAdam) and child.optimizer.scale == 0.25
+    assert {child.optimizer._var_key(v) for v in child.ranking_variables} == child.optimizer._scaled_keys
+    assert child.lineage["warm_start"]["ranking_learning_rate"] == 0.25
+    with pytest.raises(ConfigError, match=r"ranking_learning_rate must be a fraction in \(0, 1\], got 1.5"):
+        WarmStartConfig(ranking_learning_rate=1.5)

@@ -84,12 +84,24 @@ def resolve_data(config: RunConfig) -> dict:
         dataset_config = data.builtin_config()
         directory = ensure_builtin(data.builtin_dir, dataset_config, progress=False)
         splits = builtin_splits(directory)
-        return {"catalog": splits["catalog"], "train": splits["train"], "test": splits["test"],
-                "validation": data.validation or splits.get("validation"), "embeddings": data.embeddings,
+        truth = GroundTruth.load(directory)
+        files = {"train": splits["train"], "test": splits["test"],
+                 "validation": data.validation or splits.get("validation")}
+        if data.days is not None:
+            # The daily job's window: those days' tables, tested on the next day (`DataConfig.days`).
+            from tfrec_video.datasets.builtin import day_files
+
+            first, last = data.days
+            following = day_files(directory, last + 1) if last + 1 < dataset_config.window_days else []
+            files = {"train": day_files(directory, first, last), "test": following or None,
+                     "validation": data.validation}
+            if following:
+                truth = truth.with_test_day(last + 1)
+        return {"catalog": splits["catalog"], **files, "embeddings": data.embeddings,
                 "dataset_dir": directory,
-                "truth": GroundTruth.load(directory),
+                "truth": truth,
                 "catalog_schema": catalog_schema(dataset_config.image_dim, dataset_config.audio_dim),
-                "impressions_schema": impressions_schema(dataset_config.history_length)}
+                "impressions_schema": impressions_schema(dataset_config.history_length, day=data.days is not None)}
     return {"catalog": data.catalog, "train": data.train, "test": data.test, "validation": data.validation,
             "embeddings": data.embeddings, "dataset_dir": None, "truth": None,
             "catalog_schema": catalog_schema(data.image_dim, data.audio_dim, data.title_embedding_dim),

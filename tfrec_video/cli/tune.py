@@ -74,6 +74,9 @@ def _trial_data(config: RunConfig) -> DataConfig:
     """The trials' data: the run's files with no test split (a built-in dataset as its files)."""
     if config.data.builtin is None:
         return dataclasses.replace(config.data, test=None)
+    if config.data.days is not None:
+        raise ConfigError("tfrec-video tune searches on the built-in dataset's train and validation splits: remove "
+                          "data.days (a daily job's window) from the config it tunes.")
     # The split directories and widths `train` resolves for the dataset: one definition of them.
     from tfrec_video.cli.train import resolve_data
 

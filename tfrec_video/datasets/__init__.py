@@ -9,6 +9,8 @@ features, towers, models, training, serving or cli.
 * `generate(out_dir, config)`: writes catalog, train/test impressions, raw media
   and the ground truth; `ensure_builtin()` caches it by config hash.
 * `GroundTruth`, `oracle_auc`: the true click model, for oracle metrics.
+* `day_files`, `benchmark_days`: the daily service's one table a day
+  (`BuiltinConfig.daily()`), for daily-retraining loops.
 
 Example:
 

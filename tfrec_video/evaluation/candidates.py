@@ -88,7 +88,8 @@ def top_k_excluding(scores: tf.Tensor, k: int, exclude: Optional[tf.Tensor] = No
 
     Args:
       scores: whole-catalog scores `[batch, num_videos]` (`num_videos >= k`).
-      k: the list's length.
+      k: the list's length: an int or a scalar int tensor (the export passes
+        `min(k, num_videos)`, so a catalog refreshed below `k` videos still serves).
       exclude: `[batch, m]` catalog rows to leave out (see `mask_rows`), or None.
 
     Returns:

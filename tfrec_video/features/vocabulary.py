@@ -138,6 +138,13 @@ class Vocabularies:
             raise ValueError(f"Vocabularies.from_dict: unknown keys {sorted(unknown)}.")
         return cls(**dict(d))
 
+    def popularity(self) -> np.ndarray:
+        """Each of `video_ids`' share of every impression counted (`video_counts`: over all the windows
+        of a warm-started model, not the latest one alone, whose zeros only mean "not shown lately")."""
+        counts = np.asarray(self.video_counts, np.float64)
+        total = counts.sum()
+        return (counts / total).astype(np.float32) if total > 0 else counts.astype(np.float32)
+
     def candidate_sampling_probabilities(self) -> np.ndarray:
         """Probability that each of `video_ids` is a given in-batch candidate (of the batches of the
         latest window: `video_window_counts` when set)."""

@@ -15,7 +15,8 @@ hashed OOV buckets, as any unknown id does):
   last window it was seen in (`Vocabularies.user_last_window` /
   `video_last_window`); ids of the new window come first (the most frequent in
   it first), then older ids, the most recently seen first, ties in their
-  parent order (most frequent first). Right for a catalog whose videos age out.
+  parent order (the first generation's ids by frequency, then each later
+  window's additions in the order they came). Right for a catalog whose videos age out.
 * `"frequency"`: keep the ids with the most impressions in the counts the
   model keeps (`counts`), ties by id. Right for a long-lived catalog.
 
@@ -63,9 +64,12 @@ EVICTION_RULES = ("recency", "frequency")
 COUNT_RULES = ("accumulate", "refresh")
 
 # Vocabulary fields whose values decide the model's inputs: a window that differs in one cannot warm start.
-_SAME_INPUTS = {"history_length": "the history length", "image_dim": "the width of image_embedding",
-                "audio_dim": "the width of audio_embedding", "title_embedding_dim": "the width of title_embedding",
-                "has_hour": "whether impressions carry hour"}
+# Each: (the feature it is about, what it says of it).
+_SAME_INPUTS = {"history_length": ("history", "the history length"),
+                "image_dim": ("image_embedding", "the width of image_embedding"),
+                "audio_dim": ("audio_embedding", "the width of audio_embedding"),
+                "title_embedding_dim": ("title_embedding", "the width of title_embedding"),
+                "has_hour": ("hour", "whether impressions carry hour")}
 
 
 def _present(v: Vocabularies) -> Dict[str, bool]:
@@ -75,12 +79,12 @@ def _present(v: Vocabularies) -> Dict[str, bool]:
 
 def check_same_inputs(parent: Vocabularies, window: Vocabularies) -> None:
     """Raises `ConfigError` naming the feature when `window`'s data feeds the model other inputs than `parent`'s."""
-    for name, what in _SAME_INPUTS.items():
+    for name, (feature, what) in _SAME_INPUTS.items():
         if getattr(parent, name) != getattr(window, name):
             raise ConfigError(f"warm start: {what} differs: the parent model was trained with "
                               f"{getattr(parent, name)!r}, the new data has {getattr(window, name)!r} "
-                              f"(feature {name.replace('_dim', '').replace('has_', '')!r}); a model's inputs "
-                              "cannot change between generations: train from scratch.")
+                              f"(feature {feature!r}); a model's inputs cannot change between generations: "
+                              "train from scratch.")
     before, now = _present(parent), _present(window)
     for feature in before:
         if before[feature] != now[feature]:
@@ -143,7 +147,8 @@ def merge_vocabularies(parent: Vocabularies, window: Vocabularies, *, max_users:
       "window": n}`, for the run's report.
 
     Raises:
-      ConfigError: an unknown rule, or data that feeds the model other inputs (`check_same_inputs`).
+      ConfigError: an unknown rule, frequency eviction past a cap without counts, or data that feeds the
+        model other inputs (`check_same_inputs`).
     """
     if eviction not in EVICTION_RULES:
         raise ConfigError(f"warm start: eviction must be one of {list(EVICTION_RULES)}, got {eviction!r}.")
@@ -160,6 +165,11 @@ def merge_vocabularies(parent: Vocabularies, window: Vocabularies, *, max_users:
         pairs = [(impressions, getattr(parent, impressions), getattr(window, impressions)),
                  (clicks, getattr(parent, clicks), getattr(window, clicks))]
         totals = {}
+        if eviction == "frequency" and cap is not None and (pairs[0][1] is None or pairs[0][2] is None):
+            # Without counts every id would tie and the cap would fall by id order: say so instead.
+            raise ConfigError(f"warm start: eviction='frequency' ranks {kind}s by `{impressions}`, which the "
+                              f"{'parent' if pairs[0][1] is None else 'window'}'s vocabularies do not have (a model "
+                              f"saved by an older tfrec_video); use eviction='recency'.")
         if pairs[0][1] is not None and pairs[0][2] is not None:
             totals = dict(zip(parent_ids, pairs[0][1])) if counts == "accumulate" else {}
             for v, n in zip(window_ids, pairs[0][2]):

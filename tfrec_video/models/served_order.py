@@ -110,7 +110,8 @@ class ServedOrder:
           catalog_parts: `encode_catalog`'s output (`embedding` optional, see `rank_candidates`).
           retrieval_scores: `[batch, k]` retrieval scores of the candidates.
           rows: `[batch, k]` their catalog rows (the videos to leave out are already left out).
-          n: the served list's length (`n <= k`).
+          n: the served list's length (`n <= k`): an int or a scalar int tensor (the export's
+            `min(n, k, num_videos)`).
 
         Returns:
           `rows`, `click_logits` and `retrieval_scores` of the served videos, each `[batch, n]`, in

@@ -199,19 +199,19 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         # Keras's default ("auto": the sum of what each replica returns) would add them up again,
         # e.g. log an AUC of 1.8 on two workers.
         self.distribute_reduction_method = "first"
-        # Sampling probability by lookup index: [mask, OOV buckets..., vocabulary...].
-        # Unseen videos get the smallest observed probability: they are rare by definition.
+        # Sampling probability by lookup index [mask, OOV..., vocabulary...]; unseen videos are rare: the smallest.
         probs = vocabularies.candidate_sampling_probabilities()
         floor = float(probs[probs > 0].min()) if (probs > 0).any() else 1.0  # >0: counts of one window
         table = np.concatenate([np.full(1 + config.video_oov_buckets, floor, np.float32), probs])
         self._sampling_probability = tf.constant(table, tf.float32)
-        # The served order's popularity feature (`ListBlend`): an unseen video's popularity is unknown, not
-        # the smallest, so it gets the median video's. With the floor, the blend (fitted on validation
-        # clicks, which are on known videos) put every new video last: the served list held none.
-        log_probs = np.log(np.maximum(probs, 1e-12)) if len(probs) else np.zeros(0, np.float32)
-        typical = float(np.median(log_probs)) if len(log_probs) else 0.0
+        # The served order's popularity (`ListBlend`): an unseen video's (or a count of 0) is unknown, not the
+        # smallest, so it is the median's. With the floor the blend put every new video last: none was served.
+        popularity = vocabularies.popularity()
+        known = popularity > 0
+        typical = float(np.median(np.log(popularity[known]))) if known.any() else 0.0
+        log_pop = np.where(known, np.log(np.where(known, popularity, 1.0)), typical).astype(np.float32)
         self._log_popularity = tf.constant(
-            np.concatenate([np.full(1 + config.video_oov_buckets, typical, np.float32), log_probs]), tf.float32)
+            np.concatenate([np.full(1 + config.video_oov_buckets, typical, np.float32), log_pop]), tf.float32)
 
     # -- stages ---------------------------------------------------------------------------------
     @property

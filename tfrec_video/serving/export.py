@@ -361,12 +361,7 @@ class ServingModule(tf.Module):
         encoded = dict(self.model.encode_videos(features, training=False))
         prepared = [name for name in self.catalog.columns if name not in self.video_names]
         if prepared:
-            tower = self.model.candidate_tower
-            # The tower's own list of projected inputs, so that this cannot drift from `prepare_catalog`.
-            computed = {f"{name}_components": pca(tf.cast(features[name], tf.float32))
-                        for name, pca in tower._pca_inputs()}
-            if tower.title_encoder is not None:
-                computed["title_tokens"] = tower.title_encoder.tokenize(features["title"])
+            computed = self.model.candidate_tower.prepare_features(features)  # what `prepare_catalog` computes
             encoded.update({name: computed[name] for name in prepared})
         return encoded
 

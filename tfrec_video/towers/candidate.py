@@ -168,16 +168,22 @@ class CandidateTower(EmbeddingTower):
                       ("title_embedding", self.title_embedding_pca))
         return [(name, pca) for name, pca in candidates if pca is not None]
 
+    def prepare_features(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The `prepared_columns` of a batch of videos' raw columns (`title_tokens`, `<name>_components`)."""
+        prepared = {f"{name}_components": pca(tf.cast(features[name], tf.float32)) for name, pca in self._pca_inputs()}
+        if self.title_encoder is not None:
+            prepared["title_tokens"] = self.title_encoder.tokenize(features["title"])
+        return prepared
+
     def prepare_catalog(self, catalog: Mapping[str, np.ndarray], batch_size: int = 4096) -> Dict[str, np.ndarray]:
-        """`catalog` (column arrays) with its `prepared_columns` added, computed in chunks."""
+        """`catalog` (column arrays) with its `prepared_columns` added, computed in chunks (`prepare_features`)."""
         columns = self.prepared_columns
         chunks: Dict[str, list] = {name: [] for name in columns}
         for start in range(0, len(catalog["video_id"]), batch_size):
-            if self.title_encoder is not None:
-                titles = tf.constant(np.asarray(catalog["title"][start:start + batch_size], object))
-                chunks["title_tokens"].append(self.title_encoder.tokenize(titles).numpy())
-            for name, pca in self._pca_inputs():
-                chunks[f"{name}_components"].append(pca(np.asarray(catalog[name][start:start + batch_size])).numpy())
+            batch = {name: tf.constant(np.asarray(catalog[name][start:start + batch_size]))
+                     for name in ["title"] * (self.title_encoder is not None) + [n for n, _ in self._pca_inputs()]}
+            for name, values in self.prepare_features(batch).items():
+                chunks[name].append(values.numpy())
         prepared = dict(catalog)
         for name, (dtype, shape) in columns.items():
             prepared[name] = np.concatenate(chunks[name]) if chunks[name] else np.zeros([0] + shape, dtype)

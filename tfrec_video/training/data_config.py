@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from tfrec_video.errors import ConfigError, shorten
 
-BUILTIN_SIZES = ("tiny", "default", "sparse")
+BUILTIN_SIZES = ("tiny", "default", "sparse", "daily")
 
 Paths = Union[None, str, Tuple[str, ...]]
 
@@ -33,13 +33,18 @@ class DataConfig:
     """Where the catalog and impressions are.
 
     Args:
-      builtin: `"tiny"`, `"default"` or `"sparse"` to train on the built-in dataset (the
-        paths and sizes below then come from it), or None for files.
+      builtin: `"tiny"`, `"default"`, `"sparse"` or `"daily"` to train on the built-in dataset
+        (the paths and sizes below then come from it), or None for files.
       builtin_dir: the built-in dataset's cache directory (default
         `$TFREC_VIDEO_CACHE` or `~/.cache/tfrec_video/builtin`).
       builtin_options: `BuiltinConfig` fields of the built-in dataset to change,
         for example `{language_shift: 0.9}` (only with `builtin`); the dataset
         is then cached under its own config hash.
+      days: with a daily built-in dataset (`daily`, or `builtin_options: {days: N}`), the
+        days of its window to train on, `d` or `[first, last]` (days from 0, both
+        included; `tfrec_video.datasets.builtin.day_files`) instead of its train split:
+        the daily job's window. The test split is then the next day's impressions (none
+        after the window's last day), and validation only `validation` when given.
       catalog: catalog files (TFRecord, Parquet or CSV; file, directory, glob or list).
       train: training impressions.
       validation: impressions evaluated after each epoch (val_auc, val_recall_at_K).
@@ -56,6 +61,7 @@ class DataConfig:
     builtin: Optional[str] = None
     builtin_dir: Optional[str] = None
     builtin_options: Optional[Dict[str, Any]] = None
+    days: Optional[Tuple[int, int]] = None
     catalog: Paths = None
     train: Paths = None
     validation: Paths = None
@@ -82,8 +88,10 @@ class DataConfig:
                 raise ConfigError(f"data.builtin={shorten(self.builtin)} supplies the catalog, train and test files; "
                                   f"remove data.{', data.'.join(given)} or data.builtin.")
         elif self.catalog is None or self.train is None:
-            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default|sparse` for the built-in "
-                              "dataset).")
+            raise ConfigError("data needs `catalog` and `train` paths (or `builtin: tiny|default|sparse|daily` for the "
+                              "built-in dataset).")
+        if self.days is not None:
+            self._check_days()
 
     def builtin_config(self):
         """The `BuiltinConfig` of `builtin` with `builtin_options` applied (None without `builtin`)."""
@@ -95,6 +103,24 @@ class DataConfig:
             return BuiltinConfig.named(self.builtin, **(self.builtin_options or {}))
         except ConfigError as error:
             raise ConfigError(f"data.builtin_options: {error}") from None
+
+    def _check_days(self) -> None:
+        days = self.days
+        if isinstance(days, int) and not isinstance(days, bool):
+            days = (days, days)
+        if (not isinstance(days, (list, tuple)) or len(days) != 2
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in days) or days[0] > days[1]):
+            raise ConfigError(f"data.days must be a day (an integer >= 0) or [first, last] with first <= last, got "
+                              f"{shorten(self.days)}.")
+        given, days = self.days, tuple(days)
+        object.__setattr__(self, "days", days)
+        dataset = self.builtin_config()
+        if dataset is None or not dataset.days:
+            raise ConfigError("data.days selects days of the built-in daily service: set data.builtin: daily (or "
+                              "data.builtin_options: {days: N}).")
+        if days[1] >= dataset.window_days:
+            raise ConfigError(f"data.days: the built-in dataset's window has days 0 to {dataset.window_days - 1}, got "
+                              f"{shorten(given)}.")
 
     def _check_builtin_options(self) -> None:
         if not isinstance(self.builtin_options, dict):

@@ -42,6 +42,7 @@ from tfrec_video.training.callbacks import RetrievalRecall
 from tfrec_video.towers.untracked import untracked
 from tfrec_video.training.head_selection import HeadSelection
 from tfrec_video.training.list_blend import fit_list_blend
+from tfrec_video.training.scaled_adam import ScaledAdam
 from tfrec_video.training.warm_start import WarmStartConfig, check_compatible, copy_weights, lineage, \
     window_vocabularies
 
@@ -313,7 +314,7 @@ def fit_model(
     parent, warm_summary = None, None
     if warm_start_from is not None:
         parent = load_model(warm_start_from)
-        check_compatible(parent.given_config, model_config, str(warm_start_from))
+        check_compatible(parent.given_config, model_config, str(warm_start_from), warm_start)
     raw = read_table(train_paths, impressions_schema, validate=True, progress=verbose > 0)
     try:
         if parent is None:
@@ -337,7 +338,11 @@ def fit_model(
                 model(dummy_batch(model), training=False)
                 warm_summary.update(copy_weights(parent, model, catalog, warm_start))
             # Under mixed_float16, compile wraps the optimizer in a LossScaleOptimizer.
-            model.compile(optimizer=tf.keras.optimizers.Adam(model_config.learning_rate))
+            optimizer = tf.keras.optimizers.Adam(model_config.learning_rate)
+            if parent is not None:
+                optimizer = ScaledAdam(model_config.learning_rate, scaled_variables=model.ranking_variables,
+                                       scale=warm_start.ranking_learning_rate)
+            model.compile(optimizer=optimizer)
         # Join exactly what the candidate tower reads (raw thumbnails only when a hub image model is set).
         content = [name for name in model.video_feature_names if name != "video_id"]
         # adapt counted the rows: the dataset's cardinality, so Keras knows the steps of epoch 1.

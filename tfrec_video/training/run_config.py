@@ -34,10 +34,14 @@ warm_start:                       # WarmStartConfig fields: what a warm start ke
   pca: keep                       # keep | refresh
   counts: accumulate              # accumulate | refresh
   eviction: recency               # recency | frequency (past model.max_users / max_videos)
+  new_video_rows: content         # content | oov: where a new video's id row starts
+  ranking_learning_rate: 0.5      # the ranking head's rate, a fraction of model.learning_rate
 ```
 
-`data: {builtin: tiny}` (or `default`, or `sparse`: `BuiltinConfig.sparse()`) trains on the built-in dataset instead of
-files; its paths and sizes come from the generated dataset.
+`data: {builtin: tiny}` (or `default`, or `sparse`: `BuiltinConfig.sparse()`, or `daily`: `BuiltinConfig.daily()`)
+trains on the built-in dataset instead of files; its paths and sizes come from the generated dataset.
+`data: {builtin: daily, days: [0, 5]}` trains on those days of the daily service and tests on the next day:
+a daily job's window (`DataConfig.days`).
 
 **Reading is data only.** Files are parsed as plain YAML (JSON for `.json`) by
 `tfrec_video.config_fields.read_config`: no tags, no Python objects, nothing is
@@ -370,12 +374,12 @@ def _with_overrides(values: dict, overrides: Sequence[str]) -> dict:
     values = plain_copy(values)
     for text in overrides:
         keys, value = _split_override(text)
-        if len(keys) == 1 and keys[0] in ("output_dir", "strategy"):
+        if len(keys) == 1 and keys[0] in _TOP_LEVEL:
             values[keys[0]] = value
             continue
         if len(keys) != 2 or keys[0] not in _SECTIONS:
-            raise ConfigError(f"--set {shorten(text)}: the key must be output_dir, strategy or section.field with a "
-                              f"section of {sorted(_SECTIONS)}.")
+            raise ConfigError(f"--set {shorten(text)}: the key must be {', '.join(_TOP_LEVEL)} or section.field with "
+                              f"a section of {sorted(_SECTIONS)}.")
         section = values.setdefault(keys[0], {}) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"--set {shorten(text)}: the config's {keys[0]!r} section is not a mapping.")

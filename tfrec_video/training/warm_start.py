@@ -11,7 +11,9 @@
 **What carries over, and what a new row starts from**
 
 * Every weight of the parent is copied: towers, title CNN, ranking head,
-  attention, calibration, list blend. The optimizer starts afresh. (Carrying
+  attention, calibration, list blend. The optimizer starts afresh, with the
+  ranking head at `ranking_learning_rate` times the learning rate
+  (`ScaledAdam`: at the full rate, one day's clicks make it forget). (Carrying
   the parent's Adam moments over from its checkpoint was tried and changed
   nothing measurable on the built-in daily service: within the seed-to-seed
   spread of a full retrain.)
@@ -52,7 +54,10 @@ Example:
 """
 
 import dataclasses
+import datetime
+import os
 import re
+import uuid
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
@@ -67,13 +72,14 @@ from tfrec_video.models.config import ModelConfig
 TRAINING_FIELDS = frozenset({
     "learning_rate", "seed", "video_id_dropout", "user_id_dropout", "tower_dropout", "ranking_dropout",
     "ranking_l2", "temperature", "logq_correction", "logq_weight", "remove_accidental_hits", "retrieval_weight",
-    "ranking_weight", "max_users", "max_videos", "fine_tune_text", "fine_tune_media", "title_vocabulary_size",
-    "media_components"})
+    "ranking_weight", "max_users", "max_videos", "fine_tune_text", "fine_tune_media"})
+# Fields that size what a refresh learns again (`title_vocabulary="refresh"`: the WordPiece vocabulary, whose
+# token rows are copied by token): kept, they would be silently ignored, so they must then equal the parent's.
+_REFRESHED_FIELDS = {"title_vocabulary_size": "title_vocabulary"}
 _KEEP_OR_REFRESH = ("keep", "refresh")
 _NEW_VIDEO_ROWS = ("content", "oov")
-_PCA_LAYERS = (("image_embedding", "image_pca", "image_projection"), ("audio_embedding", "audio_pca",
-                                                                       "audio_projection"),
-               ("title_embedding", "title_embedding_pca", "title_embedding_projection"))
+_PCA_LAYERS = (("image_pca", "image_projection"), ("audio_pca", "audio_projection"),
+               ("title_embedding_pca", "title_embedding_projection"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +93,9 @@ class WarmStartConfig:
         `"refresh"` them (the window's alone).
       eviction: past `max_users` / `max_videos`, evict by `"recency"` or by `"frequency"`.
       new_video_rows: a new video's id row starts from the `"content"` estimate or its `"oov"` bucket.
+      ranking_learning_rate: the ranking head's learning rate (the head and the target attention) as a
+        fraction of `ModelConfig.learning_rate`, in (0, 1]; the towers train at the full rate
+        (`tfrec_video.training.scaled_adam` says why and what was measured).
     """
 
     title_vocabulary: str = "keep"
@@ -94,8 +103,13 @@ class WarmStartConfig:
     counts: str = "accumulate"
     eviction: str = "recency"
     new_video_rows: str = "content"
+    ranking_learning_rate: float = 0.5
 
     def __post_init__(self):
+        rate = self.ranking_learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+            raise ConfigError(f"WarmStartConfig.ranking_learning_rate must be a fraction in (0, 1], got "
+                              f"{shorten(rate)}.")
         for name, allowed in (("title_vocabulary", _KEEP_OR_REFRESH), ("pca", _KEEP_OR_REFRESH),
                               ("counts", COUNT_RULES), ("eviction", EVICTION_RULES),
                               ("new_video_rows", _NEW_VIDEO_ROWS)):
@@ -107,10 +121,14 @@ class WarmStartConfig:
         return dataclasses.asdict(self)
 
 
-def check_compatible(parent: ModelConfig, config: ModelConfig, parent_dir: str = "the parent model") -> None:
-    """Raises `ConfigError` naming the first weight-shaping field where `config` differs from `parent`."""
+def check_compatible(parent: ModelConfig, config: ModelConfig, parent_dir: str = "the parent model",
+                     warm: Optional[WarmStartConfig] = None) -> None:
+    """Raises `ConfigError` naming the first weight-shaping field where `config` differs from `parent`
+    (`title_vocabulary_size` may differ when `warm` refreshes the title vocabulary)."""
+    warm = warm or WarmStartConfig()
     for field in dataclasses.fields(ModelConfig):
-        if field.name in TRAINING_FIELDS:
+        if field.name in TRAINING_FIELDS or (field.name in _REFRESHED_FIELDS
+                                             and getattr(warm, _REFRESHED_FIELDS[field.name]) == "refresh"):
             continue
         before, now = getattr(parent, field.name), getattr(config, field.name)
         if before != now:
@@ -181,7 +199,7 @@ def content_estimate(parent, catalog: Mapping[str, np.ndarray], new_ids: List[st
       parent: the parent `VideoRecModel`.
       catalog: the new catalog (column arrays); every one of `new_ids` must be in it.
       new_ids: the videos to estimate.
-      max_known: the parent's videos the regression is fitted on, most frequent first.
+      max_known: the parent's videos the regression is fitted on, the most impressions first.
       batch_size: videos encoded at a time.
 
     Returns:
@@ -189,7 +207,9 @@ def content_estimate(parent, catalog: Mapping[str, np.ndarray], new_ids: List[st
     """
     tower = parent.candidate_tower
     row_of = {v: i for i, v in enumerate(np.asarray(catalog["video_id"]).astype(str).tolist())}
-    known = [v for v in parent.vocabularies.video_ids if v in row_of][:max_known]
+    ids, counts = parent.vocabularies.video_ids, parent.vocabularies.video_counts
+    order = np.argsort(-np.asarray(counts), kind="stable") if counts is not None else range(len(ids))
+    known = [ids[i] for i in order if ids[i] in row_of][:max_known]
     id_dim = parent.video_embedding.embedding_dim
     if not new_ids:
         return np.zeros([0, id_dim], np.float32)
@@ -262,7 +282,7 @@ def copy_weights(parent, child, catalog: Mapping[str, np.ndarray], warm: WarmSta
         _remap_ids(p, c)
     if tokens[1] is not None:
         _remap_tokens(*tokens)
-    for _, pca, projection in _PCA_LAYERS:
+    for pca, projection in _PCA_LAYERS:
         old_pca, new_pca = getattr(parent.candidate_tower, pca), getattr(child.candidate_tower, pca)
         if old_pca is not None and new_pca is not None and not (
                 np.array_equal(old_pca.components, new_pca.components) and np.array_equal(old_pca.mean, new_pca.mean)):
@@ -292,10 +312,6 @@ def lineage(train_paths, vocabularies: Vocabularies, parent=None, parent_dir: Op
       users, videos, when it was trained, whether warm-started); the `WarmStartConfig` and what the
       merge kept, added and evicted (None from scratch).
     """
-    import datetime
-    import os
-    import uuid
-
     paths = [train_paths] if isinstance(train_paths, (str, os.PathLike)) else list(train_paths)
     shape = vocabularies.data_shape or {}
     window = {"train": [os.fspath(p) for p in paths], "impressions": shape.get("impressions"),

@@ -276,7 +276,7 @@ class BuiltinConfig:
     @classmethod
     def daily(cls, **overrides) -> "BuiltinConfig":
         """The daily-retraining benchmark: a 12-day service, the last 6 days the benchmark days; 3000 videos,
-        3000 users, about 100k impressions. The splits line up with the days: train is days 0-4, validation
+        3000 users, about 85k impressions. The splits line up with the days: train is days 0-4, validation
         day 5, test days 6-11. `**overrides`: fields to change (for example `days=4`)."""
         fields = dict(days=6, window_days=12, test_fraction=0.5, validation_fraction=1 / 12, n_videos=3000,
                       n_users=3000, impressions_per_user=40.0, n_media_videos=0)

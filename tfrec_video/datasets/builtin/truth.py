@@ -36,6 +36,7 @@ Example:
 0.78
 """
 
+import copy
 import json
 import os
 from typing import Dict, Optional, Sequence, Union
@@ -213,6 +214,7 @@ class GroundTruth:
         self.topic_names = list(params.get("topics", []))
         self._video_index = None
         self._user_index = None
+        self._test_day: Optional[int] = None
 
     @classmethod
     def load(cls, dataset_dir: str) -> "GroundTruth":
@@ -323,12 +325,28 @@ class GroundTruth:
     def test_clicked(self) -> np.ndarray:
         """The observed clicks (0/1) of the test impressions, aligned like `test_click_prob`
         (a copy of the `clicked` column, kept here so oracle metrics need no file reader)."""
+        if self._test_day is not None:
+            return self.day_clicked(self._test_day)
         return self._split_arrays("clicked_files", "test")
 
     def test_click_prob(self) -> np.ndarray:
         """True click probability of every test impression, aligned row by row
-        with reading the `test/` shards in sorted (file name) order."""
+        with reading the `test/` shards in sorted (file name) order (or day
+        `d`'s tables, from `with_test_day(d)`)."""
+        if self._test_day is not None:
+            return self.day_click_prob(self._test_day)
         return self._split_prob("test")
+
+    def with_test_day(self, day: int) -> "GroundTruth":
+        """This ground truth with day `day`'s impressions of a daily dataset as its test split.
+
+        The day a daily job is scored on (`DataConfig.days`): `test_click_prob` and
+        `test_clicked` then follow `day_files(root, day)`, so the report's oracle
+        figures are the day's.
+        """
+        view = copy.copy(self)
+        view._test_day = int(day)
+        return view
 
     def train_click_prob(self) -> np.ndarray:
         """Same as `test_click_prob`, for the `train/` shards."""
@@ -356,8 +374,11 @@ class GroundTruth:
     def _day_arrays(self, key: str, day: int) -> np.ndarray:
         if "days" not in self.params:
             raise ValueError(f"{self.root!r} is not a daily dataset (BuiltinConfig.days is 0).")
-        parts = [np.load(os.path.join(self.root, f), allow_pickle=False) for f in self.params["days"][key][day]]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        files = self.params["days"][key]
+        if not 0 <= day < len(files):  # -1 would silently be the last day's truth
+            raise ValueError(f"{self.root!r}: day {day} is outside the window, days 0 to {len(files) - 1}.")
+        parts = [np.load(os.path.join(self.root, f), allow_pickle=False) for f in files[day]]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64 if key == "clicked_files" else np.float32)
 
     def is_cold_start(self, video_ids: Sequence[str]) -> np.ndarray:
         """Bool array: whether each video was published inside the test period
