@@ -76,7 +76,7 @@ def test_data_paths_resolve_against_the_config_file_and_must_exist(tmp_path, mon
     ("data: {builtin: tiny}\ntraining: {epochs: 0}\n", r"TrainingConfig.epochs must be a positive integer, got 0"),
     ("data: {builtin: tiny}\ntraining: {batch_size: -5}\n", r"batch_size must be a positive integer, got -5"),
     ("data: {builtin: tiny}\nmodel: {learning_rate: fast}\n", r"model"),
-    ("data: {builtin: small}\n", r"data.builtin must be one of \('tiny', 'default', 'sparse'\)"),
+    ("data: {builtin: small}\n", r"data.builtin must be one of \('tiny', 'default', 'sparse', 'daily'\)"),
     ("model: {embedding_dim: 8}\n", r"the `data` section is missing"),
     ("data: {train: x}\n", r"data needs `catalog` and `train` paths"),
     ("data: {builtin: tiny}\nstrategy: tpu\n", r"strategy must be one of"),
