@@ -12,8 +12,8 @@ first, two regimes train a model on the data before `d` and are scored on day `d
 
 On the first benchmark day both start from the same model trained from scratch on the days
 before it. One day's test clicks are few (about 900) and a full retrain's own scores move
-by up to 0.015 AUC and 5% Recall@100 from one seed to the next, so both regimes run with
-`--seeds` seeds (3 by default) and the figures are the means; the table also gives the
+by up to 0.019 AUC and 14% Recall@100 from one seed to the next, so both regimes run with
+`--seeds` seeds (5 by default) and the figures are the means; the table also gives the
 full retrain's spread over seeds. Each day's scores are the model's on day `d`'s impressions (`evaluate`, the
 impression protocol): AUC, Recall@100 over the whole catalog and Recall@100 on the clicks of
 videos no training day had shown (cold start: the videos published that day or unseen
@@ -24,9 +24,9 @@ training seconds against the day). `ratio` is the warm start's training seconds 
 full retrain's on the last day (target <= 1/3); `quality` holds, per day, the AUC
 difference and the relative Recall@100 difference (issue 19: within 0.01 and 5%).
 
-About 25 minutes on 2 cores (3 seeds); `--quick` runs a 5-day service of 600 users and videos, one seed.
+About 17 minutes on 2 cores (5 seeds); `--quick` runs a 5-day service of 600 users and videos, one seed.
 
-    python benchmarks/incremental.py [--quick] [--seeds 3] [--epochs 3] [--ranking-learning-rate 0.5]
+    python benchmarks/incremental.py [--quick] [--seeds 5] [--epochs 3] [--ranking-learning-rate 0.5]
                                      [--out benchmarks/incremental.png]
 """
 
@@ -123,7 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 5-day service of 600 users and videos, one seed")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds each regime runs with; the figures are means")
+    # Five: the full retrain's own Recall@100 spreads by 6-14 % over seeds, so a mean of three cannot tell a 5 %
+    # gap from noise (three seeds put day 10 at -5.0 %, five at -2.2 %).
+    parser.add_argument("--seeds", type=int, default=5, help="seeds each regime runs with; the figures are means")
     parser.add_argument("--ranking-learning-rate", type=float, default=WarmStartConfig.ranking_learning_rate,
                         help="the warm start's ranking-head rate, a fraction of the learning rate "
                              "(WarmStartConfig.ranking_learning_rate)")
