@@ -10,7 +10,7 @@ training, features, evaluation, data and the base modules; never media_embedding
 
 from tfrec_video.serving.export import ServingModule, export_saved_model, next_version
 from tfrec_video.serving.loaded import ExportedModel
-from tfrec_video.serving.refresh import refresh_catalog
+from tfrec_video.serving.refresh import latest_export_version, refresh_catalog
 from tfrec_video.serving.scann import ScannRetriever
 from tfrec_video.serving.warmup import WARMUP_FILE, warmup_requests, write_warmup_requests
 
@@ -20,6 +20,7 @@ __all__ = [
     "ServingModule",
     "WARMUP_FILE",
     "export_saved_model",
+    "latest_export_version",
     "next_version",
     "refresh_catalog",
     "warmup_requests",

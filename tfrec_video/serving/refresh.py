@@ -267,28 +267,19 @@ def catalog_diff(table, columns: Mapping[str, tf.Tensor], content: list) -> Dict
       is not there; `encode`: whether it must be encoded (added, or any content column changed).
     """
     ids = columns["video_id"]
-    # Each variable read once as a value, and gathered from that in CHUNK-row pieces: a stored column
-    # is never gathered whole into the new order, and what a piece compares is reduced to one bool per video.
-    fingerprints = tf.convert_to_tensor(table.fingerprints)
-    stored_ids = tf.convert_to_tensor(table.ids)
+    # Each variable read once as a value; the stored columns are gathered from it in CHUNK-row pieces, so a
+    # stored column is never gathered whole into the new order, and a piece is reduced to one bool per video.
+    rows = CatalogTable.find_rows(*(tf.convert_to_tensor(v) for v in (table.fingerprints, table.fingerprint_rows,
+                                                                       table.ids)), ids).numpy()
     stored = {name: tf.convert_to_tensor(table.values[name]) for name in content}
-    wanted = CatalogTable._fingerprint(ids)
-    position = tf.minimum(tf.searchsorted(fingerprints, wanted), tf.size(fingerprints) - 1)
-    table_rows = tf.gather(tf.convert_to_tensor(table.fingerprint_rows), position)
-    found, same = [np.zeros(0, bool)], [np.zeros(0, bool)]  # (no piece for no videos)
-    for start in range(0, int(tf.size(ids)), CHUNK):
-        rows = table_rows[start:start + CHUNK]
-        # A fingerprint match is confirmed by the stored id, as `CatalogTable.lookup` does.
-        piece = tf.equal(tf.gather(fingerprints, position[start:start + CHUNK]), wanted[start:start + CHUNK]) & \
-            tf.equal(tf.gather(stored_ids, rows), ids[start:start + CHUNK])
-        found.append(piece.numpy())
+    found = rows > 0
+    same = found.copy()
+    for start in range(0, len(rows), CHUNK):
+        piece = rows[start:start + CHUNK]
         for name in content:
-            equal = tf.equal(_bits(tf.gather(stored[name], rows)), _bits(columns[name][start:start + CHUNK]))
-            piece &= tf.reduce_all(tf.reshape(equal, [tf.shape(equal)[0], -1]), axis=1)
-        same.append(piece.numpy())
-    found, same = np.concatenate(found), np.concatenate(same)
-    return {"old_rows": np.where(found, table_rows.numpy() - 1, -1).astype(table_rows.dtype.as_numpy_dtype),
-            "encode": ~same}
+            equal = tf.equal(_bits(tf.gather(stored[name], piece)), _bits(columns[name][start:start + CHUNK]))
+            same[start:start + CHUNK] &= tf.reduce_all(tf.reshape(equal, [tf.shape(equal)[0], -1]), axis=1).numpy()
+    return {"old_rows": np.where(found, rows - 1, -1).astype(rows.dtype), "encode": ~same}
 
 
 def _encode_batch(function, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

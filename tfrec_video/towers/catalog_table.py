@@ -156,18 +156,26 @@ class CatalogTable(tf.keras.layers.Layer):
     def lookup(self, ids: tf.Tensor) -> tf.Tensor:
         """Row of each id (same shape as `ids`); 0 for ids not in the table."""
         flat = tf.reshape(ids, [-1])
-        fingerprint = self._fingerprint(flat)
         # Gathered from the value read for searchsorted, not from the variable: a gather on a variable
         # (ResourceGather) puts it in copy-on-read mode for good, and each later whole read (searchsorted's)
         # then copies it, 8 MB per lookup at 1M videos.
-        fingerprints = tf.convert_to_tensor(self.fingerprints)
+        rows = self.find_rows(tf.convert_to_tensor(self.fingerprints), self.fingerprint_rows, self.ids, flat)
+        return tf.reshape(rows, tf.shape(ids))
+
+    @classmethod
+    def find_rows(cls, fingerprints: tf.Tensor, fingerprint_rows, stored_ids, ids: tf.Tensor) -> tf.Tensor:
+        """The table row of each of the 1-D `ids`, 0 where absent, from a table's sorted `fingerprints`,
+        the row of each (`fingerprint_rows`) and the id of each row (`stored_ids`): what `lookup` does,
+        for callers that hold a loaded export's variables rather than the layer (a catalog refresh)."""
+        fingerprint = cls._fingerprint(ids)
         # The number of rows the table holds now, not the `size` it was built with: a served catalog may be
         # refreshed to another number of videos (`tfrec_video.serving.refresh`).
         last = tf.shape(fingerprints)[0] - 1
         position = tf.minimum(tf.searchsorted(fingerprints, fingerprint), last)
-        rows = tf.gather(self.fingerprint_rows, position)
-        found = tf.equal(tf.gather(fingerprints, position), fingerprint) & tf.equal(tf.gather(self.ids, rows), flat)
-        return tf.reshape(tf.where(found, rows, tf.zeros_like(rows)), tf.shape(ids))
+        rows = tf.gather(fingerprint_rows, position)
+        # A fingerprint match is confirmed by the stored id: two ids may share a fingerprint.
+        found = tf.equal(tf.gather(fingerprints, position), fingerprint) & tf.equal(tf.gather(stored_ids, rows), ids)
+        return tf.where(found, rows, tf.zeros_like(rows))
 
     def call(self, ids: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Content features of `ids` (any shape), plus `video_id` itself."""
