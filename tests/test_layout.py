@@ -27,6 +27,7 @@ LAYERS = (
     ("base", ("tfrec_video", "tfrec_video.errors", "tfrec_video.config_fields", "tfrec_video.distribute",
               "tfrec_video.deprecated_paths")),
     ("data", ("tfrec_video.data",)),
+    ("preparation", ("tfrec_video.preparation",)),
     ("evaluation", ("tfrec_video.evaluation",)),
     ("datasets", ("tfrec_video.datasets",)),
     ("features", ("tfrec_video.features",)),

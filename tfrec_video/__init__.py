@@ -14,6 +14,7 @@ below; `tests/test_layout.py` enforces it):
     errors, config_fields, distribute,     the base: no other tfrec_video import
       deprecated_paths
     data                                   schema, files, tables, formats, pipeline
+    preparation                            raw event logs to tables (`tfrec-video prepare`, Apache Beam)
     evaluation                             metrics, whole-catalog ranking, report, plots
     datasets                               the built-in dataset with a planted truth
     features                               vocabularies, WordPiece, PCA

@@ -5,11 +5,19 @@
     tfrec-video embed --catalog media.csv --audio-model yamnet_spectra_in.tflite --out emb.parquet
     tfrec-video embed --text-model encoders/e5_small --titles data/catalog/ --out title_emb.parquet
 
+    # the same on Apache Beam: several local workers, or a cluster (options it does not know go to Beam)
+    tfrec-video embed --catalog media.csv --image-model mobilenet.tflite --out emb.parquet \\
+        --runner DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
+    tfrec-video embed --catalog gs://bucket/media.csv --image-model gs://bucket/mobilenet.tflite \\
+        --out gs://bucket/emb.parquet --runner DataflowRunner --project=my-project --region=europe-west1 \\
+        --temp_location gs://bucket/tmp
+
 The work is `tfrec_video.media_embedding.step.run_embed`; this module is its flags.
 """
 
 import logging
 
+from tfrec_video.preparation.runner import RUNNERS
 from tfrec_video.cli.run_dir import check_output_dir
 from tfrec_video.errors import ConfigError
 from tfrec_video.media_embedding.step import run_embed
@@ -25,7 +33,9 @@ def add_cli(subparsers) -> None:
                     ".tflite file; a .tflite audio model may take log-mel patches, as YAMNet's "
                     "yamnet_spectra_in.tflite does), and titles with a pretrained text encoder (a SavedModel "
                     "taking strings, e.g. from tfrec-video convert-text-encoder), into a sharded table that "
-                    "training reads directly. Re-running resumes.")
+                    "training reads directly. Re-running resumes. With --runner, the shards are embedded by an "
+                    "Apache Beam pipeline (several local workers, or a cluster), into the same output; options "
+                    "this command does not know are then Beam pipeline options.")
     p.add_argument("--catalog", metavar="CSV",
                    help="the media CSV (needed with --image-model / --audio-model; with --text-model it may carry "
                         "a title column)")
@@ -56,7 +66,13 @@ def add_cli(subparsers) -> None:
                         "a known embedding tensor such as YAMNet's tower0/network/layer28/reduce_mean, else the "
                         "model's output)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cli)
+    p.add_argument("--runner", choices=RUNNERS,
+                   help="embed on Apache Beam with this runner (DirectRunner: workers on this machine; a cluster's "
+                        "runner needs --out, the models and the media where every worker reads them, e.g. gs://); "
+                        "default: in this process, or DirectRunner when Beam options are given. Resumes, and is "
+                        "resumed by, a run without it")
+    # pipeline_options: `tfrec_video.cli.main` hands the options this parser does not know to Beam.
+    p.set_defaults(func=_run_cli, pipeline_options=True)
 
 
 def _key(value):
@@ -79,6 +95,7 @@ def _run_cli(args) -> int:
                         image_output_key=_key(args.image_output_key), audio_sample_rate=args.audio_sample_rate,
                         audio_clip_seconds=args.audio_clip_seconds, audio_output_key=_key(args.audio_output_key),
                         audio_output_tensor=args.audio_output_tensor, progress=not args.quiet,
-                        text_model=args.text_model, titles=args.titles)
+                        text_model=args.text_model, titles=args.titles, runner=args.runner,
+                        pipeline_args=getattr(args, "pipeline_args", []))
     print(summary.describe())
     return 0

@@ -6,7 +6,9 @@
 * `encoders`: TF Hub handles, SavedModels and `.tflite` files (waveform or log-mel input) as `MediaModel`s,
   and text encoders (string -> vector SavedModels) as `TextModel`s.
 * `titles`: where `--text-model`'s titles come from (the media CSV's `title` column or `--titles TABLE`).
-* `step`: `run_embed`, what `tfrec-video embed` runs (sharded, resumable output).
+* `shards`: one shard embedded into its table (shared by both ways of running), its file and its marker.
+* `step`: `run_embed`, what `tfrec-video embed` runs (sharded, resumable output), in process or on Beam.
+* `beam_embed`: the shards embedded by an Apache Beam pipeline (`--runner`); imported only then.
 
 The output joins into the catalog with `tfrec_video.data.media_embeddings.attach_embeddings`.
 May import towers (the in-graph encoders' loading conventions), data and the base modules.

@@ -51,6 +51,22 @@ option refuses to mix its shards with the old ones (choose another `--out`, or
 delete it). An embedding that the model returns with a NaN or infinity counts
 as a failed item, like an undecodable file.
 
+**On a cluster.** `--runner` (`run_embed(runner=...)`) embeds the shards on an
+Apache Beam pipeline (`media_embedding.beam_embed`): this machine reads the
+CSV, checks the identity and the state, then each worker loads the models once
+and embeds and writes whole shards, marking each one done
+(`out/_embed_done/<index>.json`, `media_embedding.shards`); the markers are
+folded into the state when the pipeline ends, or when the next run starts
+after a killed one. The output is the same, file for file, as the in-process
+run's, and each resumes the other. `--out`, the models and the media must be
+paths every worker reads (`gs://...`), the workers need this package (e.g.
+Dataflow's `--sdk_container_image`), and options the command does not know
+are Beam pipeline options:
+
+    tfrec-video embed --catalog gs://bucket/media.csv --image-model gs://bucket/models/mobilenet.tflite \\
+        --out gs://bucket/emb.parquet --runner DataflowRunner --project=my-project --region=europe-west1 \\
+        --temp_location=gs://bucket/tmp
+
 Example:
 
     tfrec-video embed --catalog media.csv \\
@@ -59,7 +75,6 @@ Example:
 """
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -67,65 +82,20 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.files import detect_format, open_file
 from tfrec_video.data.media_embeddings import STATE_FILE, embeddings_schema
 from tfrec_video.data.tables import write_table
 from tfrec_video.errors import ConfigError, DataValidationError, shorten
-from tfrec_video.media_embedding.decode import MediaError, read_audio, read_image
-from tfrec_video.media_embedding.encoders import MediaModel, load_audio_model, load_image_model, load_text_model
-from tfrec_video.media_embedding.titles import embed_titles, titled_rows
+from tfrec_video.media_embedding.encoders import load_audio_model, load_image_model, load_text_model
+from tfrec_video.media_embedding.shards import (MARKERS, EmbedSummary, embed_shard, exists, extension, isdir,
+                                                listdir, makedirs, read_json, read_markers, remove_markers,
+                                                remove_rows_files, shard_path, write_json)
+from tfrec_video.media_embedding.titles import titled_rows
 
 log = logging.getLogger("tfrec_video.embed")
 COLUMNS = ("video_id", "thumbnail_path", "audio_path")
-
-
-@dataclasses.dataclass
-class EmbedSummary:
-    """What an embedding run did.
-
-    Attributes:
-      out: the output directory.
-      videos: rows of the media CSV.
-      written: rows in the output (this run and resumed shards).
-      shards_written: shards written by this run.
-      shards_skipped: shards already complete from an earlier run.
-      missing_thumbnail / missing_audio: empty paths.
-      failed_thumbnail / failed_audio: files that do not exist or do not decode.
-      missing_title: videos without a title (no row in `--titles`).
-      failed_title: titles whose embedding was not finite.
-      zero_filled: embeddings replaced by zeros (`zero_fill`).
-      left_out: rows not written because an embedding was missing.
-      image_dim / audio_dim / title_dim: embedding widths (None without that model).
-    """
-
-    out: str
-    videos: int = 0
-    written: int = 0
-    shards_written: int = 0
-    shards_skipped: int = 0
-    missing_thumbnail: int = 0
-    missing_audio: int = 0
-    failed_thumbnail: int = 0
-    failed_audio: int = 0
-    zero_filled: int = 0
-    left_out: int = 0
-    image_dim: Optional[int] = None
-    audio_dim: Optional[int] = None
-    missing_title: int = 0
-    failed_title: int = 0
-    title_dim: Optional[int] = None
-
-    def describe(self) -> str:
-        titles = (f"titles missing {self.missing_title}, failed {self.failed_title}; "
-                  if self.title_dim is not None else "")
-        return (f"embedded {self.videos} videos into {self.out}: {self.written} rows written "
-                f"({self.shards_written} shards written, {self.shards_skipped} already done); "
-                f"thumbnails missing {self.missing_thumbnail}, failed {self.failed_thumbnail}; "
-                f"audio missing {self.missing_audio}, failed {self.failed_audio}; {titles}"
-                f"zero-filled {self.zero_filled}, left out {self.left_out}")
 
 
 def read_media_csv(path: str, columns: Sequence[str] = COLUMNS) -> List[Dict[str, str]]:
@@ -190,27 +160,14 @@ def _output_format(out: str) -> str:
                           "output format; CSV cannot hold embeddings compactly).") from None
 
 
-def _extension(out: str) -> str:
-    name = os.path.basename(out.rstrip("/"))
-    for ext in (".tfrecord.gz", ".tfrec.gz", ".tfrecords.gz", ".tfrecord", ".tfrec", ".tfrecords", ".parquet", ".pq"):
-        if name.endswith(ext):
-            return ext
-    return os.path.splitext(name)[1]
-
-
-def _shard_path(out: str, index: int) -> str:
-    return os.path.join(out, f"part-{index:05d}{_extension(out)}")
-
-
 def _load_state(out: str, identity: dict) -> dict:
-    path = os.path.join(out, STATE_FILE)
-    if not os.path.exists(path):
-        if os.path.isdir(out) and [n for n in os.listdir(out) if not n.startswith((".", "_"))]:
+    path = f"{out.rstrip('/')}/{STATE_FILE}"
+    if not exists(path):
+        if isdir(out) and [n for n in listdir(out) if not n.startswith((".", "_"))]:
             raise ConfigError(f"--out {out!r} already holds files that no embedding run wrote; choose another "
                               "--out or empty it.")
         return {"identity": identity, "shards": {}}
-    with open(path, encoding="utf-8") as f:
-        state = json.load(f)
+    state = read_json(path)
     if state.get("identity") != identity:
         changed = sorted(k for k in set(identity) | set(state.get("identity", {}))
                          if identity.get(k) != state.get("identity", {}).get(k))
@@ -219,65 +176,36 @@ def _load_state(out: str, identity: dict) -> dict:
     return state
 
 
-def _model_identity(handle: Optional[str]) -> Optional[str]:
+def _absolute(path: Optional[str]) -> Optional[str]:
     # The same file named from another directory is the same model; another file at the same relative path is not.
-    if not handle or "://" in handle:
-        return handle
-    return os.path.abspath(handle)
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(path)
 
 
 def _save_state(out: str, state: dict) -> None:
-    path = os.path.join(out, STATE_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1)
-    os.replace(path + ".tmp", path)
+    # Shards in order, whichever run (or worker) completed them first: the same state for the same output.
+    state["shards"] = dict(sorted(state["shards"].items(), key=lambda item: int(item[0])))
+    write_json(f"{out.rstrip('/')}/{STATE_FILE}", state)
 
 
-def _embed_images(model: MediaModel, paths: Sequence[str], counts: EmbedSummary) -> List[Optional[np.ndarray]]:
-    out: List[Optional[np.ndarray]] = [None] * len(paths)
-    images, where = [], []
-    for i, path in enumerate(paths):
-        if not path:
-            counts.missing_thumbnail += 1
-            continue
-        try:
-            images.append(read_image(path, model.input_size))
-            where.append(i)
-        except MediaError as error:
-            counts.failed_thumbnail += 1
-            log.warning("thumbnail skipped: %s", error)
-    if images:
-        for i, vector in zip(where, model.embed(np.stack(images))):
-            out[i] = _finite(vector, paths[i], "thumbnail", counts)
-    return out
+def _fold_markers(out: str, state: dict, run: str) -> Dict[int, dict]:
+    """Records in the state the shards that workers of run `run` marked complete, saves it, then removes those
+    markers and any Beam rows file (a killed run's); returns the markers (`read_markers`)."""
+    found = read_markers(out, run)
+    state["shards"].update({str(index): {"rows": marker["rows"]} for index, marker in found.items()})
+    _save_state(out, state)
+    remove_markers(out, found)
+    remove_rows_files(out)
+    return found
 
 
-def _finite(vector: np.ndarray, path: str, what: str, counts: EmbedSummary) -> Optional[np.ndarray]:
-    # A NaN from one odd input would otherwise abort the whole run at write time, blamed on the shard file.
-    if np.all(np.isfinite(vector)):
-        return vector
-    name = f"failed_{what}"
-    setattr(counts, name, getattr(counts, name) + 1)
-    log.warning("%s skipped: %s: the model's embedding is not finite (NaN or infinity)", what, path)
+def _done_rows(out: str, state: dict, index: int) -> Optional[int]:
+    """The rows of shard `index` when an earlier run completed it (its file is still there), else None."""
+    done = state["shards"].get(str(index))
+    if done is not None and (done["rows"] == 0 or exists(shard_path(out, index))):
+        return done["rows"]
     return None
-
-
-def _embed_audio(model: MediaModel, paths: Sequence[str], sample_rate: int,
-                 counts: EmbedSummary) -> List[Optional[np.ndarray]]:
-    out: List[Optional[np.ndarray]] = [None] * len(paths)
-    for i, path in enumerate(paths):
-        if not path:
-            counts.missing_audio += 1
-            continue
-        try:
-            waveform = read_audio(path, sample_rate)
-        except MediaError as error:
-            counts.failed_audio += 1
-            log.warning("audio skipped: %s", error)
-            continue
-        # The clip's embedding is the mean of its frames' (or log-mel patches') embeddings.
-        out[i] = _finite(model.embed_clip(waveform), path, "audio", counts)
-    return out
 
 
 def run_embed(
@@ -298,6 +226,8 @@ def run_embed(
     progress: bool = True,
     text_model: Optional[str] = None,
     titles: Optional[str] = None,
+    runner: Optional[str] = None,
+    pipeline_args: Sequence[str] = (),
 ) -> EmbedSummary:
     """Embeds the media listed in `catalog` into the sharded table `out` (see the module docstring).
 
@@ -324,6 +254,10 @@ def run_embed(
         (string `[batch]` -> `[batch, dim]`): writes `title_embedding`.
       titles: a catalog table (any format) whose `title` of each `video_id`
         is embedded, instead of the media CSV's `title` column.
+      runner: a Beam runner (`"DirectRunner"`, `"FlinkRunner"`, `"DataflowRunner"`, ...): the shards are
+        embedded by a Beam pipeline (`beam_embed`) instead of in this process; None: in this process,
+        unless `pipeline_args` are given (then `"DirectRunner"`).
+      pipeline_args: Beam pipeline options (`--direct_num_workers=2`, `--project=...`, ...).
 
     Returns:
       An `EmbedSummary`.
@@ -342,9 +276,9 @@ def run_embed(
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"embed: {name} must be a positive integer, got {value!r}.")
     fmt = _output_format(out)
-    if os.path.exists(out) and not os.path.isdir(out):
+    if exists(out) and not isdir(out):
         raise ConfigError(f"--out {out!r} is a file; embed writes a directory of shards there "
-                          f"(part-00000{_extension(out)}, ...). Choose another --out, or remove the file.")
+                          f"(part-00000{extension(out)}, ...). Choose another --out, or remove the file.")
     needed = ("video_id",) + (COLUMNS[1:] if media else ()) + (("title",) if text_model and not titles else ())
     rows = read_media_csv(catalog, needed) if catalog else None
     digest = None
@@ -360,8 +294,8 @@ def run_embed(
              if audio_model else None)
     # Everything that changes the vectors, as resolved (the input size the model declares rather than the
     # flag), so that `--image-size 224` on a model that says 224 still resumes.
-    identity = {"catalog_sha256": digest, "image_model": _model_identity(image_model),
-                "audio_model": _model_identity(audio_model), "shard_size": shard_size, "zero_fill": bool(zero_fill),
+    identity = {"catalog_sha256": digest, "image_model": _absolute(image_model),
+                "audio_model": _absolute(audio_model), "shard_size": shard_size, "zero_fill": bool(zero_fill),
                 "image_range": list(image_range) if not isinstance(image_range, str) else image_range,
                 "image_size": list(images.input_size) if images else None,
                 "image_output_key": image_output_key if images else None,
@@ -371,69 +305,96 @@ def run_embed(
     # audio_front_end); absent for other models, so their earlier runs still resume.
     identity.update({f"audio_{k}": v for k, v in (audio.state_options() if audio else {}).items()})
     if text:  # absent without a text model, so that earlier runs still resume
-        identity.update(text_model=_model_identity(text_model), titles_sha256=titles_digest)
+        identity.update(text_model=_absolute(text_model), titles_sha256=titles_digest)
     state = _load_state(out, identity)
-    os.makedirs(out, exist_ok=True)
-    # Saved before the first shard: a run killed right after renaming shard 0 into place must still resume,
-    # not find a directory of shards that "no embedding run wrote".
-    _save_state(out, state)
+    makedirs(out)
+    # Saved before the first shard (here, with the markers of a killed Beam run folded in): a run killed right
+    # after renaming shard 0 into place must still resume, not find a directory of shards that "no embedding run
+    # wrote".
+    run = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    _fold_markers(out, state, run)
     summary = EmbedSummary(out=out, videos=len(rows), image_dim=images.output_dim if images else None,
                            audio_dim=audio.output_dim if audio else None, title_dim=text.output_dim if text else None)
     # attach_embeddings reads the widths from here.
     dims = {"image_embedding": summary.image_dim, "audio_embedding": summary.audio_dim,
             "title_embedding": summary.title_dim}
     state["widths"] = dict(dims)
-    schema = embeddings_schema(*dims.values())
+    if runner or pipeline_args:
+        # The workers load the models themselves, from the same handles (absolute: their working directory
+        # may differ) and options.
+        loaders = {"image_embedding": (_absolute(image_model), image_size, image_range, image_output_key),
+                   "audio_embedding": (_absolute(audio_model), audio_sample_rate, audio_clip_seconds,
+                                       audio_output_key, audio_output_tensor),
+                   "title_embedding": (_absolute(text_model),)}
+        loaders = {name: args for name, args in loaders.items() if args[0]}
+        _run_on_beam(rows, out, state, run, summary, dims, loaders, batch_size, shard_size, audio_sample_rate,
+                     zero_fill, [f"--runner={runner or 'DirectRunner'}", *pipeline_args])
+    else:
+        models = {"image_embedding": images, "audio_embedding": audio, "title_embedding": text}
+        _run_in_process(rows, out, state, summary, dims, models, batch_size, shard_size, audio_sample_rate,
+                        zero_fill, progress)
+    if summary.written == 0:
+        log.warning("embed: no video got its embeddings; %s is empty (see the warnings above, or --zero-fill).",
+                    out)
+    return summary
+
+
+def _run_in_process(rows, out, state, summary, dims, models, batch_size, shard_size, audio_sample_rate, zero_fill,
+                    progress) -> None:
+    """Embeds and writes the shards one after the other, recording each in the state as it is written."""
     from tqdm.auto import tqdm
 
+    schema = embeddings_schema(*dims.values())
     bar = tqdm(total=len(rows), unit="video", desc="embed", disable=not progress)
     for index, start in enumerate(range(0, len(rows), shard_size)):
         shard = rows[start:start + shard_size]
-        done = state["shards"].get(str(index))
-        if done is not None and (done["rows"] == 0 or os.path.exists(_shard_path(out, index))):
+        done = _done_rows(out, state, index)
+        if done is not None:
             summary.shards_skipped += 1
-            summary.written += done["rows"]
+            summary.written += done
             bar.update(len(shard))
             continue
-        columns: Dict[str, list] = {"video_id": []}
-        vectors = {}
-        for name, model, column in (("image_embedding", images, "thumbnail_path"),
-                                    ("audio_embedding", audio, "audio_path"), ("title_embedding", text, "title")):
-            if model is None:
-                continue
-            columns[name] = []
-            found: List[Optional[np.ndarray]] = []
-            for b in range(0, len(shard), batch_size):
-                paths = [row[column] for row in shard[b:b + batch_size]]
-                if name == "image_embedding":
-                    found += _embed_images(model, paths, summary)
-                elif name == "audio_embedding":
-                    found += _embed_audio(model, paths, audio_sample_rate, summary)
-                else:
-                    found += embed_titles(model, paths, summary)
-            vectors[name] = found
-        for i, row in enumerate(shard):
-            items = {name: found[i] for name, found in vectors.items()}
-            if any(v is None for v in items.values()) and not zero_fill:
-                summary.left_out += 1
-                continue
-            columns["video_id"].append(row["video_id"])
-            for name, vector in items.items():
-                if vector is None:
-                    summary.zero_filled += 1
-                    vector = np.zeros(dims[name], np.float32)
-                columns[name].append(np.asarray(vector, np.float32))
-        written = len(columns["video_id"])
+        table = embed_shard(shard, models, batch_size, audio_sample_rate, zero_fill, summary)
+        written = 0 if table is None else len(table["video_id"])
         if written:
-            table = {k: (np.stack(v) if k != "video_id" else np.array(v, object)) for k, v in columns.items()}
-            write_table(table, _shard_path(out, index), schema)
+            write_table(table, shard_path(out, index), schema)
         state["shards"][str(index)] = {"rows": written}
         _save_state(out, state)
         summary.shards_written += 1
         summary.written += written
         bar.update(len(shard))
     bar.close()
-    if summary.written == 0:
-        log.warning("embed: no video got its embeddings; %s is empty (see the warnings above, or --zero-fill).",
-                    out)
-    return summary
+
+
+def _run_on_beam(rows, out, state, run, summary, dims, loaders, batch_size, shard_size, audio_sample_rate, zero_fill,
+                 pipeline_args) -> None:
+    """Embeds the shards not yet complete on a Beam pipeline, then folds its workers' markers into the state."""
+    from tfrec_video.media_embedding import beam_embed  # Beam only when asked: `import tfrec_video` stays light
+
+    pending = []
+    for index in range(-(-len(rows) // shard_size)):
+        done = _done_rows(out, state, index)
+        if done is None:
+            pending.append(index)
+        else:
+            summary.shards_skipped += 1
+            summary.written += done
+    _save_state(out, state)  # with the widths
+    if pending:
+        log.info("embed: %d shards to embed on %s", len(pending), pipeline_args[0])
+        # Media paths (and out) made absolute, for workers in another directory.
+        shards = ((index, [{k: _absolute(v) if k in COLUMNS[1:] else v for k, v in row.items()}
+                           for row in rows[index * shard_size:(index + 1) * shard_size]]) for index in pending)
+        beam_embed.embed_shards(shards, _absolute(out), loaders, dims, batch_size, audio_sample_rate, zero_fill, run,
+                                pipeline_args)
+    found = _fold_markers(out, state, run)
+    missing = [index for index in pending if index not in found]
+    if missing:
+        raise ConfigError(f"embed: the pipeline ended, but {len(missing)} shards (part-{missing[0]:05d}, ...) are not "
+                          f"marked complete in {out}/{MARKERS}: the workers must write to the --out this machine "
+                          "reads (a local --out suits DirectRunner; on a cluster, a path every worker and this "
+                          "machine share, such as gs://...). Run again to resume.")
+    for index in pending:
+        summary.shards_written += 1
+        summary.written += found[index]["rows"]
+        summary.add_counts(found[index]["counts"])
