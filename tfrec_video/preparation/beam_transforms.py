@@ -18,7 +18,8 @@ from tfrec_video.data.schema import impressions_schema
 from tfrec_video.data.tables import write_table
 from tfrec_video.preparation.events import EventChunk, read_events
 from tfrec_video.preparation.negatives import NegativeSampler, user_rng
-from tfrec_video.preparation.report import STATISTICS_FILE, merge_statistics, user_statistics
+from tfrec_video.errors import DataValidationError
+from tfrec_video.preparation.report import ERROR_FILE, STATISTICS_FILE, merge_statistics, user_statistics
 from tfrec_video.preparation.splits import SPLITS, TRAIN
 from tfrec_video.preparation.user_rows import cap_events, user_rows
 
@@ -35,7 +36,15 @@ class ReadChunk(beam.DoFn):
         self._set = frozenset(self._known)
 
     def process(self, chunk: EventChunk):
-        block, dropped = read_events(chunk, self._set, self._drop, self._columns)
+        try:
+            block, dropped = read_events(chunk, self._set, self._drop, self._columns)
+        except DataValidationError as error:
+            # Sent as data, not raised: the driver reports the first bad row in input order, whichever worker
+            # met it first, with its file, row and feature (a raised error reaches the driver as text).
+            yield beam.pvalue.TaggedOutput("errors", ((chunk.file_index, chunk.row_offset), {
+                "message": error.reason, "file": error.file, "row": error.row, "line": error.line,
+                "feature": error.feature, "expected": error.expected}))
+            return
         if dropped:
             yield beam.pvalue.TaggedOutput("dropped", dropped)
         if len(block):
@@ -47,16 +56,19 @@ class ReadChunk(beam.DoFn):
                 yield str(users[i]), block.take(order[a:b])
 
 
-def _user_events(item, split_rule, max_events, first):
+def _user_events(item, split_rule, max_events, first, negatives):
     user, blocks = item
-    events, dropped = cap_events(blocks, max_events)
+    clicked = set() if negatives and max_events is not None else None  # Only the cap can drop a click.
+    events, dropped = cap_events(blocks, max_events, clicked)
+    if clicked is not None and not dropped:
+        clicked = None  # user_rows reads them from the events, as cheaply.
     validation_from = split_rule.validation_from(first) if first is not None else None
-    return user, (events, split_rule.assign(events.timestamp, events.order, user, validation_from), dropped)
+    return user, (events, split_rule.assign(events.timestamp, events.order, user, validation_from), dropped, clicked)
 
 
 def _train_videos(item):
     """(video, (train impressions, train positives)) of one user."""
-    _, (events, split, _) = item
+    _, (events, split, _, _) = item
     train = split == TRAIN
     counts: Dict[str, List[int]] = {}
     for video, clicked in zip(events.video_id[train].tolist(), events.clicked[train].tolist()):
@@ -99,10 +111,10 @@ class MakeRows(beam.DoFn):
         return self._sampler
 
     def process(self, item, train_videos):
-        user, (events, split, dropped) = item
+        user, (events, split, dropped, clicked) = item
         sampler = self._sampler_for(train_videos) if self._negatives else None
         rows, short = user_rows(user, events, split, self._config.history_length, self._negatives, sampler,
-                                user_rng(self._config.seed, user) if self._negatives else None)
+                                user_rng(self._config.seed, user) if self._negatives else None, clicked)
         yield beam.pvalue.TaggedOutput("statistics", user_statistics(
             rows, train_videos, len(events), dropped, short, self._config.history_length))
         shard = _shard(user, self._config.num_shards)
@@ -126,9 +138,15 @@ def _write_shard(item, stage: str, config):
     return path
 
 
-def _write_statistics(statistics, stage: str):
-    with gfile().GFile(f"{stage}/{STATISTICS_FILE}", "w") as handle:
-        json.dump(statistics, handle)
+def _first_error(errors):
+    """The error of the earliest chunk in input order (None: no error)."""
+    return min((e for e in errors if e is not None), key=lambda e: e[0], default=None)
+
+
+def _write_json(value, stage: str, name: str):
+    if value is not None:
+        with gfile().GFile(f"{stage}/{name}", "w") as handle:
+            json.dump(value[1] if name == ERROR_FILE else value, handle)
 
 
 def build(pipeline, config, chunks: Sequence[EventChunk], columns: Sequence[str], catalog_ids: Sequence[str],
@@ -140,13 +158,13 @@ def build(pipeline, config, chunks: Sequence[EventChunk], columns: Sequence[str]
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadChunk(catalog_ids, config.drop_unknown, columns)).with_output_types(
                 Tuple[str, Any]).with_outputs(
-                "first", "dropped", main="events"))
+                "first", "dropped", "errors", main="events"))
     first = read.first | "First" >> beam.CombineGlobally(_earliest)
     dropped = read.dropped | "Dropped" >> beam.CombineGlobally(sum)
     users = (read.events
              | "ByUser" >> beam.GroupByKey()
              | "UserEvents" >> beam.Map(_user_events, config.split, config.max_events_per_user,
-                                        beam.pvalue.AsSingleton(first)))
+                                        beam.pvalue.AsSingleton(first), negatives))
     train_videos = (users
                     | "TrainVideos" >> beam.FlatMap(_train_videos)
                     | "SumVideos" >> beam.CombinePerKey(_sum_pairs))
@@ -158,5 +176,9 @@ def build(pipeline, config, chunks: Sequence[EventChunk], columns: Sequence[str]
          | "Write" >> beam.Map(_write_shard, stage, config))
     _ = (made.statistics
          | "Statistics" >> beam.CombineGlobally(merge_statistics)
-         | "AddDropped" >> beam.Map(lambda s, d: {**s, "dropped_unknown": d}, beam.pvalue.AsSingleton(dropped))
-         | "SaveStatistics" >> beam.Map(_write_statistics, stage))
+         | "AddLog" >> beam.Map(lambda s, d, f: {**s, "dropped_unknown": d, "first_event": f},
+                                beam.pvalue.AsSingleton(dropped), beam.pvalue.AsSingleton(first))
+         | "SaveStatistics" >> beam.Map(_write_json, stage, STATISTICS_FILE))
+    _ = (read.errors
+         | "FirstError" >> beam.CombineGlobally(_first_error)
+         | "SaveError" >> beam.Map(_write_json, stage, ERROR_FILE))

@@ -36,6 +36,7 @@ Example:
 
 import dataclasses
 import datetime
+import re
 import warnings
 from typing import AbstractSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -204,6 +205,9 @@ def _ids(chunk: EventChunk, column: str, array: pa.ChunkedArray) -> np.ndarray:
     return values
 
 
+_PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?\Z")
+
+
 def _iso_seconds(text: str) -> int:
     value = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
@@ -246,12 +250,12 @@ def parse_timestamps(values, where=None) -> np.ndarray:
     digits = np.array([t.strip().lstrip("-").isdigit() for t in texts], bool)
     if digits.all():
         return np.array([int(t) for t in texts], np.int64)
-    try:  # The fast path: numpy reads plain ISO 8601 without an offset.
+    # The fast path: numpy reads plain ISO 8601 without an offset, but also "now", "today" and "NaT", and a
+    # bare number as a year: it is taken only when every value has the plain ISO shape.
+    if all(_PLAIN_ISO.match(t) for t in texts):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             return np.array(texts, dtype="datetime64[s]").astype(np.int64)
-    except (ValueError, TypeError, DeprecationWarning, UserWarning):
-        pass
     out = np.empty(len(texts), np.int64)
     for i, text in enumerate(texts):
         try:
@@ -270,6 +274,13 @@ def _small_ints(chunk, table, column, low, high, expected) -> Optional[np.ndarra
     if array.null_count:
         _fail(chunk, np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0], column,
               "a missing value", expected)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        # One word among numbers makes a CSV column text: blame that word's row.
+        texts = array.to_numpy(zero_copy_only=False)
+        bad = [i for i, t in enumerate(texts) if not t.strip().lstrip("-").isdigit()]
+        if bad:
+            _fail(chunk, bad[0], column, f"the value {shorten(texts[bad[0]])}", expected)
+        array = pa.array([int(t) for t in texts], pa.int64())
     if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
         _fail(chunk, 0, column, f"values of type {array.type}", expected)
     values = array.to_numpy(zero_copy_only=False)
@@ -297,6 +308,10 @@ def read_events(chunk: EventChunk, known_videos: Optional[AbstractSet[str]] = No
     if columns is None:
         columns = log_columns([chunk])
     table = _table(chunk, list(REQUIRED_COLUMNS) + [c for c in columns if c in OPTIONAL_COLUMNS])
+    if table.num_rows == 0:  # A header-only CSV: no events (a log with no events at all fails after the run).
+        empty = np.zeros(0, np.int64)
+        return EventBlock(np.zeros(0, object), np.zeros(0, object), empty, empty, empty.astype(np.int8),
+                          empty.astype(np.int8), np.zeros(0, object) if "device" in columns else None), 0
     users = _ids(chunk, "user_id", table.column("user_id"))
     videos = _ids(chunk, "video_id", table.column("video_id"))
     seconds = parse_timestamps(

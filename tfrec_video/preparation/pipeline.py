@@ -52,7 +52,7 @@ from tfrec_video.data.tables import read_table_numpy_with_files, write_table
 from tfrec_video.errors import ConfigError, DataValidationError
 from tfrec_video.preparation.events import event_chunks, log_columns
 from tfrec_video.preparation.negatives import SAMPLING
-from tfrec_video.preparation.report import STATISTICS_FILE, split_report
+from tfrec_video.preparation.report import ERROR_FILE, STATISTICS_FILE, split_report
 from tfrec_video.preparation.runner import pipeline_options, quiet_beam_logs, run_pipeline
 from tfrec_video.preparation.splits import SPLITS, SplitRule
 
@@ -214,20 +214,28 @@ def prepare(config: PrepareConfig, pipeline_args: Sequence[str] = ()) -> Dict[st
         runner = run_pipeline(
             lambda pipeline: build(pipeline, config, chunks, optional, catalog["video_id"].tolist(), negatives, stage),
             None, pipeline_args)
+        if gfile().exists(f"{stage}/{ERROR_FILE}"):
+            with gfile().GFile(f"{stage}/{ERROR_FILE}", "r") as handle:
+                error = json.load(handle)
+            raise DataValidationError(error.pop("message"), **error)
         with gfile().GFile(f"{stage}/{STATISTICS_FILE}", "r") as handle:
             statistics = json.load(handle)
         gfile().remove(f"{stage}/{STATISTICS_FILE}")
         if not statistics.get("events"):
             dropped = statistics.get("dropped_unknown", 0)
-            raise DataValidationError(
-                f"no events are left to prepare: all {dropped} were of videos not in the catalog" if dropped else
-                "the event log has no events", expected="events of catalog videos" if dropped else "rows")
+            files = sorted({chunk.path for chunk in chunks})
+            if dropped:
+                raise DataValidationError(f"no events are left to prepare: all {dropped} were of videos not in "
+                                          "the catalog", expected="events of catalog videos")
+            raise DataValidationError("the event log has no events (only headers)",
+                                      file=files[0] if len(files) == 1 else None,
+                                      expected="rows in " + ", ".join(files[:3]) + (" ..." if len(files) > 3 else ""))
         report = {
             "config": config.to_dict(), "runner": runner, "seconds": round(time.time() - start, 2),
             "columns": ["user_id", "video_id", "timestamp", *optional],
             "negatives_per_event": negatives,
             "test_from": config.split.test_seconds,
-            "validation_from": config.split.validation_from(statistics["first_timestamp"]),
+            "validation_from": config.split.validation_from(statistics["first_event"]),
             **split_report(statistics, config.history_length),
         }
         with gfile().GFile(f"{stage}/{RUN_CONFIG_FILE}", "w") as handle:

@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterable, Mapping
 from tfrec_video.preparation.splits import SPLITS, TRAIN
 
 STATISTICS_FILE = "_statistics.json"  # The pipeline's merged statistics, read back into the report.
+ERROR_FILE = "_error.json"  # The first bad input row the reading step met, raised by the driver.
 _MIN_KEYS = ("first_timestamp",)
 _MAX_KEYS = ("last_timestamp",)
 
@@ -102,7 +103,10 @@ def split_report(statistics: Mapping[str, Any], history_length: int) -> Dict[str
                                "empty_share": _share(histogram[0], rows), "histogram": histogram}}
     log = {k: statistics.get(k, 0) for k in ("events", "users", "dropped_unknown", "dropped_over_cap",
                                              "negatives_short")}
-    for k in ("first_timestamp", "last_timestamp"):
-        if k in statistics:
-            log[k] = statistics[k]
+    # The first event read, over the cap or not: the time split's validation period is measured from it.
+    first = statistics.get("first_event", statistics.get("first_timestamp"))
+    if first is not None:
+        log["first_timestamp"] = first
+    if "last_timestamp" in statistics:
+        log["last_timestamp"] = statistics["last_timestamp"]
     return {"log": log, "splits": splits}

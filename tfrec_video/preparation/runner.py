@@ -86,16 +86,32 @@ def pipeline_options(runner: Optional[str], args: Sequence[str] = ()):
     return options
 
 
+def _bare(cls, message: str) -> BaseException:
+    """A `cls` error holding `message` as it is (its file, row and feature already written into it)."""
+    clean = ValueError.__new__(cls)
+    ValueError.__init__(clean, message)
+    clean.reason, clean.file, clean.row, clean.line, clean.feature, clean.expected = message, *([None] * 5)
+    return clean
+
+
 def unwrapped(error: BaseException) -> BaseException:
-    """Our own error as a worker raised it, without the runner's `[while running '...']` suffix."""
-    if isinstance(error, (DataValidationError, ConfigError)):
+    """Our own error as a worker raised it: without the runner's `[while running '...']` suffix, and out of
+    the `RuntimeError` that multi-worker runners wrap a worker's traceback in; other errors as they are.
+
+    What survives a runner is the message, which names the file, row and feature: the attributes do not
+    (Beam re-creates the exception from its text). Transforms that need them send errors as data instead
+    (`prepare`'s reading step does).
+    """
+    for cls in (DataValidationError, ConfigError):
         text = str(error)
+        if not isinstance(error, cls):
+            marker = f"{cls.__module__}.{cls.__name__}: "
+            at = text.rfind(marker)
+            if at < 0:
+                continue
+            text = text[at + len(marker):].split("\n", 1)[0]
         cut = text.find(" [while running")
-        if cut > 0:
-            clean = ValueError.__new__(type(error))
-            ValueError.__init__(clean, text[:cut])
-            clean.__dict__.update(getattr(error, "__dict__", {}))
-            return clean
+        return _bare(cls, text[:cut] if cut > 0 else text)
     return error
 
 
@@ -119,6 +135,9 @@ def run_pipeline(build: Callable, runner: Optional[str] = None, args: Sequence[s
         try:
             with beam.Pipeline(runner=in_process, options=options) as pipeline:
                 build(pipeline)
-        except (DataValidationError, ConfigError) as error:
-            raise unwrapped(error) from None
+        except Exception as error:
+            ours = unwrapped(error)
+            if ours is error:
+                raise
+            raise ours from None
     return name

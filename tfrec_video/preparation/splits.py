@@ -94,7 +94,8 @@ class SplitRule:
         parse_time(self.test_from)
         if not 0.0 <= float(self.validation_fraction) < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if not 0.0 < float(self.test_fraction) < 1.0 or self.test_fraction + self.validation_fraction >= 1.0:
+        if self.kind == "random" and (not 0.0 < float(self.test_fraction) < 1.0
+                                      or self.test_fraction + self.validation_fraction >= 1.0):
             raise ConfigError(f"test_fraction must be in (0, 1) with test_fraction + validation_fraction < 1, "
                               f"got {self.test_fraction!r} and {self.validation_fraction!r}")
 

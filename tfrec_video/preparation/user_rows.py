@@ -30,7 +30,7 @@ Example:
 (['b', 'c', 'a'], [[], ['b'], ['c', 'b']])
 """
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -46,15 +46,21 @@ def _latest(block: EventBlock, keep: int) -> EventBlock:
     return block.take(order[-keep:] if keep < len(order) else order)
 
 
-def cap_events(blocks: Iterable[EventBlock], max_events: Optional[int] = None) -> Tuple[EventBlock, int]:
+def cap_events(blocks: Iterable[EventBlock], max_events: Optional[int] = None,
+               clicked: Optional[Set[str]] = None) -> Tuple[EventBlock, int]:
     """A user's events from `blocks` (any order), time-sorted and capped: `(events, number dropped)`.
 
     Memory stays under about twice `max_events` however many events stream in:
     whenever the held events pass that, only the latest `max_events` are kept.
+    `clicked`, when given, gets the videos clicked in every event, the dropped
+    ones included (a dropped click still must not become a negative): a set of
+    distinct videos, at most the catalog.
     """
     held: List[EventBlock] = []
     size = total = 0
     for block in blocks:
+        if clicked is not None:
+            clicked.update(block.video_id[block.clicked == 1].tolist())
         held.append(block)
         size += len(block)
         total += len(block)
@@ -82,8 +88,8 @@ def histories(events: EventBlock, history_length: int) -> List[List[str]]:
 
 
 def user_rows(user_id: str, events: EventBlock, split: np.ndarray, history_length: int = 20, negatives: int = 0,
-              sampler: Optional[NegativeSampler] = None, rng: Optional[np.random.Generator] = None
-              ) -> Tuple[Dict[int, Dict[str, list]], int]:
+              sampler: Optional[NegativeSampler] = None, rng: Optional[np.random.Generator] = None,
+              clicked_ever: Optional[AbstractSet[str]] = None) -> Tuple[Dict[int, Dict[str, list]], int]:
     """The impressions rows of one user, by split.
 
     Args:
@@ -94,6 +100,8 @@ def user_rows(user_id: str, events: EventBlock, split: np.ndarray, history_lengt
       negatives: negatives per event (0: none; the log has `clicked`).
       sampler: draws them; needed when `negatives > 0`.
       rng: the user's generator (`user_rng`); needed when `negatives > 0`.
+      clicked_ever: the videos the user ever clicked, events over the cap included
+        (`cap_events(..., clicked=)`); None: those clicked in `events`.
 
     Returns:
       `(rows, short)`: `rows` is `{split: {column: list}}` for the splits the
@@ -107,7 +115,8 @@ def user_rows(user_id: str, events: EventBlock, split: np.ndarray, history_lengt
     hour = np.where(events.hour >= 0, events.hour, (events.timestamp // SECONDS_PER_HOUR) % 24).astype(np.int64)
     drawn, short = None, 0
     if negatives:
-        clicked_ever = {v for v, c in zip(events.video_id.tolist(), events.clicked.tolist()) if c}
+        if clicked_ever is None:
+            clicked_ever = {v for v, c in zip(events.video_id.tolist(), events.clicked.tolist()) if c}
         drawn, short = sampler.sample(rng, n, negatives, clicked_ever)
     out: Dict[int, Dict[str, list]] = {}
     columns = ("user_id", "history", "hour", "video_id", "clicked", "timestamp") + (
