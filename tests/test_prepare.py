@@ -213,3 +213,34 @@ def test_an_option_neither_prepare_nor_beam_knows_is_refused_before_anything_is_
                  "--split", "leave-one-out", "--shard_size", "10"]) == 2
     assert "unknown option(s) --shard_size" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_the_rows_do_not_depend_on_the_number_of_shards(builtin, tmp_path):
+    """A shard is a bucket of users (crc32(user) % shards): more shards move rows between files, never change them."""
+    root, rows = builtin
+    events = _write_log(rows, tmp_path / "log", pieces=3)
+    clicks = {k: v[rows["clicked"] == 1] for k, v in rows.items()}
+    watch = _write_log(clicks, tmp_path / "watch", columns=("user_id", "video_id", "timestamp"))
+    for name, log, cap in (("log", events, 7), ("watch", watch, 3)):
+        tables = []
+        for shards in (None, 7):
+            out = tmp_path / f"{name}-{shards}"
+            prepare(PrepareConfig(events=log, catalog=f"{root}/catalog", out=str(out), num_shards=shards,
+                                  split=SplitRule("random", validation_fraction=0.1), max_events_per_user=cap))
+            split_rows = {}
+            for split in ("train", "validation", "test"):
+                files = sorted(os.listdir(out / split))
+                # A shard whose users have no row in a split has no file there.
+                assert 1 <= len(files) <= (1 if shards is None else 7), files
+                assert shards is None or split != "train" or len(files) == 7, files
+                part = []
+                for f in files:
+                    t = read_table_numpy(str(out / split / f), SCHEMA)
+                    keys = list(zip(t["user_id"], t["timestamp"].tolist()))
+                    assert keys == sorted(keys, key=lambda k: k[0]), f  # by user, each user's rows in order
+                    part += [(u, int(ts), v, int(c), tuple(h)) for u, ts, v, c, h in
+                             zip(t["user_id"], t["timestamp"], t["video_id"], t["clicked"], t["history"])]
+                split_rows[split] = sorted(part)
+            tables.append(split_rows)
+        assert tables[0] == tables[1], name
+        assert sum(len(v) for v in tables[0].values()) > len(rows["user_id"]) // 3

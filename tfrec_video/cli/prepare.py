@@ -54,7 +54,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--drop-unknown", action="store_true",
                    help="drop events of videos not in the catalog (counted in the report) instead of failing")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="parquet", help="the output tables' format")
-    p.add_argument("--num-shards", type=_positive_int, default=4, help="files per split")
+    p.add_argument("--num-shards", type=_positive_int, default=None,
+                   help="files per split, each one bucket of users (default: about one per 100,000 events)")
     p.add_argument("--seed", type=int, default=0, help="seeds the negatives and the random split")
     p.add_argument("--image-dim", type=_positive_int, default=1024, help="the catalog's image_embedding width")
     p.add_argument("--audio-dim", type=_positive_int, default=128, help="the catalog's audio_embedding width")

@@ -1,35 +1,41 @@
-"""The Beam transforms of `prepare`: read, group by user, make rows, write shards, sum statistics.
+"""The Beam transforms of `prepare`: read, group by user bucket, write each bucket's rows, sum statistics.
 
 `build(pipeline, ...)` adds them to a pipeline (`prepare` runs it). Each step
-is a plain function of its input (`read_events`, `cap_events`,
+is a plain function of its input (`read_events`, `bucket_events`,
 `SplitRule.assign`, `user_rows`), so what the transforms add is only the
-plumbing: keys, side inputs and the files they write.
+plumbing: keys, side inputs and the files they write. Users are grouped by
+bucket, not one by one (`tfrec_video.preparation.buckets`: a runner's cost is
+per element).
 """
 
 import json
-import zlib
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tfrec_video.data.files import gfile
 from tfrec_video.data.schema import impressions_schema
 from tfrec_video.data.tables import write_table
+from tfrec_video.preparation.buckets import bucket_events, split_by_bucket
 from tfrec_video.preparation.events import EventChunk, read_events
 from tfrec_video.preparation.negatives import NegativeSampler, user_rng
 from tfrec_video.errors import DataValidationError
-from tfrec_video.preparation.report import ERROR_FILE, STATISTICS_FILE, merge_statistics, user_statistics
+from tfrec_video.preparation.report import ERROR_FILE, STATISTICS_FILE, bucket_statistics, merge_statistics
 from tfrec_video.preparation.splits import SPLITS, TRAIN
-from tfrec_video.preparation.user_rows import cap_events, user_rows
+from tfrec_video.preparation.user_rows import bucket_rows, event_hours
 
 class ReadChunk(beam.DoFn):
-    """EventChunk -> (user, EventBlock) per user of the chunk; tagged `first` (min timestamp) and `dropped`."""
+    """EventChunk -> (bucket, EventBlock) per user bucket of the chunk; tagged `first` (min timestamp),
+    `dropped` (unknown videos) and `errors` (the chunk's first bad row, as data)."""
 
-    def __init__(self, known_videos: Sequence[str], drop_unknown: bool, columns: Sequence[str]):
+    def __init__(self, known_videos: Sequence[str], drop_unknown: bool, columns: Sequence[str], buckets: int):
         self._known = list(known_videos)
         self._drop = drop_unknown
         self._columns = tuple(columns)
+        self._buckets = buckets
         self._set = None
 
     def setup(self):
@@ -49,93 +55,113 @@ class ReadChunk(beam.DoFn):
             yield beam.pvalue.TaggedOutput("dropped", dropped)
         if len(block):
             yield beam.pvalue.TaggedOutput("first", int(block.timestamp.min()))
-            users, inverse = np.unique(block.user_id.astype(str), return_inverse=True)
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0, True]).tolist()
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-                yield str(users[i]), block.take(order[a:b])
+            yield from split_by_bucket(block, self._buckets)
 
 
-def _user_events(item, split_rule, max_events, first, negatives):
-    user, blocks = item
-    clicked = set() if negatives and max_events is not None else None  # Only the cap can drop a click.
-    events, dropped = cap_events(blocks, max_events, clicked)
-    if clicked is not None and not dropped:
-        clicked = None  # user_rows reads them from the events, as cheaply.
+def _bucket_events(item, split_rule, max_events, first, negatives):
+    """(bucket, blocks) -> (bucket, (BucketEvents, each event's split))."""
+    bucket, blocks = item
+    # Only the cap can drop a click, and only negatives need every click.
+    merged = bucket_events(blocks, max_events, track_clicked=bool(negatives) and max_events is not None)
     validation_from = split_rule.validation_from(first) if first is not None else None
-    return user, (events, split_rule.assign(events.timestamp, events.order, user, validation_from), dropped, clicked)
+    events = merged.events
+    split = np.zeros(len(events), np.int8)
+    for user, a, b in merged.users():
+        split[a:b] = split_rule.assign(events.timestamp[a:b], events.order[a:b], user, validation_from)
+    return bucket, (merged, split)
 
 
-def _train_videos(item):
-    """(video, (train impressions, train positives)) of one user."""
-    _, (events, split, _, _) = item
-    train = split == TRAIN
-    counts: Dict[str, List[int]] = {}
-    for video, clicked in zip(events.video_id[train].tolist(), events.clicked[train].tolist()):
-        c = counts.setdefault(video, [0, 0])
-        c[0] += 1
-        c[1] += clicked
-    return [(v, tuple(c)) for v, c in counts.items()]
+class TrainCounts(beam.DoFn):
+    """(bucket, (events, split)) -> `[2, catalog]` int64: each catalog video's train impressions and positives."""
+
+    def __init__(self, catalog_ids: Sequence[str]):
+        self._catalog_ids = list(catalog_ids)
+        self._catalog = None
+
+    def setup(self):
+        self._catalog = pa.array(self._catalog_ids, pa.string())
+
+    def process(self, item):
+        _, (merged, split) = item
+        counts = np.zeros((2, len(self._catalog_ids)), np.int64)
+        if len(split):
+            train = split == TRAIN
+            index = pc.index_in(pa.array(merged.events.video_id[train], pa.string()), value_set=self._catalog)
+            index = index.to_numpy(zero_copy_only=False).astype(np.int64)  # Every video is in the catalog.
+            counts[0] = np.bincount(index, minlength=len(self._catalog_ids))
+            counts[1] = np.bincount(index, weights=merged.events.clicked[train], minlength=len(self._catalog_ids))
+        yield counts
 
 
 def _earliest(times):
     return min((t for t in times if t is not None), default=None)
 
 
-def _sum_pairs(pairs):
-    a = b = 0
-    for x, y in pairs:
-        a += x
-        b += y
-    return a, b
+def _sum_arrays(arrays):
+    total = None
+    for a in arrays:
+        total = a.copy() if total is None else total + a
+    return total
 
 
-class MakeRows(beam.DoFn):
-    """(user, events) -> ((split, shard), rows); tagged `statistics`: the user's `user_statistics`."""
+class _SeenVideos:
+    """`video in seen`: whether the train split shows the video (its impressions count is not 0)."""
 
-    def __init__(self, config, negatives: int, catalog_ids: Sequence[str]):
+    def __init__(self, catalog_ids: Sequence[str], impressions: np.ndarray):
+        self._seen = {v for v, n in zip(catalog_ids, impressions.tolist()) if n}
+
+    def __contains__(self, video) -> bool:
+        return video in self._seen
+
+
+class WriteRows(beam.DoFn):
+    """(bucket, (events, split)) -> the bucket's rows written as shard `bucket` of each split; tagged
+    `statistics` (the only output: a shard holds exactly one bucket's users, so no second shuffle)."""
+
+    def __init__(self, config, negatives: int, catalog_ids: Sequence[str], stage: str, buckets: int):
         self._config = config
         self._negatives = negatives
         self._catalog_ids = list(catalog_ids)
-        self._sampler = None
-        self._sampler_of = None
+        self._stage = stage
+        self._buckets = buckets
+        self._sampler = self._seen = None
 
-    def _sampler_for(self, train_videos):
-        if self._sampler_of is not train_videos:
-            if self._config.negative_sampling == "uniform":
-                self._sampler = NegativeSampler(self._catalog_ids)
-            else:
-                ids = sorted(train_videos)
-                self._sampler = NegativeSampler(ids, [train_videos[v][1] for v in ids])
-            self._sampler_of = train_videos
-        return self._sampler
+    def _prepare(self, counts):
+        # The side input is one array for the whole run: built into a sampler once per DoFn instance.
+        if self._seen is None:
+            self._seen = _SeenVideos(self._catalog_ids, counts[0])
+            if self._negatives:
+                popularity = self._config.negative_sampling == "popularity"
+                self._sampler = NegativeSampler(self._catalog_ids, counts[1] if popularity else None)
 
-    def process(self, item, train_videos):
-        user, (events, split, dropped, clicked) = item
-        sampler = self._sampler_for(train_videos) if self._negatives else None
-        rows, short = user_rows(user, events, split, self._config.history_length, self._negatives, sampler,
-                                user_rng(self._config.seed, user) if self._negatives else None, clicked)
-        yield beam.pvalue.TaggedOutput("statistics", user_statistics(
-            rows, train_videos, len(events), dropped, short, self._config.history_length))
-        shard = _shard(user, self._config.num_shards)
-        for s, columns in rows.items():
-            yield (SPLITS[s], shard), (user, columns)
-
-
-def _shard(user: str, shards: int) -> int:
-    return zlib.crc32(user.encode("utf-8")) % shards
-
-
-def _write_shard(item, stage: str, config):
-    """Writes one shard's rows, sorted by user (the rows of a user are already in time order)."""
-    (split, shard), users = item
-    users = sorted(users, key=lambda pair: pair[0])
-    names = list(users[0][1])
-    columns = {name: [v for _, rows in users for v in rows[name]] for name in names}
-    schema = impressions_schema(config.history_length)
-    path = f"{stage}/{split}/part-{shard:05d}-of-{config.num_shards:05d}.{config.format}"
-    write_table(columns, path, schema, config.format)
-    return path
+    def process(self, item, counts):
+        self._prepare(counts)
+        bucket, (merged, split) = item
+        config, events, starts = self._config, merged.events, merged.starts
+        rows = bucket_rows(events, starts, config.history_length, self._negatives, self._sampler,
+                           lambda user: user_rng(config.seed, user), merged.clicked)
+        event = rows.event
+        sizes = np.diff(starts)
+        user_of_event = np.repeat(np.arange(len(sizes)), sizes)
+        row_split = split[event].astype(np.int64)
+        has_train = np.zeros(len(sizes), bool)
+        np.logical_or.at(has_train, user_of_event, split == TRAIN)
+        lengths = np.fromiter((len(h) for h in rows.history), np.int64, len(event))
+        cold = np.fromiter((v not in self._seen for v in rows.video_id.tolist()), bool, len(event))
+        # Events are sorted by user then time, so each split's rows are too: the shard needs no sort.
+        columns = {"user_id": events.user_id[event], "hour": event_hours(events)[event], "video_id": rows.video_id,
+                   "clicked": rows.clicked, "timestamp": events.timestamp[event]}
+        if events.device is not None:
+            columns["device"] = events.device[event]
+        schema = impressions_schema(config.history_length)
+        for s in np.unique(row_split).tolist():
+            take = np.flatnonzero(row_split == s)
+            part = {name: values[take] for name, values in columns.items()}
+            part["history"] = [rows.history[i] for i in take.tolist()]
+            path = f"{self._stage}/{SPLITS[s]}/part-{bucket:05d}-of-{self._buckets:05d}.{config.format}"
+            write_table(part, path, schema, config.format)
+        yield bucket_statistics(row_split, user_of_event[event], rows.clicked, lengths, cold, has_train, sizes,
+                                merged.dropped, rows.short, events.timestamp, config.history_length)
 
 
 def _first_error(errors):
@@ -150,31 +176,27 @@ def _write_json(value, stage: str, name: str):
 
 
 def build(pipeline, config, chunks: Sequence[EventChunk], columns: Sequence[str], catalog_ids: Sequence[str],
-          negatives: int, stage: str) -> None:
+          negatives: int, stage: str, buckets: int = 1) -> None:
     """Adds the whole `prepare` pipeline to `pipeline` (see `tfrec_video.preparation.pipeline`)."""
     read = (pipeline
             | "Chunks" >> beam.Create(list(chunks))
             # Chunks are few and large: spread them over workers before the heavy read.
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadChunk(catalog_ids, config.drop_unknown, columns)).with_output_types(
-                Tuple[str, Any]).with_outputs(
+            | "Read" >> beam.ParDo(ReadChunk(catalog_ids, config.drop_unknown, columns, buckets)).with_output_types(
+                Tuple[int, Any]).with_outputs(
                 "first", "dropped", "errors", main="events"))
     first = read.first | "First" >> beam.CombineGlobally(_earliest)
     dropped = read.dropped | "Dropped" >> beam.CombineGlobally(sum)
     users = (read.events
-             | "ByUser" >> beam.GroupByKey()
-             | "UserEvents" >> beam.Map(_user_events, config.split, config.max_events_per_user,
-                                        beam.pvalue.AsSingleton(first), negatives))
-    train_videos = (users
-                    | "TrainVideos" >> beam.FlatMap(_train_videos)
-                    | "SumVideos" >> beam.CombinePerKey(_sum_pairs))
-    made = users | "Rows" >> beam.ParDo(MakeRows(config, negatives, catalog_ids),
-                                        beam.pvalue.AsDict(train_videos)).with_output_types(
-                                            Tuple[Tuple[str, int], Any]).with_outputs("statistics", main="rows")
-    _ = (made.rows
-         | "ByShard" >> beam.GroupByKey()
-         | "Write" >> beam.Map(_write_shard, stage, config))
-    _ = (made.statistics
+             | "ByBucket" >> beam.GroupByKey()
+             | "BucketEvents" >> beam.Map(_bucket_events, config.split, config.max_events_per_user,
+                                          beam.pvalue.AsSingleton(first), negatives))
+    counts = (users
+              | "TrainCounts" >> beam.ParDo(TrainCounts(catalog_ids))
+              | "SumCounts" >> beam.CombineGlobally(_sum_arrays))
+    _ = (users
+         | "WriteRows" >> beam.ParDo(WriteRows(config, negatives, catalog_ids, stage, buckets),
+                                     beam.pvalue.AsSingleton(counts))
          | "Statistics" >> beam.CombineGlobally(merge_statistics)
          | "AddLog" >> beam.Map(lambda s, d, f: {**s, "dropped_unknown": d, "first_event": f},
                                 beam.pvalue.AsSingleton(dropped), beam.pvalue.AsSingleton(first))

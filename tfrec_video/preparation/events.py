@@ -46,13 +46,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tfrec_video.data.files import detect_format, list_files, open_file
+from tfrec_video.data.files import detect_format, file_size, list_files, open_file
 from tfrec_video.data.integrity import locate
 from tfrec_video.errors import DataValidationError, shorten
 
 REQUIRED_COLUMNS = ("user_id", "video_id", "timestamp")
 OPTIONAL_COLUMNS = ("clicked", "hour", "device")
 EVENT_FORMATS = ("parquet", "csv")
+_CSV_BYTES_PER_EVENT = 40  # About a CSV event log's line: two ids, a timestamp, a label.
 # An event's `order`: file index in the high bits, row in the low 40 (a trillion rows a file).
 ROW_BITS = 40
 
@@ -97,11 +98,13 @@ class EventChunk:
       file_index: its place among the log's files (sorted), for the input order.
       row_group: the Parquet row group, or -1 (the whole file).
       row_offset: the file row of the chunk's first event.
+      rows: its events (a CSV file: estimated from its size), to size the work.
     """
     path: str
     file_index: int
     row_group: int = -1
     row_offset: int = 0
+    rows: int = 0
 
 
 def event_chunks(paths: Union[str, Sequence[str]]) -> List[EventChunk]:
@@ -130,14 +133,14 @@ def event_chunks(paths: Union[str, Sequence[str]]) -> List[EventChunk]:
             for group in range(meta.num_row_groups):
                 rows = meta.row_group(group).num_rows
                 if rows:
-                    chunks.append(EventChunk(path, index, group, offset))
+                    chunks.append(EventChunk(path, index, group, offset, rows))
                 offset += rows
             total += offset
         else:
             with open_file(path, "rb") as handle:
                 header = handle.readline().decode("utf-8", "replace").strip()
             _check_columns(path, [c.strip().strip('"') for c in header.split(",")] if header else [])
-            chunks.append(EventChunk(path, index))
+            chunks.append(EventChunk(path, index, rows=file_size(path) // _CSV_BYTES_PER_EVENT))
             total += 1  # A CSV's rows are counted as it is read: a log of header-only files fails after the run.
     if not total:
         raise DataValidationError("the event log has no events", file=files[0] if len(files) == 1 else None,

@@ -1,9 +1,9 @@
 """`prepare`: raw event logs to the package's tables, as one Apache Beam pipeline.
 
-    event files ──event_chunks──► chunks ──ReadChunk (check; group by user within a chunk)──► (user, EventBlock)
-      ──GroupByKey(user)──► UserEvents (cap_events, SplitRule.assign)
-      ├─► train impressions/positives per video ──CombinePerKey──► side input (popularity, cold start)
-      └─► MakeRows (user_rows: history, negatives) ──► ((split, shard), rows) ──GroupByKey──► WriteShard
+    event files ──event_chunks──► chunks ──ReadChunk (check; split by user bucket)──► (bucket, EventBlock)
+      ──GroupByKey(user bucket)──► BucketEvents (bucket_events: sorted, capped; SplitRule.assign per user)
+      ├─► train impressions/positives per catalog video ──sum──► side input (popularity, cold start)
+      └─► WriteRows (bucket_rows: history, negatives) ──► <split>/part-<bucket>-of-<buckets>
     catalog ──read, checked──► catalog/part-00000.<format>
     per-user statistics ──CombineGlobally──► prepare_report.json
 
@@ -11,8 +11,9 @@ The same definition runs on Beam's in-process runner (the default: no service,
 no download) and on Flink, Spark or Dataflow through standard pipeline options
 (`--runner FlinkRunner --flink_master=...`, `--runner DataflowRunner --project
 ... --region ... --temp_location gs://...`). Everything a row depends on is
-seeded by the user (`user_rng`) or hashed, and each shard's rows are sorted by
-user, so the output is the same with one worker or many.
+seeded by the user (`user_rng`) or hashed, a shard is one bucket of users
+(`crc32(user) % num_shards`) with its rows sorted by user, then time, so the
+output is the same with one worker or many.
 
 **Nothing half-written.** The pipeline writes into a staging directory next
 to `out` (`<out>.tmp-<random>`, which no reader lists) and renames it to
@@ -20,11 +21,11 @@ to `out` (`<out>.tmp-<random>`, which no reader lists) and renames it to
 staging directory is removed and `out` is untouched. A non-empty `out` is
 refused before anything runs.
 
-**Memory.** The grouping key is the user, so a worker holds one user's events
-at a time, capped at `max_events_per_user` (the latest kept; see
-`cap_events`). On the in-process runner the whole log is in memory between
-stages, in columns (`EventBlock`). A shard's rows are held while it is
-written: `num_shards` bounds that.
+**Memory.** The grouping key is a bucket of users (`tfrec_video.preparation.buckets`:
+a runner's cost is per element, so one element per user was 80 % of the run),
+so a worker holds one bucket's events and rows at a time, each user capped at
+`max_events_per_user` (the latest kept) while they stream in. On the in-process
+runner the whole log is in memory between stages, in columns (`EventBlock`).
 
 Example:
 
@@ -50,6 +51,7 @@ from tfrec_video.data.integrity import check_unique_ids
 from tfrec_video.data.schema import catalog_schema
 from tfrec_video.data.tables import read_table_numpy_with_files, write_table
 from tfrec_video.errors import ConfigError, DataValidationError
+from tfrec_video.preparation.buckets import bucket_count
 from tfrec_video.preparation.events import event_chunks, log_columns
 from tfrec_video.preparation.negatives import SAMPLING
 from tfrec_video.preparation.report import ERROR_FILE, STATISTICS_FILE, split_report
@@ -76,7 +78,9 @@ class PrepareConfig:
         must be 0 or None for a log with `clicked` (its non-clicks are the negatives).
       negative_sampling: `"popularity"` (training-split positives) or `"uniform"`.
       format: `"parquet"` or `"tfrecord"` for the output tables.
-      num_shards: files per split; a shard's rows are held in memory while written.
+      num_shards: files per split (None: about one per `buckets.EVENTS_PER_BUCKET` events). A shard is
+        one bucket of users, whose events and rows a worker holds while it writes them: fewer shards
+        than that hold more at once.
       max_events_per_user: a user's latest events kept (None: all).
       drop_unknown: drop (and count) events of videos not in the catalog instead of failing.
       seed: seeds the negatives and the `"random"` split.
@@ -90,7 +94,7 @@ class PrepareConfig:
     negatives: Optional[int] = None
     negative_sampling: str = "popularity"
     format: str = "parquet"
-    num_shards: int = 4
+    num_shards: Optional[int] = None
     max_events_per_user: Optional[int] = 100_000
     drop_unknown: bool = False
     seed: int = 0
@@ -103,6 +107,8 @@ class PrepareConfig:
             raise ConfigError(f"split must be a SplitRule, got {self.split!r}")
         for name in ("history_length", "num_shards", "image_dim", "audio_dim", "title_embedding_dim"):
             value = getattr(self, name)
+            if name == "num_shards" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.max_events_per_user is not None and (not isinstance(self.max_events_per_user, int)
@@ -212,7 +218,8 @@ def prepare(config: PrepareConfig, pipeline_args: Sequence[str] = ()) -> Dict[st
     try:
         catalog = _write_catalog(config, stage)
         runner = run_pipeline(
-            lambda pipeline: build(pipeline, config, chunks, optional, catalog["video_id"].tolist(), negatives, stage),
+            lambda pipeline: build(pipeline, config, chunks, optional, catalog["video_id"].tolist(), negatives, stage,
+                                   config.num_shards or bucket_count(sum(chunk.rows for chunk in chunks))),
             None, pipeline_args)
         if gfile().exists(f"{stage}/{ERROR_FILE}"):
             with gfile().GFile(f"{stage}/{ERROR_FILE}", "r") as handle:

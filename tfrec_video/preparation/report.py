@@ -1,8 +1,8 @@
 """What `prepare_report.json` says: counts, click rates, cold-start shares, history lengths.
 
-Statistics are summed per user (`user_statistics`) and merged in any order
-(`merge_statistics` is associative and commutative, a Beam combiner), then
-turned into the report (`split_report`). Per split:
+Statistics are summed per bucket of users (`bucket_statistics`) and merged in
+any order (`merge_statistics` is associative and commutative, a Beam
+combiner), then turned into the report (`split_report`). Per split:
 
 * `rows`, `positives`, `negatives`, `click_rate`, `users`;
 * `cold_video_share`: the share of the split's rows whose video the train
@@ -17,7 +17,10 @@ drawn), and the first and last event time.
 
 Example:
 
->>> a = user_statistics({0: {"video_id": ["v"], "clicked": [1], "history": [[]]}}, {"v": (1, 1)}, 1, 0, 0, 2)
+>>> import numpy as np
+>>> one = np.array([0])  # one row, of user 0, in the train split, clicked, with an empty history
+>>> a = bucket_statistics(one, one, np.array([1]), one, np.array([False]), np.array([True]), np.array([1]),
+...                       np.array([0]), np.array([0]), np.array([100]), 2)
 >>> report = split_report(merge_statistics([a, a]), 2)
 >>> report["splits"]["train"]["rows"], report["splits"]["train"]["history_length"]["histogram"]
 (2, [2, 0, 0])
@@ -25,7 +28,9 @@ Example:
 
 from typing import Any, Dict, Iterable, Mapping
 
-from tfrec_video.preparation.splits import SPLITS, TRAIN
+import numpy as np
+
+from tfrec_video.preparation.splits import SPLITS
 
 STATISTICS_FILE = "_statistics.json"  # The pipeline's merged statistics, read back into the report.
 ERROR_FILE = "_error.json"  # The first bad input row the reading step met, raised by the driver.
@@ -33,27 +38,27 @@ _MIN_KEYS = ("first_timestamp",)
 _MAX_KEYS = ("last_timestamp",)
 
 
-def user_statistics(rows: Mapping[int, Mapping[str, list]], train_videos: Mapping[str, Any], events: int,
-                    dropped_over_cap: int, short: int, history_length: int,
-                    timestamps: Iterable[int] = ()) -> Dict[str, Any]:
-    """One user's contribution: `rows` from `user_rows`, `train_videos` the train split's videos, `events`
-    the events kept and `dropped_over_cap` those over the cap."""
-    times = [t for columns in rows.values() for t in columns.get("timestamp", ())] or list(timestamps)
-    out: Dict[str, Any] = {"events": events + dropped_over_cap, "users": 1, "dropped_over_cap": dropped_over_cap,
-                           "negatives_short": short, "splits": {}}
-    if times:
-        out["first_timestamp"], out["last_timestamp"] = min(times), max(times)
-    warm_user = TRAIN in rows
-    for split, columns in rows.items():
-        histogram = [0] * (history_length + 1)
-        for history in columns["history"]:
-            histogram[len(history)] += 1
-        videos = columns["video_id"]
-        positives = sum(columns["clicked"])
+def bucket_statistics(rows_split: np.ndarray, rows_user: np.ndarray, clicked: np.ndarray, history_lengths: np.ndarray,
+                      cold_video: np.ndarray, user_has_train: np.ndarray, kept: np.ndarray, dropped: np.ndarray,
+                      short: np.ndarray, timestamps: np.ndarray, history_length: int) -> Dict[str, Any]:
+    """The merged `user_statistics` of a bucket's users, from its rows' columns at once.
+
+    Per row: its split, its user (index), `clicked`, its history's length, whether its video is cold (the
+    train split never shows it). Per user: whether they have a train event, events kept and dropped by the
+    cap, negatives short. `timestamps`: the kept events'.
+    """
+    out: Dict[str, Any] = {"events": int(kept.sum() + dropped.sum()), "users": len(kept),
+                           "dropped_over_cap": int(dropped.sum()), "negatives_short": int(short.sum()), "splits": {}}
+    if len(timestamps):
+        out["first_timestamp"], out["last_timestamp"] = int(timestamps.min()), int(timestamps.max())
+    cold_user = ~user_has_train[rows_user]
+    for split in np.unique(rows_split).tolist():
+        mine = rows_split == split
         out["splits"][SPLITS[split]] = {
-            "rows": len(videos), "positives": positives, "users": 1, "history": histogram,
-            "cold_video_rows": sum(1 for v in videos if v not in train_videos),
-            "cold_user_rows": 0 if warm_user else len(videos)}
+            "rows": int(mine.sum()), "positives": int(clicked[mine].sum()),
+            "users": int(np.unique(rows_user[mine]).size),
+            "history": np.bincount(history_lengths[mine], minlength=history_length + 1).tolist(),
+            "cold_video_rows": int(cold_video[mine].sum()), "cold_user_rows": int(cold_user[mine].sum())}
     return out
 
 

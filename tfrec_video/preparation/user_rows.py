@@ -1,8 +1,9 @@
-"""One user's events to impressions rows: time order, a cap, the history as of each event, negatives.
+"""Users' events to impressions rows: time order, a cap, the history as of each event, negatives.
 
 This is the whole per-user step of `tfrec-video prepare`, a plain function of
-one user's events (the Beam pipeline calls it after a `GroupByKey` on the
-user), so it is tested on its own.
+a user's events: `user_rows` for one user, `bucket_rows` for a bucket of users
+at once (what the Beam pipeline calls after grouping by user bucket, with the
+same rows for each user), so it is tested on its own.
 
 * **Order.** Events are sorted by timestamp, and equal timestamps keep the
   input order (`EventBlock.order`).
@@ -30,45 +31,34 @@ Example:
 (['b', 'c', 'a'], [[], ['b'], ['c', 'b']])
 """
 
-from typing import AbstractSet, Dict, Iterable, List, Optional, Set, Tuple
+from typing import AbstractSet, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
+from tfrec_video.preparation.buckets import bucket_events
 from tfrec_video.preparation.events import EventBlock
 from tfrec_video.preparation.negatives import NegativeSampler
 
 SECONDS_PER_HOUR = 3600
 
 
-def _latest(block: EventBlock, keep: int) -> EventBlock:
-    """The `keep` latest events of `block`, in time order."""
-    order = np.lexsort((block.order, block.timestamp))
-    return block.take(order[-keep:] if keep < len(order) else order)
-
-
 def cap_events(blocks: Iterable[EventBlock], max_events: Optional[int] = None,
                clicked: Optional[Set[str]] = None) -> Tuple[EventBlock, int]:
-    """A user's events from `blocks` (any order), time-sorted and capped: `(events, number dropped)`.
+    """One user's events from `blocks` (any order), time-sorted and capped: `(events, number dropped)`.
 
-    Memory stays under about twice `max_events` however many events stream in:
-    whenever the held events pass that, only the latest `max_events` are kept.
-    `clicked`, when given, gets the videos clicked in every event, the dropped
-    ones included (a dropped click still must not become a negative): a set of
-    distinct videos, at most the catalog.
+    The bucket step for a single user (`buckets.bucket_events`), compacting whenever more than twice
+    `max_events` are held, so memory stays under about twice the cap however many events stream in.
+    `clicked`, when given, gets the videos clicked in every event, the dropped ones included (a dropped
+    click still must not become a negative).
     """
-    held: List[EventBlock] = []
-    size = total = 0
-    for block in blocks:
-        if clicked is not None:
-            clicked.update(block.video_id[block.clicked == 1].tolist())
-        held.append(block)
-        size += len(block)
-        total += len(block)
-        if max_events is not None and size > 2 * max_events:
-            held = [_latest(EventBlock.concat(held), max_events)]
-            size = len(held[0])
-    events = _latest(EventBlock.concat(held), max_events if max_events is not None else size)
-    return events, total - len(events)
+    merged = bucket_events(blocks, max_events, track_clicked=clicked is not None,
+                           hold=None if max_events is None else 2 * max_events)
+    events = merged.events
+    if clicked is not None:
+        clicked.update(events.video_id[events.clicked == 1].tolist())
+        for videos in merged.clicked.values():
+            clicked.update(videos)
+    return events, int(merged.dropped.sum())
 
 
 def histories(events: EventBlock, history_length: int) -> List[List[str]]:
@@ -85,6 +75,60 @@ def histories(events: EventBlock, history_length: int) -> List[List[str]]:
             out[e] = history
         clicks.extend(videos[e] for e in range(a, b) if clicked[e])
     return out
+
+
+class Rows(NamedTuple):
+    """The rows of a run of users' events (`bucket_rows`): each column has a value per row.
+
+    `event` is the event a row comes from (its index in the events), so the
+    event's columns (user, time, hour, device, split) are `column[event]`.
+    """
+    event: np.ndarray  # int64
+    video_id: np.ndarray  # object (str)
+    clicked: np.ndarray  # int64
+    history: List[List[str]]
+    short: np.ndarray  # per user: negatives that could not be drawn
+
+
+def event_hours(events: EventBlock) -> np.ndarray:
+    """Each event's hour: the log's, or the UTC hour of its timestamp."""
+    return np.where(events.hour >= 0, events.hour, (events.timestamp // SECONDS_PER_HOUR) % 24).astype(np.int64)
+
+
+def bucket_rows(events: EventBlock, starts: np.ndarray, history_length: int = 20, negatives: int = 0,
+                sampler: Optional[NegativeSampler] = None,
+                rng_of: Optional[Callable[[str], np.random.Generator]] = None,
+                clicked_ever: Optional[Mapping[str, AbstractSet[str]]] = None) -> Rows:
+    """The rows of several users at once: `events` sorted by user then time, user `i` at `starts[i]:starts[i+1]`.
+
+    Each user's rows are exactly `user_rows`' (histories and negatives are drawn per user, with
+    `rng_of(user)`); `clicked_ever` maps a user to the videos they ever clicked when that is more than
+    their `events` show (a cap dropped some).
+    """
+    n = len(events)
+    history: List[List[str]] = []
+    drawn, short = [], np.zeros(len(starts) - 1, np.int64)
+    for i, (a, b) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
+        mine = events.take(slice(a, b))
+        history.extend(histories(mine, history_length))
+        if negatives:
+            user = str(events.user_id[a])
+            clicked = (clicked_ever or {}).get(user)
+            if clicked is None:
+                clicked = {v for v, c in zip(mine.video_id.tolist(), mine.clicked.tolist()) if c}
+            picked, short[i] = sampler.sample(rng_of(user), b - a, negatives, clicked)
+            drawn.append(picked)
+    if not negatives:
+        return Rows(np.arange(n, dtype=np.int64), events.video_id, events.clicked.astype(np.int64), history, short)
+    # Row-major over [event, (the event, its negatives)]: a positive then its negatives, events in order.
+    videos = np.empty((n, 1 + negatives), object)
+    videos[:, 0] = events.video_id
+    videos[:, 1:] = np.concatenate(drawn) if drawn else np.empty((0, negatives), object)
+    labels = np.zeros((n, 1 + negatives), np.int64)
+    labels[:, 0] = events.clicked
+    present = ~np.equal(videos, None)
+    event = np.repeat(np.arange(n, dtype=np.int64)[:, None], 1 + negatives, axis=1)[present]
+    return Rows(event, videos[present], labels[present], [history[e] for e in event.tolist()], short)
 
 
 def user_rows(user_id: str, events: EventBlock, split: np.ndarray, history_length: int = 20, negatives: int = 0,
@@ -110,31 +154,18 @@ def user_rows(user_id: str, events: EventBlock, split: np.ndarray, history_lengt
       positive's negatives follow it. `short` counts the negatives that could
       not be drawn.
     """
-    n = len(events)
-    history = histories(events, history_length)
-    hour = np.where(events.hour >= 0, events.hour, (events.timestamp // SECONDS_PER_HOUR) % 24).astype(np.int64)
-    drawn, short = None, 0
-    if negatives:
-        if clicked_ever is None:
-            clicked_ever = {v for v, c in zip(events.video_id.tolist(), events.clicked.tolist()) if c}
-        drawn, short = sampler.sample(rng, n, negatives, clicked_ever)
+    rows = bucket_rows(events, np.array([0, len(events)]), history_length, negatives, sampler, lambda _: rng,
+                       None if clicked_ever is None else {str(user_id): clicked_ever})
+    event = rows.event
+    columns = {"user_id": np.full(len(event), user_id, object), "history": rows.history,
+               "hour": event_hours(events)[event], "video_id": rows.video_id, "clicked": rows.clicked,
+               "timestamp": events.timestamp[event]}
+    if events.device is not None:
+        columns["device"] = events.device[event]
+    row_split = np.asarray(split)[event]
     out: Dict[int, Dict[str, list]] = {}
-    columns = ("user_id", "history", "hour", "video_id", "clicked", "timestamp") + (
-        ("device",) if events.device is not None else ())
-    videos, clicked, ts = events.video_id.tolist(), events.clicked.tolist(), events.timestamp.tolist()
-    hours, devices = hour.tolist(), None if events.device is None else events.device.tolist()
-    for e, s in enumerate(split.tolist()):
-        rows = out.get(s)
-        if rows is None:
-            rows = out[s] = {c: [] for c in columns}
-        extra = [v for v in drawn[e] if v is not None] if drawn is not None else []
-        for video, label in [(videos[e], clicked[e])] + [(v, 0) for v in extra]:
-            rows["user_id"].append(user_id)
-            rows["history"].append(history[e])
-            rows["hour"].append(hours[e])
-            rows["video_id"].append(video)
-            rows["clicked"].append(label)
-            rows["timestamp"].append(ts[e])
-            if devices is not None:
-                rows["device"].append(devices[e])
-    return out, short
+    for s in sorted(set(row_split.tolist())):
+        keep = np.flatnonzero(row_split == s).tolist()
+        out[s] = {name: [values[i] for i in keep] if isinstance(values, list) else values[keep].tolist()
+                  for name, values in columns.items()}
+    return out, int(rows.short.sum())
