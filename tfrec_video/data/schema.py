@@ -241,7 +241,9 @@ def impressions_schema(history_length: int = 20, day: bool = False) -> TableSche
         every other table.
 
     Returns:
-      A `TableSchema`. `user_id`, `video_id` and `clicked` are required.
+      A `TableSchema`. `user_id`, `video_id` and `clicked` are required;
+      `watch_fraction` and `watch_seconds` (what a click was worth, for
+      watch-time objectives) are optional.
     """
     if not isinstance(history_length, int) or history_length <= 0:
         raise ValueError(f"impressions_schema: history_length must be a positive integer, got {history_length!r}.")
@@ -257,6 +259,10 @@ def impressions_schema(history_length: int = 20, day: bool = False) -> TableSche
             Feature("clicked", "int64", required=True, role="label", description="1 if clicked, else 0",
                     min_value=0, max_value=1),
             Feature("timestamp", "int64", role="time", description="seconds since the epoch"),
+            Feature("watch_fraction", "float32", role="outcome", min_value=0, max_value=1,
+                    description="the share of the video watched after a click (0 without a click)"),
+            Feature("watch_seconds", "float32", role="outcome", min_value=0,
+                    description="seconds watched after a click (0 without a click)"),
         ) + ((Feature("day", "int64", role="time", description="day of the data's time window, from 0",
                       min_value=0),) if day else ()),
     )

@@ -64,6 +64,15 @@ Generative story
    `tfrec_video.datasets.builtin.truth` (topic affinity `cos(theta_u, theta_v)` scaled
    by `click_scale`, `click_bias`, the user's bias, a small popularity term and
    a device x duration and hour-of-day context term).
+   **Watch time.** A click's `watch_fraction` (0-1) is drawn from
+   `Beta(m * c, (1 - m) * c)` around its true mean `m = sigmoid(watch_bias +
+   watch_affinity_scale * cos(theta_u, theta_v) + watch_quality_scale *
+   quality_v - watch_duration_scale * zdur_v)` (`truth.watch_logits`), where
+   `quality_v ~ N(0, 1)` is a per-video latent independent of popularity and
+   of the click logit: a video can be clicked often and left early.
+   `watch_seconds = watch_fraction * duration_s`; both are 0 without a click.
+   Drawn from their own random stream, so every other column is what it was
+   before watch time existed; `GroundTruth.watch_mean` is the oracle.
 9. **History** of an impression: the ids of the videos this user clicked
    strictly before it, newest first, at most `history_length`.
 10. **Split by time.** Impressions in the last `test_fraction` of the window are
@@ -136,7 +145,8 @@ Output layout (`generate`)::
     out_dir/
       dataset.json                 manifest; written last (its presence means "complete")
       catalog/part-00000.parquet   video_id, title, category, duration_s, image_embedding, audio_embedding
-      train/part-00000.parquet     user_id, history, hour, device, video_id, clicked, timestamp
+      train/part-00000.parquet     user_id, history, hour, device, video_id, clicked, timestamp,
+                                   watch_fraction, watch_seconds
       validation/part-00000.parquet  (only when validation_fraction > 0)
       test/part-00000.parquet
       days/000/part-00000.parquet  with days only: each day's impressions, with a day column

@@ -19,7 +19,7 @@ from tfrec_video.errors import ConfigError, shorten
 
 # Bump whenever the generator's output for a given config changes: caches keyed
 # on the config hash are then regenerated.
-DATASET_VERSION = "builtin-2"   # 2: the validation split
+DATASET_VERSION = "builtin-3"   # 2: the validation split; 3: watch time
 
 FORMATS = {"parquet": "parquet", "tfrecord": "tfrecord", "csv": "csv"}
 
@@ -30,6 +30,7 @@ _PART_TOPICS, _PART_VIDEOS, _PART_USERS, _PART_PROJECTION = 1, 2, 3, 4
 _PART_EMBEDDINGS, _PART_TITLES, _PART_IMPRESSIONS, _PART_MEDIA = 5, 6, 7, 8
 _PART_LANGUAGE = 9   # `language_shift` only: its own stream, so the shift changes nothing but titles
 _PART_DAYS = 10      # `days` only: publish times, user arrivals and topic drift of the daily service
+_PART_WATCH = 11     # watch time: the videos' quality and each click's watch fraction (every other draw unchanged)
 
 # Generation block sizes: constants (not config) so results never depend on them.
 _USER_BLOCK = 1024
@@ -133,6 +134,17 @@ class BuiltinConfig:
         click logit (small: popularity mostly drives exposure, not clicks).
       user_bias_std: standard deviation of per-user click propensity offsets.
       context_effect: strength of the context term (device x duration, hour).
+      watch_bias: intercept of the watch logit: a clicked impression's true
+        expected watch fraction is `sigmoid(watch_bias + watch_affinity_scale *
+        cos(theta_u, theta_v) + watch_quality_scale * quality_v -
+        watch_duration_scale * zdur_v)`, with `quality_v ~ N(0, 1)` a per-video
+        latent independent of popularity and of the click logit (what makes a
+        video worth finishing, not worth clicking).
+      watch_affinity_scale: weight of the topic affinity in the watch logit.
+      watch_quality_scale: weight of the video's quality in the watch logit.
+      watch_duration_scale: how much longer videos are watched less (a fraction).
+      watch_concentration: the observed `watch_fraction` of a click is drawn from
+        `Beta(mean * c, (1 - mean) * c)` around the true mean: larger is less noisy.
       activity_sigma: log-scale standard deviation of user activity (how many
         impressions a user gets, relative to the mean).
       device_loyalty: fraction of a user's impressions on their preferred device.
@@ -216,6 +228,11 @@ class BuiltinConfig:
     popularity_click_weight: float = 0.3
     user_bias_std: float = 0.5
     context_effect: float = 0.5
+    watch_bias: float = 0.0
+    watch_affinity_scale: float = 2.0
+    watch_quality_scale: float = 1.0
+    watch_duration_scale: float = 0.5
+    watch_concentration: float = 8.0
     activity_sigma: float = 0.6
     device_loyalty: float = 0.7
     media_pixel_noise_std: float = 18.0
@@ -385,12 +402,16 @@ class BuiltinConfig:
                 fail(name, "a positive number")
         for name in ("image_noise_std", "audio_noise_std", "duration_sigma", "popularity_sigma",
                      "popularity_exponent", "click_scale", "popularity_click_weight", "user_bias_std",
-                     "context_effect", "activity_sigma", "media_pixel_noise_std", "media_audio_noise_std"):
+                     "context_effect", "activity_sigma", "media_pixel_noise_std", "media_audio_noise_std",
+                     "watch_affinity_scale", "watch_quality_scale", "watch_duration_scale"):
             v = getattr(self, name)
             if not is_num(v) or v < 0:
                 fail(name, "a non-negative number")
-        if not is_num(self.click_bias):
-            fail("click_bias", "a finite number")
+        for name in ("click_bias", "watch_bias"):
+            if not is_num(getattr(self, name)):
+                fail(name, "a finite number")
+        if not is_num(self.watch_concentration) or self.watch_concentration <= 0:
+            fail("watch_concentration", "a positive number")
         mix = self.language_mix
         if (not isinstance(mix, tuple) or len(mix) != 3 or not all(is_num(x) and x >= 0 for x in mix)
                 or abs(sum(mix) - 1.0) > 1e-6):
@@ -447,3 +468,7 @@ class BuiltinConfig:
         return {"click_bias": float(self.click_bias), "click_scale": float(self.click_scale),
                 "popularity_click_weight": float(self.popularity_click_weight),
                 "context_effect": float(self.context_effect)}
+
+    def watch_params(self) -> Dict[str, float]:
+        return {name: float(getattr(self, name)) for name in (
+            "watch_bias", "watch_affinity_scale", "watch_quality_scale", "watch_duration_scale")}

@@ -12,7 +12,8 @@ from typing import Dict
 import numpy as np
 
 from tfrec_video.datasets.builtin import truth as truth_lib
-from tfrec_video.datasets.builtin.config import _DAY, _PART_IMPRESSIONS, _USER_BLOCK, BuiltinConfig, _rng
+from tfrec_video.datasets.builtin.config import (_DAY, _PART_IMPRESSIONS, _PART_WATCH, _USER_BLOCK, BuiltinConfig,
+                                                 _rng)
 from tfrec_video.datasets.builtin.latents import _Latents
 from tfrec_video.datasets.builtin.topics import DEVICES
 
@@ -21,7 +22,9 @@ def _impression_block(cfg: BuiltinConfig, lat: _Latents, block: int) -> Dict[str
     """All impressions of users `[block * _USER_BLOCK, ...)`, as numpy columns.
 
     Returns a dict with `user` / `video` (indices), `hour`, `device` (index),
-    `clicked`, `timestamp`, `prob` (true click probability), `history`
+    `clicked`, `timestamp`, `prob` (true click probability), `watch_fraction` /
+    `watch_seconds` (drawn for clicks, 0 otherwise), `watch_mean` (a click's true
+    expected watch fraction), `history`
     ([n, history_length] video indices, -1 padded), `history_len` and, with
     `days`, `day` (the day of the window); rows are shuffled within the block.
     """
@@ -81,6 +84,15 @@ def _impression_block(cfg: BuiltinConfig, lat: _Latents, block: int) -> Dict[str
     prob = truth_lib.sigmoid(logit)
     clicked = (rng.random(n) < prob).astype(np.int64)
 
+    # Watch time of a click: drawn from its own stream (block 0 is the videos' quality), one draw a row, so
+    # nothing above changes and a row's draw does not depend on the others' clicks.
+    wrng = _rng(cfg.seed, _PART_WATCH, 1 + block)
+    watch_mean = truth_lib.sigmoid(truth_lib.watch_logits(lat.user_unit[user], lat.video_unit[video],
+                                                          lat.quality[video], lat.zdur[video], cfg.watch_params()))
+    c = cfg.watch_concentration
+    drawn = wrng.beta(np.maximum(watch_mean * c, 1e-3), np.maximum((1.0 - watch_mean) * c, 1e-3))
+    watch_fraction = np.where(clicked == 1, drawn, 0.0).astype(np.float32)
+
     # History: this user's clicks strictly before each row, newest first.
     before = np.cumsum(clicked) - clicked                  # clicks in the block before each row
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
@@ -97,7 +109,9 @@ def _impression_block(cfg: BuiltinConfig, lat: _Latents, block: int) -> Dict[str
     perm = rng.permutation(n)
     out = {"user": user[perm], "video": video[perm], "hour": hour[perm], "device": device[perm],
            "clicked": clicked[perm], "timestamp": t[perm], "prob": prob[perm].astype(np.float32),
-           "history": history[perm], "history_len": hist_len[perm]}
+           "history": history[perm], "history_len": hist_len[perm], "watch_fraction": watch_fraction[perm],
+           "watch_seconds": (watch_fraction * lat.duration[video]).astype(np.float32)[perm],
+           "watch_mean": watch_mean[perm].astype(np.float32)}
     if cfg.days:
         out["day"] = lat.day_of(out["timestamp"])
     return out

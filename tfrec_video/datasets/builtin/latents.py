@@ -22,6 +22,7 @@ from tfrec_video.datasets.builtin.config import (
     _PART_TOPICS,
     _PART_USERS,
     _PART_VIDEOS,
+    _PART_WATCH,
     BuiltinConfig,
     _rng,
 )
@@ -191,6 +192,10 @@ class _Latents:
         dur = medians[self.dominant] * np.exp(cfg.duration_sigma * rng.standard_normal(V))
         self.duration = np.clip(np.round(dur, 1), 5.0, 4 * 3600.0).astype(np.float32)
         self.zdur = truth_lib.standardized_log_duration(self.duration).astype(np.float32)
+
+        # Quality (what makes a video worth watching to the end): its own stream, so every other latent is the
+        # same as before watch time existed.
+        self.quality = _rng(cfg.seed, _PART_WATCH).standard_normal(V).astype(np.float32)
 
         categories = cfg.categories
         cat_of_topic = np.array([categories.index(t.category) for t in cfg.topics], dtype=np.int64)

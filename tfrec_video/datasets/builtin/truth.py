@@ -157,6 +157,25 @@ def pair_logits(user_unit, user_bias, video_unit, zpop, zdur, device_idx, hour, 
     )
 
 
+def watch_logits(user_unit, video_unit, quality, zdur, params: Dict[str, float]) -> np.ndarray:
+    """True watch logits of aligned (user, video) rows: `sigmoid` of them is a click's expected watch fraction.
+
+    Args:
+      user_unit: [n, K] L2-normalised user topic preferences.
+      video_unit: [n, K] L2-normalised video topic mixtures.
+      quality: [n] the videos' quality latent (`N(0, 1)`, independent of popularity and clicks).
+      zdur: [n] standardised log-duration of the videos.
+      params: `BuiltinConfig.watch_params()`.
+
+    Returns:
+      float64 [n] logits.
+    """
+    affinity = np.einsum("nk,nk->n", np.asarray(user_unit, np.float64), np.asarray(video_unit, np.float64))
+    return (params["watch_bias"] + params["watch_affinity_scale"] * affinity
+            + params["watch_quality_scale"] * np.asarray(quality, np.float64)
+            - params["watch_duration_scale"] * np.asarray(zdur, np.float64))
+
+
 def _read_json(path):
     with open(path, "r", encoding="utf-8") as f:
         return json.load(f)
@@ -204,6 +223,7 @@ class GroundTruth:
         self.popularity = videos["popularity"]
         self.zpop = videos["zpop"]
         self.zdur = videos["zdur"]
+        self.quality = videos.get("quality")  # None in datasets written before watch time
         self.publish_time = videos["publish_time"]
         self.cold_start = videos["is_cold_start"]
         self.user_ids = users["user_id"].astype(object)
@@ -321,6 +341,27 @@ class GroundTruth:
 
     def _split_prob(self, split: str) -> np.ndarray:
         return self._split_arrays("click_prob_files", split)
+
+    def watch_mean(self, user_ids: Sequence[str], video_ids: Optional[Sequence[str]] = None) -> np.ndarray:
+        """A click's true expected watch fraction for every (user, video) pair: `[n_users, n_videos]`.
+
+        `video_ids=None` is the whole catalog in catalog order. The expected watch *time* of showing a video
+        is `click_prob * watch_mean * duration_s`.
+        """
+        if self.quality is None or "watch" not in self.params:
+            raise ValueError("this dataset was generated before watch time (builtin-3): generate it again")
+        u = self.user_index(user_ids)
+        v = slice(None) if video_ids is None else self.video_index(video_ids)
+        p = self.params["watch"]
+        affinity = np.asarray(self.user_unit[u], np.float64) @ np.asarray(self.video_unit[v], np.float64).T
+        logits = (p["watch_bias"] + p["watch_affinity_scale"] * affinity
+                  + p["watch_quality_scale"] * np.asarray(self.quality[v], np.float64)[None, :]
+                  - p["watch_duration_scale"] * np.asarray(self.zdur[v], np.float64)[None, :])
+        return sigmoid(logits)
+
+    def test_watch_mean(self) -> np.ndarray:
+        """A click's true expected watch fraction of every test impression, aligned like `test_click_prob`."""
+        return self._split_arrays("watch_mean_files", "test")
 
     def test_clicked(self) -> np.ndarray:
         """The observed clicks (0/1) of the test impressions, aligned like `test_click_prob`

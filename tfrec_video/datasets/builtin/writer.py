@@ -148,6 +148,7 @@ def _write_truth_latents(root: str, cfg: BuiltinConfig, lat: _Latents, w_img, w_
         "popularity": lat.popularity,
         "zpop": lat.zpop,
         "zdur": lat.zdur,
+        "quality": lat.quality,
         "duration_s": lat.duration,
         "publish_time": lat.publish_time,
         "is_cold_start": lat.is_cold,
@@ -281,7 +282,8 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
 
     def writer(subdir, rows_per_file, schema=imp_schema):
         return _ShardWriter(root, subdir, ext, schema, rows_per_file, write_table,
-                            aux_dirs={"_prob": f"{tdir}/click_prob/{subdir}", "_clicked": f"{tdir}/clicked/{subdir}"},
+                            aux_dirs={"_prob": f"{tdir}/click_prob/{subdir}", "_clicked": f"{tdir}/clicked/{subdir}",
+                                      "_watch_mean": f"{tdir}/watch_mean/{subdir}"},
                             finish=finish)
 
     writers = {split: writer(split, rows_per_shard[split]) for split in splits}
@@ -307,7 +309,10 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
                 "video_id": vid_str[rows["video"]],
                 "clicked": rows["clicked"],
                 "timestamp": rows["timestamp"],
+                "watch_fraction": rows["watch_fraction"],
+                "watch_seconds": rows["watch_seconds"],
                 "_prob": rows["prob"],
+                "_watch_mean": rows["watch_mean"],
                 "_clicked": rows["clicked"].astype(np.int8),
             }
             if cfg.days:
@@ -351,6 +356,11 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
                     "/ duration_log_scale; image_embedding = (W_image @ theta_unit_v + image_noise_std * N(0, I)) "
                     "/ sqrt(1 + image_noise_std^2), audio likewise"),
         "click": cfg.click_params(),
+        "watch_formula": ("watch_mean = sigmoid(watch_bias + watch_affinity_scale * cos(theta_u, theta_v) "
+                          "+ watch_quality_scale * quality_v - watch_duration_scale * zdur_v); a click's "
+                          "watch_fraction ~ Beta(watch_mean * c, (1 - watch_mean) * c), c = watch_concentration; "
+                          "0 without a click; watch_seconds = watch_fraction * duration_s"),
+        "watch": {**cfg.watch_params(), "watch_concentration": float(cfg.watch_concentration)},
         "device_duration_coef": dict(truth_lib.DEVICE_DURATION_COEF),
         "hour_coef": truth_lib.HOUR_COEF.tolist(),
         "duration_log_center": truth_lib.DURATION_LOG_CENTER,
@@ -370,6 +380,7 @@ def _generate_into(root: str, cfg: BuiltinConfig, fmt: str, progress: bool) -> d
         "projections": {"image": f"{tdir}/projections/W_image.npy", "audio": f"{tdir}/projections/W_audio.npy"},
         "click_prob_files": {s: w.aux_files["_prob"] for s, w in writers.items()},
         "clicked_files": {s: w.aux_files["_clicked"] for s, w in writers.items()},
+        "watch_mean_files": {s: w.aux_files["_watch_mean"] for s, w in writers.items()},
     }
     days_manifest = None
     if cfg.days:
