@@ -382,7 +382,12 @@ def _valid_inputs(exported, signature):
     inputs = {}
     for name, spec in signature.structured_input_signature[1].items():
         # The impressions carry the catalog's features too (joined on video_id).
-        value = [["v1", ""], ["v2", "no-such-video"]] if name == "exclude" else exported.impressions[name][:2]
+        if name == "exclude":
+            value = [["v1", ""], ["v2", "no-such-video"]]
+        elif name == "diversity":
+            value = [0.0, 0.5]
+        else:
+            value = exported.impressions[name][:2]
         inputs[name] = tf.constant(value, spec.dtype)
     return inputs
 
@@ -411,8 +416,8 @@ def _bad_requests(inputs):
     return bad
 
 
-SIGNATURES = ["serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "rank", "embed_query",
-              "embed_video"]
+SIGNATURES = ["serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "recommend_diverse", "rank",
+              "embed_query", "embed_video"]
 
 
 @pytest.mark.parametrize("name", SIGNATURES)

@@ -213,3 +213,65 @@ def test_a_resumed_run_goes_on_in_its_phase(tmp_path):
     assert rate == pytest.approx(5e-4)  # 5e-3 x 0.1, once
     assert heads.selected["retrieval_epoch"] == state["retrieval_epoch"]
     assert not (tmp_path / "backup" / "head_selection" / "head_selection.json").exists()
+
+
+def _with_watch(catalog, impressions, seed=1):
+    """`impressions` with a `watch_fraction` for each click: high for odd-numbered videos (their "quality",
+    which titles do not show), higher on the user's topic (as clicks are)."""
+    rng = np.random.default_rng(seed)
+    video = np.array([int(v[1:]) for v in impressions["video_id"]])
+    mean = np.where(video % 2 == 1, 0.7, 0.25)
+    fraction = rng.beta(mean * 6, (1 - mean) * 6)
+    return dict(impressions, watch_fraction=np.where(impressions["clicked"] > 0, fraction, 0.0).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_the_watch_head_is_selected_on_its_own_after_the_click_head(tmp_path):
+    """A watch model: joint, then the ranking head alone, then the watch head alone. The watch phase moves
+    only the watch head's weights (the click head's logits are those of its selected epoch), and the
+    watch head ends on its best watch-phase epoch."""
+    catalog, impressions = _data(n_users=200, per_user=30)
+    impressions = _with_watch(catalog, impressions)
+    cut = int(0.8 * len(impressions["clicked"]))
+    train = {k: v[:cut] for k, v in impressions.items()}
+    validation = {k: v[cut:] for k, v in impressions.items()}
+    schema = impressions_schema(HISTORY).select(list(validation))
+    path = write_table(validation, str(tmp_path / "validation.parquet"), schema)
+    data = tf.data.Dataset.from_tensor_slices(_joined(catalog, train)).batch(128)
+    val = tf.data.Dataset.from_tensor_slices(_joined(catalog, validation)).batch(1024)
+    tf.keras.utils.set_random_seed(0)
+    config = ModelConfig(**{**SMALL, "title_vocabulary_size": 60, "ranking_objectives": ("click", "watch"),
+                            "ranking_experts": 2})
+    model = VideoRecModel(config, adapt(catalog, train, title_vocabulary_size=60), catalog=catalog)
+    model.compile(tf.keras.optimizers.Adam(5e-3))
+    heads = HeadSelection("val_recall_at_10", "val_logloss", patience=1, validation_data=val)
+    phase, snapshots = _Phase(), {}
+
+    class _ClickLogits(tf.keras.callbacks.Callback):
+        """The click logits of a fixed validation batch at the start of each watch-phase epoch."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.model.trained_heads == "watch":
+                snapshots[epoch + 1] = self.model.rank_logits(next(iter(val)), training=False).numpy()
+
+    history = model.fit(data, validation_data=val, epochs=16, verbose=0,
+                        callbacks=[RetrievalRecall(path, catalog, schema, k=10), heads, phase, _ClickLogits()])
+    phases = [heads_ for _, heads_, _ in phase.seen]
+    assert "watch" in phases, phase.seen
+    first_watch = phases.index("watch")
+    assert "ranking" in phases[:first_watch] and set(phases[first_watch:]) == {"watch"}, phases
+    # The click head is frozen through the watch phase, and is the one exported.
+    logits = list(snapshots.values())
+    for other in logits[1:]:
+        np.testing.assert_allclose(other, logits[0], atol=1e-6)
+    np.testing.assert_allclose(model.rank_logits(next(iter(val)), training=False).numpy(), logits[0], atol=1e-6)
+    # The watch head: the best watch-phase epoch (or its start), and what the model now validates at.
+    selected = heads.selected
+    watch_losses = history.history["val_watch_loss"]
+    assert selected["watch_monitor"] == "val_watch_loss" and selected["watch_epoch"] is not None
+    in_phase = watch_losses[first_watch:]
+    assert selected["watch"] <= min(in_phase) + 1e-9, (selected, in_phase)
+    final = model.evaluate(val, verbose=0, return_dict=True)
+    assert final["watch_loss"] == pytest.approx(selected["watch"], abs=1e-4)
+    assert final["logloss"] == pytest.approx(selected["ranking"], abs=1e-4)
+    assert model.trained_heads == "both"

@@ -115,9 +115,10 @@ def test_the_export_keeps_float32_and_string_signatures(trained, tmp_path):
     loaded = tf.saved_model.load(export_saved_model(model, catalog, str(tmp_path), name="video_rec", k=10, n=5))
     inputs = {"user_id": tf.string, "history": tf.string, "hour": tf.int64, "device": tf.string,
               "video_id": tf.string, "title": tf.string, "category": tf.string, "duration_s": tf.float32,
-              "image_embedding": tf.float32, "audio_embedding": tf.float32, "exclude": tf.string}
+              "image_embedding": tf.float32, "audio_embedding": tf.float32, "exclude": tf.string,
+              "diversity": tf.float32}
     outputs = {"video_ids": tf.string, "click_probability": tf.float32, "retrieval_score": tf.float32,
-               "query_embedding": tf.float32, "video_embedding": tf.float32}
+               "query_embedding": tf.float32, "video_embedding": tf.float32, "score": tf.float32}
     for name, signature in loaded.signatures.items():
         for key, spec in signature.structured_input_signature[1].items():
             assert spec.dtype == inputs[key], (name, key, spec)

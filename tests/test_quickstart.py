@@ -41,8 +41,9 @@ def test_quickstart_trains_reports_and_exports(quickstart_run):
     assert report["ranking"]["logloss"] > 0
     assert report["counts"]["test_clicks"] > 0
     assert (work / "saved_models" / "video_rec" / "1" / "saved_model.pb").is_file()
-    assert sorted(report["export"]["signatures"]) == ["embed_query", "embed_video", "rank", "recommend_excluding",
-                                                      "retrieve", "retrieve_excluding", "serving_default"]
+    assert sorted(report["export"]["signatures"]) == ["embed_query", "embed_video", "rank", "recommend_diverse",
+                                                      "recommend_excluding", "retrieve", "retrieve_excluding",
+                                                      "serving_default"]
     assert len(report["export"]["fresh_process_recommendation"]) == 10
     # The metrics table is printed.
     assert "retrieval.recall@100" in result.stdout and "ranking.auc" in result.stdout

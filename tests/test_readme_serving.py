@@ -85,12 +85,49 @@ def test_readme_json_example_runs_through_the_loaded_signature(exported, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(answer["inputs"]) == names
-    assert set(answer["outputs"]) == {"video_ids", "click_probability", "retrieval_score"}
+    assert set(answer["outputs"]) == {"video_ids", "click_probability", "retrieval_score", "score"}
     batch = len(request["instances"])
     for key, shape in answer["shapes"].items():
         assert shape == [batch, 5], key
     assert {v for row in answer["outputs"]["video_ids"] for v in row} <= set(catalog["video_id"])
     assert all(0 < p < 1 for row in answer["outputs"]["click_probability"] for p in row)
+
+
+def _curl_request(signature):
+    """The JSON body of the README's `curl -d '...'` request to `signature`."""
+    (body,) = [b for b in re.findall(r"curl -d '(.+?)'", _serving_section(), flags=re.S) if signature in b]
+    return json.loads(body)
+
+
+def _client(version_dir, request, tmp_path):
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request), encoding="utf-8")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, "-c", CLIENT, version_dir, str(path)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_readme_recommend_diverse_request_runs_through_the_loaded_signature(exported, tmp_path):
+    """The README's REST request for `recommend_diverse`, fed as TF Serving's REST API feeds it in a
+    TF-only process: n videos per row, and the row sent with diversity 0 gets serving_default's list."""
+    model, catalog, version_dir = exported
+    request = _curl_request("recommend_diverse")
+    assert request["signature_name"] == "recommend_diverse"
+    answer = _client(version_dir, request, tmp_path)
+    assert "diversity" in answer["inputs"]
+    assert set(answer["outputs"]) == {"video_ids", "click_probability", "retrieval_score", "score"}
+    assert all(shape == [len(request["instances"]), 5] for shape in answer["shapes"].values())
+    plain = {"signature_name": "serving_default",
+             "instances": [{k: v for k, v in row.items() if k != "diversity"} for row in request["instances"]]}
+    default = _client(version_dir, plain, tmp_path)
+    for row, instance in enumerate(request["instances"]):
+        ids = answer["outputs"]["video_ids"][row]
+        assert len(set(ids)) == 5 and not set(ids) & set(instance["history"])
+        if instance["diversity"] == 0:
+            assert ids == default["outputs"]["video_ids"][row]
 
 
 def test_readme_grpc_snippet_targets_the_prediction_service():

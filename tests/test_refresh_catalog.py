@@ -425,6 +425,7 @@ def test_the_refreshed_export_is_servable_by_a_tf_only_process(setup):
     """The op allowlist and the TF-only call of every signature (`test_servable`) hold for the refreshed
     export, which also still holds the encoding function a further refresh needs."""
     from test_servable import _CALL_EVERY_SIGNATURE, _env, _graph_ops, _unregistered
+    from test_warmup import SIGNATURES  # a click model's signatures
 
     ops = _graph_ops(setup.refreshed)
     assert not [op for op in ops if "PyFunc" in op or op.startswith("IO>")]
@@ -435,7 +436,7 @@ def test_the_refreshed_export_is_servable_by_a_tf_only_process(setup):
                             capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(outputs) == 7 and all(value["shape"][0] == 3 and value["finite"]
+    assert len(outputs) == len(SIGNATURES) and all(value["shape"][0] == 3 and value["finite"]
                                      for values in outputs.values() for value in values.values())
     assert hasattr(setup.loaded[setup.refreshed], refresh_lib.ENCODE_FUNCTION)
 

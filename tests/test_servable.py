@@ -18,8 +18,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfrec_video.serving.export import export_saved_model
 from toy import small_model, toy_data
 
-SIGNATURES = ("serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "rank", "embed_query",
-              "embed_video")
+SIGNATURES = ("serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "recommend_diverse",
+              "rank_weighted", "rank", "embed_query", "embed_video")
 
 # Reads op names (JSON list) on stdin; prints, as JSON, those the global op registry does not know.
 _UNREGISTERED = """
@@ -40,8 +40,9 @@ def _env():
 
 @pytest.fixture(scope="module")
 def version_dir(tmp_path_factory):
-    catalog, impressions = toy_data()
-    model = small_model(catalog, impressions, epochs=1)
+    """A watch model's export (click + watch heads), so that every signature is there, `rank_weighted` included."""
+    catalog, impressions = toy_data(watch=True)
+    model = small_model(catalog, impressions, epochs=1, ranking_objectives=("click", "watch"))
     return export_saved_model(model, catalog, str(tmp_path_factory.mktemp("export")), name="video_rec")
 
 
@@ -135,6 +136,19 @@ def test_saved_model_cli_shows_the_signatures_and_dtypes(version_dir):
     assert _dtype(blocks["embed_query"], "outputs", "query_embedding") == "DT_FLOAT"
     assert _dtype(blocks["embed_video"], "outputs", "video_embedding") == "DT_FLOAT"
     assert _dtype(blocks["embed_video"], "inputs", "video_id") == "DT_STRING"
+    # The multi-objective outputs and the per-request options of the two newer signatures.
+    for name in ("serving_default", "recommend_excluding", "recommend_diverse", "rank_weighted"):
+        assert _dtype(blocks[name], "outputs", "video_ids") == "DT_STRING", blocks[name]
+        for key in ("click_probability", "retrieval_score", "score", "expected_watch_fraction",
+                    "expected_watch_seconds"):
+            assert _dtype(blocks[name], "outputs", key) == "DT_FLOAT", (name, key, blocks[name])
+    assert _dtype(blocks["recommend_diverse"], "inputs", "diversity") == "DT_FLOAT"
+    assert _dtype(blocks["rank_weighted"], "inputs", "click_weight") == "DT_FLOAT"
+    assert _dtype(blocks["rank_weighted"], "inputs", "watch_weight") == "DT_FLOAT"
+    for name in ("serving_default", "recommend_diverse"):  # each option has its own signature: old clients work
+        assert "click_weight" not in blocks[name] and "watch_weight" not in blocks[name], blocks[name]
+    for name in ("serving_default", "rank_weighted"):
+        assert "diversity" not in blocks[name], blocks[name]
 
 
 # Loads the export with TensorFlow + TF Text only and calls every signature with a known user,
@@ -167,7 +181,7 @@ print(json.dumps(result))
 
 
 def test_a_tf_only_process_calls_every_signature(version_dir):
-    catalog, impressions = toy_data()
+    catalog, impressions = toy_data(watch=True)
     result = subprocess.run([sys.executable, "-c", _CALL_EVERY_SIGNATURE, version_dir, impressions["user_id"][0],
                              catalog["video_id"][0]], capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

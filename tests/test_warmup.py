@@ -15,7 +15,7 @@ from tfrec_video.serving.warmup import WARMUP_FILE
 from toy import small_model, toy_data
 
 SIGNATURES = {"serving_default", "retrieve", "recommend_excluding", "retrieve_excluding", "rank", "embed_query",
-              "embed_video"}
+              "embed_video", "recommend_diverse"}
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,13 @@ TOPIC_WORDS = [["cat", "kitten", "猫"], ["football", "goal", "足球"], ["cooki
 
 
 def toy_data(n_videos=60, n_users=40, n_rows=1200, image_dim=8, audio_dim=4, history_length=5, seed=0,
-             minimal=False):
+             minimal=False, watch=False):
     """(catalog, impressions) column dicts; impressions carry the joined catalog features.
 
     Users click videos of their favourite topic far more often, so a model can learn it.
-    `minimal` keeps only video_id + title and user_id, video_id, clicked.
+    `minimal` keeps only video_id + title and user_id, video_id, clicked. `watch` adds a clicked row's
+    `watch_fraction` (0 when not clicked): high for a "good" video (its audio_embedding's first value > 0)
+    of the user's topic, drawn from its own generator so every other column is unchanged.
     """
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, 3, n_videos)
@@ -43,6 +45,11 @@ def toy_data(n_videos=60, n_users=40, n_rows=1200, image_dim=8, audio_dim=4, his
         "video_id": catalog["video_id"][videos],
         "clicked": clicked,
     }
+    if watch:
+        good = catalog["audio_embedding"][:, 0] > 0
+        mean = np.where(good[videos], 0.75, 0.2) + np.where(topic[videos] == user_topic[users], 0.15, 0.0)
+        fraction = np.random.default_rng(seed + 1).beta(mean * 6, (1 - mean) * 6)
+        impressions["watch_fraction"] = np.where(clicked == 1, fraction, 0.0).astype(np.float32)
     if minimal:
         catalog = {k: catalog[k] for k in ("video_id", "title")}
         impressions = {k: impressions[k] for k in ("user_id", "video_id", "clicked")}

@@ -32,6 +32,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--keep-seen", action="store_true",
                    help="let retrieve and serving_default return videos in the request's history "
                         "(by default they are left out, and n / k others returned)")
+    p.add_argument("--score-weights", type=float, nargs=2, metavar=("CLICK", "WATCH"), default=None,
+                   help="a watch model's weights of the served score, fixed in the export (default 1 and the "
+                        "model's watch_score_weight); the rank_weighted signature takes others per request")
     p.set_defaults(func=run_cli)
 
 
@@ -50,6 +53,6 @@ def run_cli(args) -> int:
     if missing:
         raise ConfigError(f"the model reads the video features {missing}, which the catalog {args.catalog} lacks.")
     version_dir = export_saved_model(model, catalog, args.export_dir, name=args.name, k=args.k, n=args.n,
-                                     exclude_seen=not args.keep_seen)
+                                     exclude_seen=not args.keep_seen, score_weights=args.score_weights)
     print(f"exported {version_dir}")
     return 0

@@ -294,7 +294,7 @@ def _run_locked(config: RunConfig, strategy, chief: bool, verbose: int, extra_ca
     if config.export.enabled:
         from tfrec_video.serving.export import export_saved_model
 
-        settings = {k: getattr(config.export, k) for k in ("dir", "name", "k", "n", "keep_seen")}
+        settings = {k: getattr(config.export, k) for k in ("dir", "name", "k", "n", "keep_seen", "score_weights")}
         done = record.get("export") or {}
         if reused and done.get("settings") == settings and os.path.isdir(done.get("path", "")):
             version_dir = done["path"]  # the killed run finished this export before it died
@@ -304,7 +304,8 @@ def _run_locked(config: RunConfig, strategy, chief: bool, verbose: int, extra_ca
             with worker_dir(config.export.dir, strategy) as directory:
                 version_dir = export_saved_model(model, catalog, directory, name=config.export.name,
                                                  k=config.export.k, n=config.export.n,
-                                                 exclude_seen=not config.export.keep_seen)
+                                                 exclude_seen=not config.export.keep_seen,
+                                                 score_weights=config.export.score_weights)
             timings["export_s"] = round(time.time() - t, 1)
             if chief:  # a kill from here on does not export again
                 write_trained(out, dict(record, export={"path": os.path.abspath(version_dir), "settings": settings}))

@@ -162,7 +162,9 @@ def evaluate(
       `serving` (`hr@n` of the served list, beside `retrieval`'s `hr@n` of
       retrieval's own top n, on the same clicks), `ranking.ece` (the expected
       calibration error), and the data of the report's plots: `recall_curve`
-      (`recall_curve`) and `calibration` (`calibration`).
+      (`recall_curve`) and `calibration` (`calibration`). A model with a watch head, on test data
+      with `watch_fraction`, adds `watch` (`watch_metrics` over the clicked rows, and with `truth`
+      the same of the true expected watched fraction: `oracle_correlation`, ...).
     """
     baselines = dict(baselines or {})
     for name in baselines:
@@ -193,12 +195,19 @@ def evaluate(
     hits = {"retrieved": [], "served": [], "width": None}
     forward = tf.function(lambda f: model(f, training=False))
     probs, labels, cold_flags = [], [], []
+    watched = {"predicted": [], "observed": [], "rows": []}  # a watch head's clicked rows
+    seen = 0
     ranks = {name: [] for name in rankers}
     for batch in test.batch(batch_size):
         out = forward(batch)
         clicked = batch["clicked"].numpy().reshape(-1).astype(bool)
         probs.append(np.asarray(out["click_probability"]).reshape(-1))
         labels.append(clicked.astype(np.int64))
+        if "expected_watch_fraction" in out and "watch_fraction" in batch:
+            watched["predicted"].append(np.asarray(out["expected_watch_fraction"]).reshape(-1)[clicked])
+            watched["observed"].append(batch["watch_fraction"].numpy().reshape(-1)[clicked])
+            watched["rows"].append(seen + np.flatnonzero(clicked))
+        seen += len(clicked)
         if not clicked.any():
             continue
         vids = as_strings(batch["video_id"].numpy()[clicked])
@@ -243,6 +252,12 @@ def evaluate(
             raise ValueError(f"evaluate: the ground truth has {len(true_p)} test impressions, the test data {len(labels)}.")
         report["ranking"]["oracle_auc"] = auc(labels, true_p)
         report["ranking"]["oracle_logloss"] = logloss(labels, true_p)
+    if watched["rows"]:
+        report["watch"] = watch_metrics(cat(watched["observed"], np.float64), cat(watched["predicted"], np.float64))
+        if truth is not None and getattr(truth, "quality", None) is not None:
+            true_mean = np.asarray(truth.test_watch_mean(), np.float64)[cat(watched["rows"])]
+            oracle = watch_metrics(cat(watched["observed"], np.float64), true_mean)
+            report["watch"].update({f"oracle_{name}": value for name, value in oracle.items()})
     report["counts"]["protocol"] = "impressions"
     if leave_one_out:
         report["leave_one_out"] = _leave_one_out(model, catalog, test, warm, baselines, popularity, served_k,
@@ -252,6 +267,20 @@ def evaluate(
         for name in compared:
             report[section].update(retrieval_metrics(ranks[name][mask], ks, prefix=f"{name}_"))
     return _finite(report)
+
+
+def watch_metrics(observed: np.ndarray, predicted: np.ndarray) -> Dict[str, float]:
+    """A watch head's test metrics over clicked rows: `logloss` (its training loss: the logistic loss on the
+    watched fraction), `mae`, `correlation` (Pearson) and `auc` (telling clicks watched more than the
+    median from the rest), and `clicks`."""
+    observed, predicted = np.clip(observed, 0.0, 1.0), np.clip(predicted, 1e-7, 1 - 1e-7)
+    if len(observed) == 0:
+        return {"clicks": 0}
+    spread = observed.std() > 0 and predicted.std() > 0
+    return {"logloss": float(-np.mean(observed * np.log(predicted) + (1 - observed) * np.log(1 - predicted))),
+            "mae": float(np.mean(np.abs(observed - predicted))),
+            "correlation": float(np.corrcoef(observed, predicted)[0, 1]) if spread else float("nan"),
+            "auc": auc((observed > np.median(observed)).astype(np.int64), predicted), "clicks": int(len(observed))}
 
 
 def _leave_one_out(model, catalog, test, warm, baselines, popularity, served_k, ks, batch_size):

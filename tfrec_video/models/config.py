@@ -22,6 +22,10 @@ from tfrec_video.towers.candidate import TITLE_MODES
 AUTO = "auto"
 # `ModelConfig.title_encoder`: what reads the raw title; the tower's modes are the config's choices.
 TITLE_ENCODERS = TITLE_MODES
+# `ModelConfig.ranking_objectives`: what the ranking stage predicts ("click" always, first).
+RANKING_OBJECTIVES = ("click", "watch")
+# `ModelConfig.ranking_gates`: how a multi-objective ranking head shares its experts between heads.
+RANKING_GATES = ("mmoe", "shared", "ple")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,31 @@ class ModelConfig:
         impression counts (`ClickCounts`, learned by `adapt`) feed the ranking head.
       ranking_calibration: the ranking head ends with Platt-scaling weights
         (identity until `tfrec_video.training.calibrate_clicks` sets them).
+      ranking_objectives: what the ranking stage predicts: `("click",)` (the
+        default), or `("click", "watch")`: a click head on every impression and
+        a watch head on the clicked ones, trained on their `watch_fraction`
+        (the share of the video watched, 0-1; or `watch_seconds /
+        duration_s`) with a logistic loss on the fraction. The two heads share
+        experts (`ranking_experts`, `ranking_gates`; `MultiTaskRankingHead`),
+        and the served list is ordered by `score` (`watch_score_weight`).
+      ranking_experts: experts of a multi-objective ranking head (per group
+        with `"ple"`: shared, and each head's own).
+      ranking_gates: how the heads combine the experts: `"mmoe"` (a softmax
+        gate per head over all experts; Zhao et al., RecSys 2019),
+        `"shared"` (no gates: every head reads the experts' mean, a shared
+        bottom) or `"ple"` (each head gates its own experts and the shared
+        ones: one level of progressive layered extraction; Tang et al.,
+        RecSys 2020).
+      watch_loss_weight: weight of the watch head's loss against the click
+        head's (a mean over clicked rows against a mean over all rows).
+      watch_score_weight: the served `score` of a multi-objective model is
+        `click_term + watch_score_weight * log(expected watch)`, where the
+        click term is what orders a click-only model's list (the list blend,
+        or the click logit) and the expected watch is `expected_watch_fraction
+        * duration_s` when the videos have a duration (expected seconds
+        watched once clicked), the fraction alone when not. 1 orders by
+        expected watch time per impression; 0 by clicks alone. Fixed at
+        export; the `rank_weighted` signature takes other weights per request.
       list_blend: the served list is ordered by `ListBlend` (retrieval score,
         popularity and click logit, weights fitted on validation clicks by
         `tfrec_video.training.fit_list_blend`; retrieval's order until then).
@@ -176,6 +205,11 @@ class ModelConfig:
     ranking_target_attention: bool = True
     ranking_count_features: bool = True
     ranking_calibration: bool = True
+    ranking_objectives: Tuple[str, ...] = ("click",)
+    ranking_experts: int = 4
+    ranking_gates: str = "mmoe"
+    watch_loss_weight: float = 1.0
+    watch_score_weight: float = 1.0
     list_blend: bool = True
     temperature: float = 0.2
     logq_correction: bool = True
@@ -199,6 +233,23 @@ class ModelConfig:
             object.__setattr__(self, name, value)
             if any(not isinstance(v, int) or v <= 0 for v in value):
                 raise ConfigError(f"ModelConfig.{name} must be positive integers, got {shorten(list(value))}.")
+        objectives = tuple(self.ranking_objectives) if isinstance(self.ranking_objectives, (list, tuple)) else None
+        if (not objectives or any(not isinstance(o, str) or o not in RANKING_OBJECTIVES for o in objectives)
+                or objectives[0] != "click" or len(set(objectives)) != len(objectives)):
+            raise ConfigError(f"ModelConfig.ranking_objectives must be 'click' first, then any of "
+                              f"{list(RANKING_OBJECTIVES[1:])}, each once, got {shorten(self.ranking_objectives)}.")
+        object.__setattr__(self, "ranking_objectives", objectives)
+        if not isinstance(self.ranking_experts, int) or isinstance(self.ranking_experts, bool) or not (
+                1 <= self.ranking_experts <= 64):
+            raise ConfigError(f"ModelConfig.ranking_experts must be an integer from 1 to 64, got "
+                              f"{shorten(self.ranking_experts)}.")
+        if self.ranking_gates not in RANKING_GATES:
+            raise ConfigError(f"ModelConfig.ranking_gates must be one of {RANKING_GATES}, got "
+                              f"{shorten(self.ranking_gates)}.")
+        for name in ("watch_loss_weight", "watch_score_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ConfigError(f"ModelConfig.{name} must be a number >= 0, got {shorten(value)}.")
         if not isinstance(self.media_components, int) or self.media_components < 0:
             raise ConfigError(f"ModelConfig.media_components must be an integer >= 0, got {shorten(self.media_components)}.")
         for name in ("image_model", "audio_model", "text_model"):
@@ -243,6 +294,11 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"ModelConfig.{name} must be a positive integer or None, got {shorten(value)}.")
+
+    @property
+    def watch(self) -> bool:
+        """Whether the ranking stage has a watch head."""
+        return "watch" in self.ranking_objectives
 
     def hub_encoders(self) -> dict:
         """The candidate tower's in-graph pretrained encoders, as its keyword arguments.

@@ -61,8 +61,7 @@ class RankingHead(tf.keras.layers.Layer):
         self.normalization = tf.keras.layers.LayerNormalization(name="input_norm")
         self.crosses = [tfrs.layers.dcn.Cross(kernel_regularizer=regularizer, name=f"cross_{i}")
                         for i in range(self.cross_layers)]
-        self.mlp = MLP(self.hidden_units, output_dim=1, dropout=self.dropout, output_dtype="float32", l2=self.l2,
-                       name="mlp")
+        self._build_output()
         self.calibration = bool(calibration)
         if self.calibration:
             self.calibration_scale = self.add_weight("calibration_scale", shape=[], dtype=tf.float32,
@@ -71,6 +70,29 @@ class RankingHead(tf.keras.layers.Layer):
             self.calibration_bias = self.add_weight("calibration_bias", shape=[], dtype=tf.float32,
                                                     initializer="zeros", trainable=False,
                                                     experimental_autocast=False)
+
+    def _build_output(self) -> None:
+        """What follows the cross layers (a subclass with several heads builds its own)."""
+        self.mlp = MLP(self.hidden_units, output_dim=1, dropout=self.dropout, output_dtype="float32", l2=self.l2,
+                       name="mlp")
+
+    def _output(self, x, training=None):
+        """The raw click logit `[batch]` (float32) of the crossed features `x`."""
+        return tf.squeeze(self.mlp(x, training=training), axis=-1)
+
+    def calibrated(self, logit):
+        """The Platt-scaled click logit (in float32, as the raw one, under mixed precision too)."""
+        if not self.calibration:
+            return logit
+        return logit * self.calibration_scale + self.calibration_bias
+
+    def crossed(self, x):
+        """The normalised input through the cross layers: what the MLP (or the experts) read."""
+        x0 = self.normalization(x)
+        x = x0
+        for cross in self.crosses:
+            x = cross(x0, x)
+        return x
 
     def set_calibration(self, scale: float, bias: float) -> None:
         """Sets the Platt scaling: the head then returns `scale * z + bias` for its raw logit `z`.
@@ -87,14 +109,7 @@ class RankingHead(tf.keras.layers.Layer):
         self.calibration_bias.assign(float(bias))
 
     def call(self, x, training=None):
-        x0 = self.normalization(x)
-        x = x0
-        for cross in self.crosses:
-            x = cross(x0, x)
-        logit = tf.squeeze(self.mlp(x, training=training), axis=-1)
-        if self.calibration:  # in float32, as the MLP's logit, under mixed precision too
-            logit = logit * self.calibration_scale + self.calibration_bias
-        return logit
+        return self.calibrated(self._output(self.crossed(x), training=training))
 
     def get_config(self):
         config = super().get_config()

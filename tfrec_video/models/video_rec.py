@@ -64,8 +64,11 @@ from tfrec_video.models.config import ModelConfig
 from tfrec_video.models.data_rules import resolve as resolve_data_rules
 from tfrec_video.models.dtype_policy import dtype_policy
 from tfrec_video.models.list_blend import ListBlend
+from tfrec_video.models.multi_task_head import MultiTaskRankingHead
 from tfrec_video.models.ranking_head import RankingHead
 from tfrec_video.models.served_order import ServedOrder
+from tfrec_video.models.train_step import TrainStep
+from tfrec_video.models.watch_loss import watch_fraction_loss
 from tfrec_video.towers import CandidateTower, CatalogTable, ClickCounts, IdEmbedding, QueryTower, TargetAttention
 from tfrec_video.towers.untracked import untracked
 
@@ -77,7 +80,7 @@ _CONTENT_DTYPES = {"title": "string", "category": "string", "duration_s": "float
                    "audio": "string", "title_embedding": "float32"}
 
 
-class VideoRecModel(ServedOrder, tfrs.Model):
+class VideoRecModel(ServedOrder, TrainStep, tfrs.Model):
     """The two-stage video recommender (see module docstring).
 
     Args:
@@ -160,9 +163,13 @@ class VideoRecModel(ServedOrder, tfrs.Model):
             if not isinstance(catalog, str):
                 self.fill_catalog_table(catalog)
         # Without a ranking loss the head is not trained, and its L2 penalty must not move it either.
-        self.ranking_head = RankingHead(config.cross_layers, config.ranking_hidden_units, dropout=config.ranking_dropout,
-                                        l2=config.ranking_l2 if config.ranking_weight > 0 else 0.0,
-                                        calibration=config.ranking_calibration, name="ranking_head")
+        head = dict(cross_layers=config.cross_layers, hidden_units=config.ranking_hidden_units,
+                    dropout=config.ranking_dropout, l2=config.ranking_l2 if config.ranking_weight > 0 else 0.0,
+                    calibration=config.ranking_calibration, name="ranking_head")
+        self.ranking_head = (MultiTaskRankingHead(config.ranking_objectives, config.ranking_experts,
+                                                  config.ranking_gates, **head) if config.watch else RankingHead(**head))
+        # The served score's expected watch is in seconds when the videos have a duration (`encode_videos`).
+        self.watch_in_seconds = config.watch and "duration_s" in self.candidate_tower.input_names
         self.target_attention = None
         if config.ranking_target_attention and v.history_length:
             self.target_attention = TargetAttention(name="target_attention")
@@ -191,6 +198,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
                          tf.keras.metrics.BinaryCrossentropy(from_logits=True, name="logloss")])
             self.retrieval_loss_tracker = tf.keras.metrics.Mean(name="retrieval_loss")
             self.ranking_loss_tracker = tf.keras.metrics.Mean(name="ranking_loss")
+            self.watch_loss_tracker = tf.keras.metrics.Mean(name="watch_loss") if config.watch else None
             # Epoch means of what train_step logs (TFRS logs the last batch's values instead).
             self.loss_tracker = tf.keras.metrics.Mean(name="loss")
             self.regularization_loss_tracker = tf.keras.metrics.Mean(name="regularization_loss")
@@ -280,19 +288,25 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         (`video_index`) and, with a `ListBlend`, `log_popularity`. Serving precomputes all but
         `embedding` for the whole catalog, so ranking the retrieved candidates needs no tokenizer or CNN
         per request. `video_index` is `self.video_embedding.lookup(features["video_id"])` when the
-        caller has it; `popularity=False` skips `log_popularity` (only the served order reads it)."""
+        caller has it; `popularity=False` skips `log_popularity` and a watch model's `log_duration` (only
+        the served order reads them)."""
         encoding = self.candidate_tower.encode(features, training=training)
         video = {"encoding": encoding, "embedding": self.candidate_tower.project(encoding, training=training)}
         if self.target_attention is not None and self.catalog_table is None:
             # Without history content the watched videos are id embeddings: compare them with the candidate's.
             video["target"] = self.video_embedding(features["video_id"], training=training)
-        popularity = popularity and self.list_blend is not None
-        if video_index is None and (self.video_click_counts is not None or popularity):
+        blend = popularity and self.list_blend is not None
+        if video_index is None and (self.video_click_counts is not None or blend):
             video_index = self.video_embedding.lookup(features["video_id"])
         if self.video_click_counts is not None:
             video["video_index"] = self._count_index(video_index, self.config.video_id_dropout, training)
-        if popularity:
+        if blend:
             video["log_popularity"] = tf.gather(self._log_popularity, video_index)
+        if popularity and self.watch_in_seconds:
+            # What turns the expected watched fraction into expected seconds (a duration under 1 s counts as 1).
+            seconds = tf.cast(tf.reshape(features["duration_s"], [-1]), tf.float32)
+            video["log_duration"] = tf.math.log(tf.clip_by_value(
+                tf.where(tf.math.is_finite(seconds), seconds, 1.0), 1.0, 1e7))
         return video
 
     def _count_index(self, index, dropout, training):
@@ -304,7 +318,13 @@ class VideoRecModel(ServedOrder, tfrs.Model):
 
     def rank_logits_from_parts(self, query: Mapping[str, tf.Tensor], video: Mapping[str, tf.Tensor], training=None,
                                clicked: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row.
+        """Click logits `[batch]` (float32) from `encode_queries` and `encode_videos` outputs, row by row."""
+        return self.rank_outputs_from_parts(query, video, training=training, clicked=clicked)["click"]
+
+    def rank_outputs_from_parts(self, query: Mapping[str, tf.Tensor], video: Mapping[str, tf.Tensor], training=None,
+                                clicked: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+        """The ranking head's logits by objective (`click`, and `watch` for a watch model), each `[batch]`
+        float32, from `encode_queries` and `encode_videos` outputs, row by row.
 
         `clicked` (training only) takes each row's own click out of the count features. `video` may hold
         the target attention's output (`attention`) when the caller computed it per user (serving)."""
@@ -319,7 +339,8 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         if self.user_click_counts is not None:
             parts.append(self.user_click_counts(query["user_index"], clicked=clicked))
             parts.append(self.video_click_counts(video["video_index"], clicked=clicked))
-        return self.ranking_head(tf.concat([tf.cast(part, dtype) for part in parts], axis=-1), training=training)
+        logits = self.ranking_head(tf.concat([tf.cast(part, dtype) for part in parts], axis=-1), training=training)
+        return logits if isinstance(logits, dict) else {"click": logits}
 
     @property
     def ranking_variables(self):
@@ -327,25 +348,33 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         layers = [self.ranking_head] + ([self.target_attention] if self.target_attention is not None else [])
         return [variable for layer in layers for variable in layer.trainable_variables]
 
+    @property
+    def watch_variables(self):
+        """The trainable variables only the watch head uses (its tower, gate and own experts)."""
+        return self.ranking_head.objective_variables("watch") if self.config.watch else []
+
     def _forward(self, features, training=None, clicked=None, towers_training=None, video_index=None):
         towers_training = training if towers_training is None else towers_training
         query = self.encode_queries(features, training=towers_training)
         video = self.encode_videos(features, training=towers_training, video_index=video_index, popularity=False)
-        logits = self.rank_logits_from_parts(query, video, training=training, clicked=clicked)
+        logits = self.rank_outputs_from_parts(query, video, training=training, clicked=clicked)
         return query["embedding"], video["embedding"], logits
 
     def rank_logits(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """Click logits `[batch]` for the (user, video) pairs in `features`."""
+        return self.rank_outputs(features, training=training)["click"]
+
+    def rank_outputs(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        """Every ranking head's logits `[batch]` (`click`, and a watch model's `watch`) for the pairs in `features`."""
         return self._forward(features, training=training)[2]
 
     def call(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
         q, c, logits = self._forward(features, training=training)
-        return {
-            "query_embedding": q,
-            "video_embedding": c,
-            "retrieval_score": tf.reduce_sum(q * c, axis=-1),
-            "click_probability": tf.sigmoid(logits),
-        }
+        outputs = {"query_embedding": q, "video_embedding": c, "retrieval_score": tf.reduce_sum(q * c, axis=-1),
+                   "click_probability": tf.sigmoid(logits["click"])}
+        if "watch" in logits:
+            outputs["expected_watch_fraction"] = tf.sigmoid(logits["watch"])
+        return outputs
 
     # -- training ---------------------------------------------------------------------------------
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
@@ -358,7 +387,7 @@ class VideoRecModel(ServedOrder, tfrs.Model):
         clicked = tf.reshape(tf.cast(features["clicked"], tf.float32), [-1])
         # Training the ranking head alone: the towers run as at inference (no dropout), and only the
         # ranking loss is computed.
-        ranking_only = bool(training) and self.trained_heads == "ranking"
+        ranking_only = bool(training) and self.trained_heads in ("ranking", "watch")
         logq = self.config.retrieval_weight > 0 and not ranking_only and self.config.logq_correction
         # One lookup of the batch's videos serves the count features and the logQ correction.
         index = self.video_embedding.lookup(features["video_id"]) if logq else None
@@ -381,63 +410,18 @@ class VideoRecModel(ServedOrder, tfrs.Model):
             retrieval_loss = summed / tf.maximum(tf.reduce_sum(clicked), 1.0)
             self.retrieval_loss_tracker.update_state(retrieval_loss)
             loss += self.config.retrieval_weight * retrieval_loss
-        if self.config.ranking_weight > 0 or ranking_only:
+        watch_only = bool(training) and self.trained_heads == "watch"
+        if (self.config.ranking_weight > 0 or ranking_only) and not watch_only:
             # [rows, 1]: one loss per row, summed, then divided by the rows (0 for a replica left without any).
-            ranking_loss = self.ranking_task(labels=clicked[:, None], predictions=logits[:, None]) / tf.maximum(
+            ranking_loss = self.ranking_task(labels=clicked[:, None], predictions=logits["click"][:, None]) / tf.maximum(
                 tf.cast(tf.size(clicked), tf.float32), 1.0)
             self.ranking_loss_tracker.update_state(ranking_loss)
             loss += (1.0 if ranking_only else self.config.ranking_weight) * ranking_loss
+        if "watch" in logits and (self.config.ranking_weight > 0 or ranking_only):
+            watch_loss = watch_fraction_loss(features, clicked, logits["watch"])
+            self.watch_loss_tracker.update_state(watch_loss)
+            loss += (1.0 if watch_only else self.config.ranking_weight * self.config.watch_loss_weight) * watch_loss
         return loss
-
-    def train_step(self, inputs):
-        """One optimiser step on a batch (on each replica's slice of it under `tf.distribute`).
-
-        `tfrs.Model.train_step` plus two things it leaves out:
-
-        * Distribution: `compute_loss` is a mean over the replica's rows, and the
-          optimizer sums the gradients of all replicas, so the loss is divided by
-          `num_replicas_in_sync` first (what Keras does for compiled losses); the
-          step is then the gradient of the mean over the global batch, whatever
-          the number of replicas.
-        * Heads: with `trained_heads = "ranking"` only `ranking_variables` are updated,
-          from the ranking loss alone (the second phase of `HeadSelection`).
-        * Mixed precision: with a `LossScaleOptimizer` (what `compile` makes of
-          the optimizer under `mixed_float16`) the loss is scaled up before the
-          float16 backward pass, so small gradients do not flush to zero, and the
-          gradients are scaled back down before the update (which the optimizer
-          skips, lowering the scale, when they overflowed).
-
-        Returns:
-          The logs: every metric, and `loss`, `regularization_loss` and `total_loss`.
-        """
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
-            regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
-            total_loss = loss + regularization_loss
-            step_loss = total_loss / replicas
-            if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-                step_loss = self.optimizer.get_scaled_loss(step_loss)
-        variables = self.ranking_variables if self.trained_heads == "ranking" else self.trainable_variables
-        gradients = tape.gradient(step_loss, variables)
-        if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-            gradients = self.optimizer.get_unscaled_gradients(gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._logs(loss, regularization_loss)
-
-    def test_step(self, inputs):
-        """`tfrs.Model.test_step`, with the losses logged as means over replicas (see `_logs`)."""
-        loss = self.compute_loss(inputs, training=False)
-        regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
-        return self._logs(loss, regularization_loss)
-
-    def _logs(self, loss, regularization_loss):
-        # The trackers are sync-on-read metrics: each replica adds its own loss, and reading them
-        # averages over batches and replicas, the same scale as on one device.
-        self.loss_tracker.update_state(loss)
-        self.regularization_loss_tracker.update_state(regularization_loss)
-        self.total_loss_tracker.update_state(loss + regularization_loss)
-        return {metric.name: metric.result() for metric in self.metrics}
 
     # -- serialisation ----------------------------------------------------------------------------
     def get_config(self):

@@ -96,112 +96,18 @@ Example:
 import os
 import re
 import shutil
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfrec_video.data.files import follow_umask
 from tfrec_video.evaluation.candidates import top_k_excluding
+from tfrec_video.serving.request_guard import guarded
 from tfrec_video.serving.versions import make_temp_dir, next_version, publish, remove_stale_temp_dirs
 from tfrec_video.serving.warmup import warmup_requests, write_warmup_requests
 from tfrec_video.towers import CatalogTable
 from tfrec_video.towers.catalog_table import rows_variable
-
-# Float inputs beyond this magnitude are clipped: far outside any embedding or duration, and small
-# enough that no tower overflows float32 on them.
-MAX_FLOAT_INPUT = 1e6
-
-
-# List inputs a request may send narrower than exported: they are padded with "" in the graph (what a
-# client padding them itself gets). Wider ones are refused: cutting them would drop ids silently.
-PADDED_LISTS = ("history",)
-# The input whose batch size the others must match, when the signature has it.
-_BATCH_REFERENCES = ("user_id", "video_id")
-
-
-def _shape_text(dims) -> tf.Tensor:
-    """`"[2, 25]"`: a shape vector as a string tensor, for an error message."""
-    return tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(dims), separator=", "), "]"])
-
-
-def _checked(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """`features` after graph checks of their runtime shapes against the signature's, `PADDED_LISTS` padded.
-
-    Callers (a TF Serving client, `tf.saved_model.load`) are not held to the signature's shapes: a
-    `[batch, 1]` `user_id` or a 25-wide `history` reaches the graph, and fails deep inside it naming
-    no input, or is silently pooled. Each input is checked for its rank and fixed widths, then for
-    the batch size of the first input, in a fixed order (each check waits for the one before, so
-    the message is deterministic), and every op that reads an input runs after the checks. A
-    failure is an `InvalidArgumentError` whose message holds `<name>: expected ..., got ...` (no
-    quotes: TF's `Assert` would print them escaped).
-
-    The runtime shape goes through `boolean_mask`, whose output length is unknown to shape
-    inference: Grappler would otherwise fold `Size(Shape(x))` to the signature's rank.
-    """
-    names = ([name for name in _BATCH_REFERENCES if name in features]
-             + sorted(name for name in features if name not in _BATCH_REFERENCES))
-    reference = names[0]
-    check = tf.no_op()
-    batch, runtime = None, {}
-    for name in names:
-        value, spec = features[name], features[name].shape
-        with tf.control_dependencies([check]):
-            shape = tf.shape(value, out_type=tf.int64)
-            dims = tf.boolean_mask(shape, shape >= 0)
-            # Indexable whatever the rank really is: a missing dimension reads as -1.
-            padded = runtime[name] = tf.concat([dims, tf.fill([spec.rank], tf.constant(-1, tf.int64))], 0)
-            ok = tf.equal(tf.size(dims), spec.rank)
-            widths = []
-            for axis in range(1, spec.rank):
-                width = spec[axis]
-                if width is None:
-                    widths.append("m")
-                    continue
-                fits = padded[axis] <= width if name in PADDED_LISTS else tf.equal(padded[axis], width)
-                ok = tf.logical_and(ok, fits)
-                widths.append(f"<= {width}" if name in PADDED_LISTS else str(width))
-            expected = f"{name}: expected shape [{', '.join(['batch'] + widths)}], got "
-            check = tf.debugging.Assert(ok, [tf.strings.join([expected, _shape_text(dims)])], name=f"check_{name}")
-        if batch is None:
-            batch = padded[0]
-            continue
-        with tf.control_dependencies([check]):
-            message = tf.strings.join([f"{name}: expected batch size ", tf.strings.as_string(batch),
-                                       f" (that of {reference}), got shape ", _shape_text(dims)])
-            check = tf.debugging.Assert(tf.equal(padded[0], batch), [message], name=f"check_{name}_batch")
-    checked = {}
-    with tf.control_dependencies([check]):
-        for name, value in features.items():
-            if name in PADDED_LISTS:
-                width = value.shape[1]
-                short = tf.maximum(width - runtime[name][1], 0)
-                value = tf.ensure_shape(tf.pad(value, [[0, 0], [0, short]], constant_values=""), [None, width])
-            checked[name] = tf.identity(value)
-    return checked
-
-
-def _guarded(fn):
-    """`fn(features)` made total over serving requests: shapes are checked (`_checked`), non-finite
-    floats become 0, finite ones are clipped to +-MAX_FLOAT_INPUT, and an empty batch runs on one
-    placeholder row (some layers cannot trace a zero-row batch) whose output rows are dropped again."""
-
-    def sane(value):
-        value = tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
-        return tf.clip_by_value(value, -MAX_FLOAT_INPUT, MAX_FLOAT_INPUT)
-
-    def guarded(features):
-        features = _checked(features)
-        features = {name: sane(value) if value.dtype.is_floating else value for name, value in features.items()}
-        batch = tf.shape(next(iter(features.values())))[0]
-        placeholder = {name: tf.zeros(tf.concat([[1], tf.shape(value)[1:]], 0), value.dtype)
-                       if value.dtype != tf.string else tf.fill(tf.concat([[1], tf.shape(value)[1:]], 0), "")
-                       for name, value in features.items()}
-        padded = tf.cond(batch > 0, lambda: features, lambda: placeholder)
-        return tf.nest.map_structure(lambda out: out[:batch], fn(padded))
-
-    return guarded
-
 
 def _feature_spec(name: str, model) -> tf.TensorSpec:
     v = model.vocabularies
@@ -213,6 +119,7 @@ def _feature_spec(name: str, model) -> tf.TensorSpec:
         "audio_embedding": ([None, v.audio_dim], tf.float32),
         "title_embedding": ([None, v.title_embedding_dim], tf.float32),
         "thumbnail": ([None], tf.string), "audio": ([None], tf.string), "exclude": ([None, None], tf.string),
+        "diversity": ([None], tf.float32), "click_weight": ([None], tf.float32), "watch_weight": ([None], tf.float32),
     }
     shape, dtype = shapes[name]
     return tf.TensorSpec(shape, dtype, name=name)
@@ -228,11 +135,20 @@ class ServingModule(tf.Module):
       n: videos returned by `serving_default` (n <= k).
       exclude_seen: leave the request's `history` videos out of `retrieve`,
         `serving_default` and their `_excluding` forms (see module docstring).
+      score_weights: a watch model's `(click_weight, watch_weight)` of the served `score`
+        (`VideoRecModel.serve_candidates`); default `(1, ModelConfig.watch_score_weight)`.
     """
 
     def __init__(self, model, catalog: Mapping[str, np.ndarray], k: int = 100, n: int = 10,
-                 exclude_seen: bool = True):
+                 exclude_seen: bool = True, score_weights: Optional[Sequence[float]] = None):
         super().__init__(name="video_rec_serving")
+        self.watch = bool(model.config.watch)
+        if score_weights is None:
+            score_weights = (1.0, model.config.watch_score_weight)
+        weights = [float(w) for w in score_weights] if isinstance(score_weights, (list, tuple)) else []
+        if len(weights) != 2 or not all(np.isfinite(weights)):
+            raise ValueError(f"export: score_weights must be two finite numbers (click, watch), got {score_weights!r}.")
+        self.score_weights = tuple(weights)
         num_videos = len(catalog["video_id"])
         if num_videos == 0:
             raise ValueError("export: the catalog is empty.")
@@ -276,13 +192,19 @@ class ServingModule(tf.Module):
         video_spec = {name: _feature_spec(name, model) for name in self.video_names}
         rank_spec = dict(query_spec, video_id=_feature_spec("video_id", model))
         excluding_spec = dict(query_spec, exclude=_feature_spec("exclude", model))
-        self.recommend = tf.function(_guarded(self._recommend), input_signature=[query_spec])
-        self.retrieve = tf.function(_guarded(self._retrieve), input_signature=[query_spec])
-        self.recommend_excluding = tf.function(_guarded(self._recommend), input_signature=[excluding_spec])
-        self.retrieve_excluding = tf.function(_guarded(self._retrieve), input_signature=[excluding_spec])
-        self.rank = tf.function(_guarded(self._rank), input_signature=[rank_spec])
-        self.embed_query = tf.function(_guarded(self._embed_query), input_signature=[query_spec])
-        self.embed_video = tf.function(_guarded(self._embed_video), input_signature=[video_spec])
+        diverse_spec = dict(query_spec, diversity=_feature_spec("diversity", model))
+        weighted_spec = dict(query_spec, click_weight=_feature_spec("click_weight", model),
+                             watch_weight=_feature_spec("watch_weight", model))
+        self.recommend = tf.function(guarded(self._recommend), input_signature=[query_spec])
+        self.retrieve = tf.function(guarded(self._retrieve), input_signature=[query_spec])
+        self.recommend_excluding = tf.function(guarded(self._recommend), input_signature=[excluding_spec])
+        self.retrieve_excluding = tf.function(guarded(self._retrieve), input_signature=[excluding_spec])
+        self.recommend_diverse = tf.function(guarded(self._recommend), input_signature=[diverse_spec])
+        self.rank_weighted = tf.function(guarded(self._recommend), input_signature=[weighted_spec]) \
+            if self.watch else None
+        self.rank = tf.function(guarded(self._rank), input_signature=[rank_spec])
+        self.embed_query = tf.function(guarded(self._embed_query), input_signature=[query_spec])
+        self.embed_video = tf.function(guarded(self._embed_video), input_signature=[video_spec])
         # Not a signature (TF Serving never calls it, and clients never see it): what a catalog refresh
         # encodes added and changed videos with, from the export alone (`tfrec_video.serving.refresh`).
         self.encode_catalog_rows = tf.function(self._encode_catalog_rows, input_signature=[video_spec])
@@ -328,12 +250,22 @@ class ServingModule(tf.Module):
         query = self.model.encode_queries(features, training=False, catalog_embeddings=self._history(index))
         scores, rows = self._candidates(query["embedding"], features, index)
         parts = dict(self.catalog_parts, encoding=self.catalog_encoding, embedding=index)
-        served = self.model.serve_candidates(query, parts, scores, rows, tf.minimum(self.n, tf.shape(rows)[1]))
-        return {
+        weights = self.score_weights
+        if "click_weight" in features:
+            weights = (features["click_weight"], features["watch_weight"])
+        served = self.model.serve_candidates(query, parts, scores, rows, tf.minimum(self.n, tf.shape(rows)[1]),
+                                             score_weights=weights, diversity=features.get("diversity"))
+        outputs = {
             "video_ids": tf.gather(self.catalog.ids, served["rows"] + 1),
             "click_probability": tf.sigmoid(served["click_logits"]),
             "retrieval_score": served["retrieval_scores"],
+            "score": served["scores"],
         }
+        if self.watch:
+            outputs["expected_watch_fraction"] = tf.sigmoid(served["watch_logits"])
+            if self.model.watch_in_seconds:
+                outputs["expected_watch_seconds"] = tf.exp(served["log_expected_watch"])
+        return outputs
 
     def _rank(self, features):
         rows = self.catalog.lookup(features["video_id"])
@@ -343,7 +275,9 @@ class ServingModule(tf.Module):
         merged = {name: features[name] for name in self.query_names + ["video_id"]}
         for name, values in self.catalog.values.items():
             merged[name] = tf.gather(values, rows)
-        return {"click_probability": tf.sigmoid(self.model.rank_logits(merged, training=False))}
+        logits = self.model.rank_outputs(merged, training=False)
+        return {"click_probability": tf.sigmoid(logits["click"]),
+                **({"expected_watch_fraction": tf.sigmoid(logits["watch"])} if "watch" in logits else {})}
 
     def _embed_query(self, features):
         return {"query_embedding": self.model.embed_queries(features, training=False,
@@ -371,6 +305,8 @@ class ServingModule(tf.Module):
             "retrieve": self.retrieve.get_concrete_function(),
             "recommend_excluding": self.recommend_excluding.get_concrete_function(),
             "retrieve_excluding": self.retrieve_excluding.get_concrete_function(),
+            "recommend_diverse": self.recommend_diverse.get_concrete_function(),
+            **({"rank_weighted": self.rank_weighted.get_concrete_function()} if self.watch else {}),
             "rank": self.rank.get_concrete_function(),
             "embed_query": self.embed_query.get_concrete_function(),
             "embed_video": self.embed_video.get_concrete_function(),
@@ -379,7 +315,7 @@ class ServingModule(tf.Module):
 
 def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str = "saved_models",
                        name: str = "video_rec", k: int = 100, n: int = 10, version: Optional[int] = None,
-                       exclude_seen: bool = True) -> str:
+                       exclude_seen: bool = True, score_weights: Optional[Sequence[float]] = None) -> str:
     """Writes `base_dir/name/<version>/` atomically and returns that path.
 
     Args:
@@ -394,6 +330,8 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
       exclude_seen: `retrieve`, `serving_default` and their `_excluding` forms
         leave out the request's `history` videos (False keeps them; see the
         module docstring).
+      score_weights: a watch model's `(click_weight, watch_weight)` of the served `score`, fixed in the
+        version (default `(1, ModelConfig.watch_score_weight)`); `rank_weighted` takes others per request.
 
     The version holds `assets.extra/tf_serving_warmup_requests` (see `warmup_requests`). Its
     directories and files follow the umask (0755 / 0644 under umask 022), so a server running as
@@ -416,7 +354,7 @@ def export_saved_model(model, catalog: Mapping[str, np.ndarray], base_dir: str =
     final = os.path.join(model_dir, str(version))
     if fixed and os.path.lexists(final):
         raise FileExistsError(f"export: {final} already exists; versions are never overwritten.")
-    module = ServingModule(model, catalog, k=k, n=n, exclude_seen=exclude_seen)
+    module = ServingModule(model, catalog, k=k, n=n, exclude_seen=exclude_seen, score_weights=score_weights)
     # A dot-prefixed sibling: TF Serving ignores non-numeric names, and rename within one
     # filesystem is atomic. Its name records this process, so a later export can tell it stale.
     tmp = make_temp_dir(model_dir, version)

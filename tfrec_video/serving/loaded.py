@@ -61,7 +61,7 @@ from tfrec_video.errors import ConfigError, DataValidationError
 REQUIRED_SIGNATURES = ("embed_query", "embed_video", "rank")
 # The signature that takes `exclude` beside each list signature's inputs.
 _EXCLUDING = {"serving_default": "recommend_excluding", "retrieve": "retrieve_excluding"}
-# What an export's input checks (`serving.export._checked`) say when they refuse a request:
+# What an export's input checks (`serving.request_guard.checked_features`) say when they refuse a request:
 # `assertion failed: [history: expected shape [batch, <= 20], got [2, 25]]`.
 _REFUSED = re.compile(r"assertion failed: \[([A-Za-z_][A-Za-z0-9_]*): expected (.*?), got ([^\n]*)\]")
 
@@ -220,8 +220,8 @@ class ExportedModel:
         return retrieved_ids.numpy(), served_ids.numpy()
 
     def __call__(self, features: Mapping[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
-        """`query_embedding` and `click_probability` of a batch of impressions (user features + `video_id`)."""
-        return {
-            "query_embedding": self.embed_queries(features),
-            "click_probability": self._call("rank", features)["click_probability"],
-        }
+        """`query_embedding` and `click_probability` (and a watch model's `expected_watch_fraction`) of a
+        batch of impressions (user features + `video_id`)."""
+        ranked = self._call("rank", features)
+        return dict({"query_embedding": self.embed_queries(features)},
+                    **{name: ranked[name] for name in ("click_probability", "expected_watch_fraction") if name in ranked})

@@ -29,6 +29,10 @@ USER_INPUTS = ("user_id", "hour", "device")
 _NO_VOCABULARIES = types.SimpleNamespace(user_ids=[], devices=[])
 
 
+# Warmup values of the inputs that set how a request is served, not who or what it is about.
+_REQUEST_OPTIONS = {"diversity": 0.3, "click_weight": 1.0, "watch_weight": 1.0}
+
+
 def _user_value(vocabularies, spec: tf.TensorSpec, batch_size: int):
     """A `[batch_size]` value of a user-side input (`USER_INPUTS`) from the model's vocabularies."""
     if spec.name == "user_id":  # a known user, then users the model has never seen
@@ -55,6 +59,8 @@ def _catalog_value(catalog, spec: tf.TensorSpec, batch_size: int) -> np.ndarray:
     elif name == "exclude":  # the last catalog video and an id outside it, then padding only
         value = np.full([batch_size, 2], b"", object)
         value[0] = [tf.gather(catalog.ids, num_videos).numpy(), b"__warmup_unknown_video__"]
+    elif name in _REQUEST_OPTIONS:  # a per-request setting (`recommend_diverse`, `rank_weighted`)
+        value = np.full(shape, _REQUEST_OPTIONS[name], spec.dtype.as_numpy_dtype)
     elif name == "video_id":  # real catalog videos and their content
         value = tf.gather(catalog.ids, rows).numpy()
     elif name in catalog.values:

@@ -150,9 +150,9 @@ class RetrievalRecall(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        # While HeadSelection trains the ranking head alone the towers are frozen: the recall cannot move,
-        # and is computed once in that phase.
-        if getattr(self.model, "trained_heads", "both") != "ranking":
+        # While HeadSelection trains the ranking (or watch) head alone the towers are frozen: the recall
+        # cannot move, and is computed once in those phases.
+        if getattr(self.model, "trained_heads", "both") == "both":
             self._frozen = None
             logs[self.key] = self.recall()
         else:

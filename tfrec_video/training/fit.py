@@ -316,6 +316,13 @@ def fit_model(
         parent = load_model(warm_start_from)
         check_compatible(parent.given_config, model_config, str(warm_start_from), warm_start)
     raw = read_table(train_paths, impressions_schema, validate=True, progress=verbose > 0)
+    if model_config.watch and "watch_fraction" not in raw and not (
+            "watch_seconds" in raw and "duration_s" in catalog):
+        raise DataValidationError(
+            "ModelConfig.ranking_objectives has 'watch', but the training impressions have no watch time",
+            file=str(train_paths), feature="watch_fraction",
+            expected="a watch_fraction column (the share of the video watched after a click, 0-1), or "
+                     "watch_seconds with the catalog's duration_s; or ranking_objectives: [click]")
     try:
         if parent is None:
             vocabularies = adapt(catalog, raw, title_vocabulary_size=model_config.title_vocabulary_size,

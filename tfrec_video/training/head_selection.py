@@ -17,12 +17,22 @@ overfit or the other undertrained. This callback selects them in two phases:
    epoch, whichever validates better on these towers. It stops after `patience`
    epochs without improvement and keeps its best epoch.
 
+3. **Watch** (`model.trained_heads = "watch"`, a model with a watch head only): the
+   ranking phase selected the whole ranking head on the click monitor. The watch
+   head's own weights (`model.watch_variables`: its tower, its gate and, with
+   `"ple"`, its own experts) then go on training alone on the watch loss, from
+   the click-selected head, and keep their best epoch on `watch_monitor`
+   (`val_watch_loss`); the click head and the experts it reads are not changed.
+   The watch head is so selected on its own metric, like the other two, without
+   undoing the click head's selection.
+
 The ranking head reads the towers' encodings, so its best joint weights do not
 simply combine with towers from a later epoch; the second phase fits the head to
 the towers that are exported, and is selected on the ranking monitor itself.
 When the epochs run out during the joint phase, retrieval keeps its best epoch
 and the ranking head the better, on validation, of its best joint weights and
-those of that epoch.
+those of that epoch; when they run out before the watch phase, the watch head
+keeps the weights of the click head's epoch.
 
 Put it after `RetrievalRecall` in the callback list (its `val_recall_at_K` must
 be in the logs) and give `fit` validation data. `fit`'s `epochs` bounds both
@@ -69,6 +79,7 @@ class HeadSelection(tf.keras.callbacks.Callback):
     Args:
       retrieval_monitor: the retrieval metric in the epoch logs, e.g. `val_recall_at_100`.
       ranking_monitor: the ranking metric: `val_logloss`, `val_auc` or `val_ranking_loss`.
+      watch_monitor: the watch head's metric (a model with one), `val_watch_loss`.
       patience: epochs without improvement that end a phase.
       min_delta: the smallest change that counts as an improvement.
       validation_data: the validation data given to `fit` (batched), used to compare the two starts
@@ -84,16 +95,18 @@ class HeadSelection(tf.keras.callbacks.Callback):
     def __init__(self, retrieval_monitor: str = "val_recall_at_100", ranking_monitor: str = "val_logloss",
                  patience: int = 1, min_delta: float = 0.0, validation_data=None,
                  validation_steps: Optional[int] = None, ranking_learning_rate_scale: float = 0.1,
-                 state_dir: Optional[str] = None, verbose: int = 0):
+                 state_dir: Optional[str] = None, verbose: int = 0, watch_monitor: str = "val_watch_loss"):
         super().__init__()
         if not isinstance(patience, int) or patience < 1:
             raise ConfigError(f"HeadSelection: patience must be a positive integer, got {shorten(patience)}.")
-        for name, monitor in (("retrieval_monitor", retrieval_monitor), ("ranking_monitor", ranking_monitor)):
+        for name, monitor in (("retrieval_monitor", retrieval_monitor), ("ranking_monitor", ranking_monitor),
+                              ("watch_monitor", watch_monitor)):
             if not isinstance(monitor, str) or not monitor.startswith("val_"):
                 raise ConfigError(f"HeadSelection: {name} must be a validation metric (val_...), got "
                                   f"{shorten(monitor)}.")
         self.retrieval_monitor = retrieval_monitor
         self.ranking_monitor = ranking_monitor
+        self.watch_monitor = watch_monitor
         self.patience = patience
         self.min_delta = abs(float(min_delta))
         self.validation_data = validation_data
@@ -133,26 +146,33 @@ class HeadSelection(tf.keras.callbacks.Callback):
         for variable, value in zip(self.model.ranking_variables, values):
             variable.assign(value)
 
+    def _watch_weights(self) -> List[np.ndarray]:
+        return [v.numpy() for v in self.model.watch_variables]
+
+    def _set_watch_weights(self, values: List[np.ndarray]) -> None:
+        for variable, value in zip(self.model.watch_variables, values):
+            variable.assign(value)
+
     def _set_phase(self, phase: str) -> None:
         self.state["phase"] = phase
-        self.model.trained_heads = "ranking" if phase == "ranking" else "both"
+        self.model.trained_heads = phase if phase in ("ranking", "watch") else "both"
         # The joint rate is kept in the state: a resumed run restores the optimizer at the scaled rate.
         rate = self.model.optimizer.learning_rate
-        if phase == "ranking" and self.state["joint_learning_rate"] is None:
+        if phase != "joint" and self.state["joint_learning_rate"] is None:
             self.state["joint_learning_rate"] = float(tf.keras.backend.get_value(rate))
             tf.keras.backend.set_value(rate, self.state["joint_learning_rate"] * self.ranking_learning_rate_scale)
-        elif phase != "ranking" and self.state["joint_learning_rate"] is not None:
+        elif phase == "joint" and self.state["joint_learning_rate"] is not None:
             tf.keras.backend.set_value(rate, self.state["joint_learning_rate"])
             self.state["joint_learning_rate"] = None
         # fit calls model.train_function every step: a new trace takes effect from the next step.
         self.model.make_train_function(force=True)
 
-    def _evaluate_ranking(self) -> Optional[float]:
-        """The ranking monitor of the current weights on `validation_data`, or None without it."""
+    def _evaluate(self, monitor: str) -> Optional[float]:
+        """`monitor` of the current weights on `validation_data`, or None without it."""
         if self.validation_data is None:
             return None
         logs = self.model.evaluate(self.validation_data, steps=self.validation_steps, verbose=0, return_dict=True)
-        return float(logs[self.ranking_monitor[len("val_"):]])
+        return float(logs[monitor[len("val_"):]])
 
     # -- the two phases ---------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -163,15 +183,16 @@ class HeadSelection(tf.keras.callbacks.Callback):
         if config.retrieval_weight <= 0 or config.ranking_weight <= 0:
             raise ConfigError("HeadSelection selects two heads: ModelConfig.retrieval_weight and ranking_weight "
                               "must both be > 0.")
+        self.watch = bool(getattr(config, "watch", False))
         self.state = {"phase": "joint", "retrieval": None, "retrieval_epoch": None, "retrieval_epoch_ranking": None,
                       "ranking": None, "ranking_epoch": None, "ranking_phase": None,
                       "ranking_initialised_from_epoch": None, "ranking_phase_start": None, "last_epoch": None,
-                      "joint_learning_rate": None}
-        self._weights = {"retrieval": None, "ranking": None}
+                      "joint_learning_rate": None, "watch": None, "watch_epoch": None, "watch_phase_start": None}
+        self._weights = {"retrieval": None, "ranking": None, "watch": None}
         self._dirty = set()
         self._load()
-        if self.state["phase"] == "ranking":
-            self._set_phase("ranking")
+        if self.state["phase"] != "joint":
+            self._set_phase(self.state["phase"])
 
     def on_epoch_end(self, epoch, logs=None):
         number = epoch + 1
@@ -188,13 +209,35 @@ class HeadSelection(tf.keras.callbacks.Callback):
                 self._keep("ranking", self._ranking_weights())
             if state["retrieval_epoch"] is not None and number - state["retrieval_epoch"] >= self.patience:
                 self._start_ranking_phase(train=True)
-        else:
+        elif state["phase"] == "ranking":
             if self._better(self.ranking_monitor, ranking, state["ranking"]):
                 state.update(ranking=ranking, ranking_epoch=number, ranking_phase="ranking")
                 self._keep("ranking", self._ranking_weights())
             elif number - max(state["ranking_epoch"], state["ranking_phase_start"]) >= self.patience:
+                if self.watch:
+                    self._start_watch_phase()
+                else:
+                    self.model.stop_training = True
+        else:
+            watch = self._value(logs, self.watch_monitor)
+            if self._better(self.watch_monitor, watch, state["watch"]):
+                state.update(watch=watch, watch_epoch=number)
+                self._keep("watch", self._watch_weights())
+            elif number - max(state["watch_epoch"] or 0, state["watch_phase_start"]) >= self.patience:
                 self.model.stop_training = True
         self._save()
+
+    def _start_watch_phase(self):
+        """The click head is selected: its weights back, and the watch head trains alone from them."""
+        self._set_ranking_weights(self._weights["ranking"])
+        start = self._evaluate(self.watch_monitor)
+        self.state.update(watch=start, watch_epoch=self.state["ranking_epoch"],
+                          watch_phase_start=self.state["last_epoch"])
+        self._keep("watch", self._watch_weights())
+        self._set_phase("watch")
+        if self.verbose:
+            print(f"HeadSelection: click head from epoch {self.state['ranking_epoch']}; training the watch head "
+                  f"alone ({self.watch_monitor} {start if start is None else round(start, 4)})")
 
     def _keep(self, name: str, values: List[np.ndarray]) -> None:
         self._weights[name] = values
@@ -210,7 +253,7 @@ class HeadSelection(tf.keras.callbacks.Callback):
         if state["ranking_epoch"] != state["retrieval_epoch"]:
             own = self._ranking_weights()
             self._set_ranking_weights(joint_head)
-            value = self._evaluate_ranking()
+            value = self._evaluate(self.ranking_monitor)
             if value is not None and not self._better(self.ranking_monitor, start_value, value):
                 start_epoch, start_value = state["ranking_epoch"], value
             else:
@@ -234,10 +277,16 @@ class HeadSelection(tf.keras.callbacks.Callback):
             # The epochs ran out before retrieval stopped improving: its best epoch, and the better head.
             self._start_ranking_phase(train=False)
         self._set_ranking_weights(self._weights["ranking"])
+        watch_trained = state["phase"] == "watch"
+        if watch_trained:
+            self._set_watch_weights(self._weights["watch"])
         self._set_phase("joint")
         self.selected = {key: state[key] for key in ("retrieval_epoch", "retrieval", "ranking_epoch", "ranking",
                                                      "ranking_phase", "ranking_initialised_from_epoch")}
         self.selected.update(retrieval_monitor=self.retrieval_monitor, ranking_monitor=self.ranking_monitor)
+        if self.watch:
+            self.selected.update(watch_epoch=state["watch_epoch"] if watch_trained else state["ranking_epoch"],
+                                 watch=state["watch"] if watch_trained else None, watch_monitor=self.watch_monitor)
         if self.verbose:
             print(f"HeadSelection: retrieval weights from epoch {state['retrieval_epoch']}, ranking weights from "
                   f"epoch {state['ranking_epoch']} ({state['ranking_phase']} phase)")

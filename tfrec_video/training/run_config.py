@@ -74,6 +74,7 @@ Example:
 import dataclasses
 import glob
 import json
+import math
 import os
 from typing import Optional, Sequence, Union
 
@@ -163,6 +164,8 @@ class ExportConfig:
       n: videos `serving_default` returns.
       keep_seen: let `retrieve` and `serving_default` return the videos in the
         request's `history` (by default they are left out; `export_saved_model`).
+      score_weights: a watch model's `[click_weight, watch_weight]` of the served
+        `score`, fixed in the export (null: `[1, model.watch_score_weight]`).
     """
 
     enabled: bool = True
@@ -171,9 +174,17 @@ class ExportConfig:
     k: int = 100
     n: int = 10
     keep_seen: bool = False
+    score_weights: Optional[Sequence[float]] = None
 
     def __post_init__(self):
         _positive_int("export", "k", self.k)
+        if self.score_weights is not None:
+            weights = self.score_weights
+            if (not isinstance(weights, (list, tuple)) or len(weights) != 2 or any(
+                    isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) for w in weights)):
+                raise ConfigError(f"export.score_weights must be two numbers [click, watch], got {shorten(weights)}.")
+            # A list, as YAML and JSON write it back (`to_dict`, the run's settings record).
+            object.__setattr__(self, "score_weights", [float(w) for w in weights])
         _positive_int("export", "n", self.n)
         if self.n > self.k:
             raise ConfigError(f"export.n ({self.n}) must be <= export.k ({self.k}).")

@@ -72,7 +72,8 @@ from tfrec_video.models.config import ModelConfig
 TRAINING_FIELDS = frozenset({
     "learning_rate", "seed", "video_id_dropout", "user_id_dropout", "tower_dropout", "ranking_dropout",
     "ranking_l2", "temperature", "logq_correction", "logq_weight", "remove_accidental_hits", "retrieval_weight",
-    "ranking_weight", "max_users", "max_videos", "fine_tune_text", "fine_tune_media"})
+    "ranking_weight", "max_users", "max_videos", "fine_tune_text", "fine_tune_media", "watch_loss_weight",
+    "watch_score_weight"})
 # Fields that size what a refresh learns again (`title_vocabulary="refresh"`: the WordPiece vocabulary, whose
 # token rows are copied by token): kept, they would be silently ignored, so they must then equal the parent's.
 _REFRESHED_FIELDS = {"title_vocabulary_size": "title_vocabulary"}
