@@ -149,6 +149,19 @@ def test_head_selection_needs_its_monitors_in_the_logs():
         model.fit(data, validation_data=data, epochs=1, callbacks=[HeadSelection()], verbose=0)
 
 
+def _split(catalog, impressions, tmp_path):
+    """80/20 train/validation: the two as columns, the validation file (for `RetrievalRecall`), its schema
+    and path, and the two as batched datasets."""
+    cut = int(0.8 * len(impressions["clicked"]))
+    train = {k: v[:cut] for k, v in impressions.items()}
+    validation = {k: v[cut:] for k, v in impressions.items()}
+    schema = impressions_schema(HISTORY).select(list(validation))
+    path = write_table(validation, str(tmp_path / "validation.parquet"), schema)
+    data = tf.data.Dataset.from_tensor_slices(_joined(catalog, train)).batch(128)
+    val = tf.data.Dataset.from_tensor_slices(_joined(catalog, validation)).batch(1024)
+    return train, validation, schema, path, data, val
+
+
 class _Crash(tf.keras.callbacks.Callback):
     """Stands for a kill: raises at the end of epoch `at` (1-based), after the callbacks before it ran."""
 
@@ -178,13 +191,7 @@ def test_a_resumed_run_goes_on_in_its_phase(tmp_path):
     """Killed in the ranking phase and resumed by BackupAndRestore: the ranking phase goes on, at the
     ranking rate (not scaled twice), and the retrieval epoch chosen before the kill is kept."""
     catalog, impressions = _data(n_users=150, per_user=30)
-    cut = int(0.8 * len(impressions["clicked"]))
-    train = {k: v[:cut] for k, v in impressions.items()}
-    validation = {k: v[cut:] for k, v in impressions.items()}
-    schema = impressions_schema(HISTORY).select(list(validation))
-    path = write_table(validation, str(tmp_path / "validation.parquet"), schema)
-    data = tf.data.Dataset.from_tensor_slices(_joined(catalog, train)).batch(128)
-    val = tf.data.Dataset.from_tensor_slices(_joined(catalog, validation)).batch(1024)
+    train, validation, schema, path, data, val = _split(catalog, impressions, tmp_path)
 
     def fit(callbacks):
         tf.keras.utils.set_random_seed(0)
@@ -232,13 +239,7 @@ def test_the_watch_head_is_selected_on_its_own_after_the_click_head(tmp_path):
     watch head ends on its best watch-phase epoch."""
     catalog, impressions = _data(n_users=200, per_user=30)
     impressions = _with_watch(catalog, impressions)
-    cut = int(0.8 * len(impressions["clicked"]))
-    train = {k: v[:cut] for k, v in impressions.items()}
-    validation = {k: v[cut:] for k, v in impressions.items()}
-    schema = impressions_schema(HISTORY).select(list(validation))
-    path = write_table(validation, str(tmp_path / "validation.parquet"), schema)
-    data = tf.data.Dataset.from_tensor_slices(_joined(catalog, train)).batch(128)
-    val = tf.data.Dataset.from_tensor_slices(_joined(catalog, validation)).batch(1024)
+    train, validation, schema, path, data, val = _split(catalog, impressions, tmp_path)
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig(**{**SMALL, "title_vocabulary_size": 60, "ranking_objectives": ("click", "watch"),
                             "ranking_experts": 2})

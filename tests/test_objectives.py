@@ -554,3 +554,40 @@ def test_diverse_and_weighted_signatures_in_a_fresh_process(trained, watch_data,
         assert got["video_ids"] == [[v.decode() for v in row] for row in expected["video_ids"].numpy().tolist()], name
         np.testing.assert_allclose(got["score"], expected["score"].numpy(), atol=1e-5, err_msg=name)
     assert fresh[0]["video_ids"] != fresh[1]["video_ids"] and fresh[3]["video_ids"] != fresh[4]["video_ids"]
+
+
+def test_fit_model_refuses_a_watch_model_on_impressions_without_watch_time(tmp_path):
+    """Before any step: the training files, the missing feature and what would do, not a trace-time error."""
+    from tfrec_video.data import write_table
+    from tfrec_video.data.schema import impressions_schema
+    from tfrec_video.errors import DataValidationError
+    from tfrec_video.training import TrainingConfig, fit_model
+
+    catalog, impressions = toy_data()
+    schema = impressions_schema(5).select([name for name in impressions if name in impressions_schema(5).names])
+    path = write_table({name: impressions[name] for name in schema.names},
+                       str(tmp_path / "train.parquet"), schema)
+    with pytest.raises(DataValidationError, match="watch_fraction") as raised:
+        fit_model(catalog, path, schema, ModelConfig(ranking_objectives=("click", "watch")),
+                  TrainingConfig(epochs=1), verbose=0)
+    assert raised.value.file and "train.parquet" in raised.value.file and raised.value.feature == "watch_fraction"
+
+
+def test_the_watch_loss_trains_the_head_not_the_towers(trained, watch_data):
+    """The towers (shared with retrieval and the click head) get no gradient from the watch loss; the head's
+    shared experts and the watch tower do. The click loss still reaches the towers."""
+    model, _ = trained
+    _, impressions = watch_data
+    batch = {name: tf.constant(value[:64]) for name, value in impressions.items()}
+    clicked = tf.cast(batch["clicked"], tf.float32)
+    towers = model.query_tower.trainable_variables + model.candidate_tower.trainable_variables
+    experts = model.ranking_head.mixture.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model.rank_outputs(batch, training=True)
+        watch = watch_fraction_loss(batch, clicked, logits["watch"])
+        click = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(clicked, logits["click"]))
+    assert all(g is None for g in tape.gradient(watch, towers))
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in tape.gradient(watch, experts))
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+               for g in tape.gradient(watch, model.ranking_head.towers["watch"].trainable_variables))
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in tape.gradient(click, towers))

@@ -316,8 +316,9 @@ def fit_model(
         parent = load_model(warm_start_from)
         check_compatible(parent.given_config, model_config, str(warm_start_from), warm_start)
     raw = read_table(train_paths, impressions_schema, validate=True, progress=verbose > 0)
-    if model_config.watch and "watch_fraction" not in raw and not (
-            "watch_seconds" in raw and "duration_s" in catalog):
+    columns = raw.element_spec  # the features the files have
+    if model_config.watch and "watch_fraction" not in columns and not (
+            "watch_seconds" in columns and "duration_s" in catalog):
         raise DataValidationError(
             "ModelConfig.ranking_objectives has 'watch', but the training impressions have no watch time",
             file=str(train_paths), feature="watch_fraction",
